@@ -1,0 +1,190 @@
+"""Lifecycle of the whole sandbox: preflight, up, down, status, reset, env."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kuryr_k8s.sandbox import configs
+from kuryr_k8s.sandbox.components import (
+    Component,
+    Context,
+    all_components,
+    delete_leftover_taps,
+    is_root,
+)
+from kuryr_k8s.sandbox.paths import SandboxPaths
+from kuryr_k8s.sandbox.process import SandboxError, pss_mib
+from kuryr_k8s.sandbox.settings import SandboxSettings
+
+Progress = Callable[[str], None]
+
+
+def preflight(os_release: Path = Path("/etc/os-release")) -> None:
+    """Refuse to run where the sandbox cannot work, saying why."""
+    if not is_root():
+        raise SandboxError(
+            "the sandbox needs root (it installs packages, creates network namespaces and "
+            "runs OVS): run it as root, e.g. 'sudo kuryr sandbox ...'"
+        )
+    fields: dict[str, str] = {}
+    try:
+        for line in os_release.read_text().splitlines():
+            key, _, value = line.partition("=")
+            fields[key] = value.strip('"')
+    except FileNotFoundError:
+        pass
+    if fields.get("ID") != "debian" or fields.get("VERSION_ID") != "12":
+        found = fields.get("PRETTY_NAME", "an unknown OS")
+        raise SandboxError(
+            f"unsupported OS: {found}. The sandbox is built and tested on Debian 12 "
+            "(bookworm) only, because it relies on its package versions (OVS 3.1, OVN 23.03, "
+            "Neutron Zed)."
+        )
+
+
+def context(settings: SandboxSettings) -> Context:
+    return Context(settings=settings, paths=SandboxPaths(settings.state_dir))
+
+
+def _check_installed(ctx: Context) -> None:
+    missing = [
+        b
+        for b in ("ovs-vsctl", "ovn-northd", "mariadbd", "neutron-db-manage")
+        if shutil.which(b) is None
+    ]
+    if missing:
+        raise SandboxError(
+            f"not installed: {', '.join(missing)}. Run 'kuryr sandbox install' first."
+        )
+
+
+def write_client_config(ctx: Context) -> None:
+    ctx.paths.clouds_yaml.write_text(configs.clouds_yaml(ctx.settings))
+
+
+def up(settings: SandboxSettings, progress: Progress) -> list[str]:
+    """Start every enabled component that is not running. Returns those started.
+
+    If one fails, the ones this call started are stopped again: nothing half-started.
+    """
+    ctx = context(settings)
+    _check_installed(ctx)
+    ctx.paths.ensure()
+    write_client_config(ctx)
+    started: list[Component] = []
+    try:
+        for comp in all_components(ctx):
+            if not comp.enabled():
+                continue
+            t0 = time.monotonic()
+            if comp.start():
+                started.append(comp)
+                progress(f"  started {comp.name:<22} {time.monotonic() - t0:6.1f} s")
+            else:
+                progress(f"  running {comp.name:<22} (pid {comp.pid()})")
+    except BaseException:
+        for comp in reversed(started):
+            comp.stop()
+        if any(c.name == "ovs-vswitchd" for c in started):
+            delete_leftover_taps()
+        raise
+    return [c.name for c in started]
+
+
+def down(settings: SandboxSettings, progress: Progress) -> list[str]:
+    """Stop what the sandbox started, in reverse order; leaves state on disk."""
+    ctx = context(settings)
+    stopped = []
+    for comp in reversed(all_components(ctx)):
+        if comp.stop():
+            stopped.append(comp.name)
+            progress(f"  stopped {comp.name}")
+    removed = delete_leftover_taps()
+    if removed:
+        progress(f"  removed leftover tap devices: {', '.join(removed)}")
+    return stopped
+
+
+def reset(settings: SandboxSettings, progress: Progress) -> None:
+    """Stop everything and wipe state (databases, OVS/OVN, config); keep logs and venvs."""
+    down(settings, progress)
+    paths = SandboxPaths(settings.state_dir)
+    for d in paths.state_dirs():
+        if d.exists():
+            shutil.rmtree(d)
+            progress(f"  wiped {d}")
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    enabled: bool
+    pid: int | None
+    pss_mib: float | None
+    api: bool | None
+    log_file: Path
+
+    @property
+    def healthy(self) -> bool:
+        if not self.enabled:
+            return True
+        return self.pid is not None and self.api is not False
+
+
+def status(settings: SandboxSettings) -> list[ComponentStatus]:
+    ctx = context(settings)
+    out = []
+    for comp in all_components(ctx):
+        pid = comp.pid() if comp.enabled() else None
+        api = None
+        if pid is not None:
+            try:
+                api = comp.api_probe()
+            except Exception:
+                api = False
+        out.append(
+            ComponentStatus(
+                name=comp.name,
+                enabled=comp.enabled(),
+                pid=pid,
+                pss_mib=pss_mib(pid) if pid is not None else None,
+                api=api,
+                log_file=comp.log_file,
+            )
+        )
+    return out
+
+
+def format_status(rows: list[ComponentStatus]) -> str:
+    lines = [f"{'COMPONENT':<22} {'STATE':<9} {'PID':>7} {'PSS MiB':>8}  API   LOG"]
+    for r in rows:
+        if not r.enabled:
+            state = "disabled"
+        elif r.pid is None:
+            state = "DOWN"
+        else:
+            state = "running"
+        api = "-" if r.api is None else ("ok" if r.api else "FAIL")
+        pss = f"{r.pss_mib:8.1f}" if r.pss_mib is not None else f"{'-':>8}"
+        pid = str(r.pid) if r.pid is not None else "-"
+        lines.append(f"{r.name:<22} {state:<9} {pid:>7} {pss}  {api:<5} {r.log_file}")
+    total = sum(r.pss_mib or 0 for r in rows)
+    lines.append(f"{'total':<22} {'':<9} {'':>7} {total:8.1f}")
+    return "\n".join(lines)
+
+
+def env_lines(settings: SandboxSettings) -> list[str]:
+    """Shell ``export`` lines for the clients: openstack, ovs-vsctl, ovn-nbctl, kubectl."""
+    ctx = context(settings)
+    exports = {
+        "OS_CLIENT_CONFIG_FILE": str(ctx.paths.clouds_yaml),
+        "OS_CLOUD": "kuryr-sandbox",
+        **ctx.ovs_env(),
+    }
+    if ctx.paths.kubeconfig.exists():
+        exports["KUBECONFIG"] = str(ctx.paths.kubeconfig)
+    return [f"export {k}={v}" for k, v in exports.items()]

@@ -1,0 +1,108 @@
+"""Typed settings of the sandbox, built once by the CLI and passed down."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+NeutronFlavour = Literal["debian", "pypi"]
+
+DEFAULT_STATE_DIR = Path("/var/lib/kuryr-sandbox")
+"""Where everything the sandbox owns lives (state, logs, sockets, pid files, venvs)."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """TCP ports on 127.0.0.1. Fixed because Neutron/OVN defaults and clients expect them."""
+
+    ovsdb: int = 6640
+    ovn_nb: int = 6641
+    ovn_sb: int = 6642
+    neutron: int = 9696
+    octavia: int = 9876
+    kube_api: int = 6443
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Everything that decides what ``kuryr sandbox`` brings up and where."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    """Private state directory; nothing of the sandbox lives anywhere else (except
+    ``/var/run/octavia``, which octavia-lib hard-codes)."""
+
+    neutron: NeutronFlavour = "debian"
+    """``debian``: neutron-server 21 (Zed) from Debian 12. ``pypi``: Neutron 29 in a venv
+    under uWSGI (what users run today)."""
+
+    octavia: bool = False
+    """Also run Octavia (octavia-api + driver agent) with the OVN provider."""
+
+    hostname: str = field(default_factory=socket.gethostname)
+    """OVN chassis hostname; every port bound here needs ``binding:host_id`` equal to it."""
+
+    ports: Ports = field(default_factory=Ports)
+
+    @property
+    def neutron_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.neutron}"
+
+    @property
+    def octavia_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.octavia}"
+
+
+def settings_from_env(
+    *,
+    state_dir: str | None = None,
+    neutron: str | None = None,
+    octavia: bool | None = None,
+) -> SandboxSettings:
+    """Explicit arguments win, then ``KURYR_SANDBOX_*`` variables, then what the last
+    ``up`` recorded in the state directory, then defaults."""
+    sd = state_dir or os.environ.get("KURYR_SANDBOX_DIR") or str(DEFAULT_STATE_DIR)
+    recorded = load_recorded(Path(sd))
+    flavour = (
+        neutron or os.environ.get("KURYR_SANDBOX_NEUTRON") or recorded.get("neutron") or "debian"
+    )
+    if flavour not in ("debian", "pypi"):
+        from kuryr_k8s.model.errors import ConfigError
+
+        raise ConfigError(
+            f"unknown Neutron flavour {flavour!r} (KURYR_SANDBOX_NEUTRON/--neutron): "
+            "use 'debian' (Zed, from apt) or 'pypi' (Neutron 29 in a venv)"
+        )
+    if octavia is None:
+        env_octavia = os.environ.get("KURYR_SANDBOX_OCTAVIA")
+        if env_octavia is not None:
+            octavia = env_octavia in ("1", "true", "yes")
+        else:
+            octavia = bool(recorded.get("octavia", False))
+    return SandboxSettings(
+        state_dir=Path(sd).absolute(),
+        neutron=flavour,
+        octavia=octavia,
+    )
+
+
+RECORD_FILE = "sandbox.json"
+
+
+def load_recorded(state_dir: Path) -> dict[str, object]:
+    """Settings the last ``up`` recorded, so later commands need no flags."""
+    try:
+        data = json.loads((state_dir / RECORD_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record(settings: SandboxSettings) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / RECORD_FILE).write_text(
+        json.dumps({"neutron": settings.neutron, "octavia": settings.octavia}) + "\n"
+    )
