@@ -1,22 +1,28 @@
-"""Traffic checks between network namespaces: ping and a TCP echo round trip."""
+"""Traffic checks between network namespaces: ping and TCP round trips."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
-ECHO_SERVER = """
+TAG_SERVER = """
 import socket, sys
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(4); srv.settimeout(60)
-for _ in range(int(sys.argv[3])):
+srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(16)
+while True:
     conn, _ = srv.accept(); conn.settimeout(10)
-    data = conn.recv(65536)
-    conn.sendall(b"echo:" + data); conn.close()
+    try:
+        data = conn.recv(65536)
+        conn.sendall(sys.argv[3].encode() + b":" + data)
+    except OSError:
+        pass
+    conn.close()
 """
 
-ECHO_CLIENT = """
+CLIENT = """
 import socket, sys
 c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 c.sendall(sys.argv[3].encode()); print(c.recv(65536).decode())
@@ -47,35 +53,30 @@ def wait_listening(netns: str, port: int, timeout: float = 20) -> None:
     raise AssertionError(f"nothing listens on port {port} in {netns} after {timeout} s")
 
 
-def tcp_echo(
-    server_ns: str, server_ip: str, client_ns: str, port: int = 7777, payload: str = "hello"
-) -> str:
-    """Run a one-shot echo server in ``server_ns``; return what the client read back."""
+@contextlib.contextmanager
+def tcp_server(netns: str, ip: str, port: int, tag: str = "echo") -> Iterator[None]:
+    """A TCP server in ``netns`` answering ``<tag>:<what it got>`` until the block ends."""
     with subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            server_ns,
-            sys.executable,
-            "-c",
-            ECHO_SERVER,
-            server_ip,
-            str(port),
-            "1",
-        ],
+        ["ip", "netns", "exec", netns, sys.executable, "-c", TAG_SERVER, ip, str(port), tag],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     ) as server:
         try:
-            wait_listening(server_ns, port)
-            client = ns_run(
-                client_ns, sys.executable, "-c", ECHO_CLIENT, server_ip, str(port), payload
-            )
-            assert client.returncode == 0, client.stderr
-            return client.stdout.strip()
+            wait_listening(netns, port)
+            yield
         finally:
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            server.kill()
+
+
+def tcp_request(client_ns: str, ip: str, port: int, payload: str) -> str:
+    client = ns_run(client_ns, sys.executable, "-c", CLIENT, ip, str(port), payload)
+    assert client.returncode == 0, client.stderr
+    return client.stdout.strip()
+
+
+def tcp_echo(
+    server_ns: str, server_ip: str, client_ns: str, port: int = 7777, payload: str = "hello"
+) -> str:
+    """One TCP round trip from ``client_ns`` to a server in ``server_ns``."""
+    with tcp_server(server_ns, server_ip, port):
+        return tcp_request(client_ns, server_ip, port, payload)

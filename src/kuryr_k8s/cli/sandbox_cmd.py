@@ -92,12 +92,12 @@ def _guarded(func: Any) -> Any:
 @_guarded
 def _install(args: argparse.Namespace) -> int:
     from kuryr_k8s.sandbox import install, manager
-    from kuryr_k8s.sandbox.paths import SandboxPaths
+    from kuryr_k8s.sandbox.paths import paths_for
 
     manager.preflight()
     settings = _settings(args)
     t0 = time.monotonic()
-    install.install(settings, SandboxPaths(settings.state_dir), _progress)
+    install.install(settings, paths_for(settings), _progress)
     print(f"install done in {time.monotonic() - t0:.1f} s")
     return 0
 

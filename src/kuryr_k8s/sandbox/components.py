@@ -118,6 +118,10 @@ class Component(ABC):
     def enabled(self) -> bool:
         return True
 
+    def extra_pids(self) -> list[int]:
+        """Other processes of this component (counted in its memory)."""
+        return []
+
     # -- lifecycle --------------------------------------------------------------------
     def prepare(self) -> None:
         """One-time initialisation (database files, schema). Idempotent."""
@@ -566,6 +570,9 @@ class Neutron(Component):
         for worker in ("neutron-ovn-maintenance-worker", "neutron-periodic-workers"):
             wproc = spawn([self._bin(worker), *self.conf_args], log_file=p.logfile(worker))
             self.ctx.paths.pidfile(worker).write_text(f"{wproc.pid}\n")
+
+    def extra_pids(self) -> list[int]:
+        return self.worker_pids()
 
     def worker_pids(self) -> list[int]:
         pids = []

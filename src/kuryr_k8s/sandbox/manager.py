@@ -16,7 +16,7 @@ from kuryr_k8s.sandbox.components import (
     delete_leftover_taps,
     is_root,
 )
-from kuryr_k8s.sandbox.paths import SandboxPaths
+from kuryr_k8s.sandbox.paths import paths_for
 from kuryr_k8s.sandbox.process import SandboxError, pss_mib
 from kuryr_k8s.sandbox.settings import SandboxSettings
 
@@ -47,7 +47,7 @@ def preflight(os_release: Path = Path("/etc/os-release")) -> None:
 
 
 def context(settings: SandboxSettings) -> Context:
-    return Context(settings=settings, paths=SandboxPaths(settings.state_dir))
+    return Context(settings=settings, paths=paths_for(settings))
 
 
 def _check_installed(ctx: Context) -> None:
@@ -112,7 +112,7 @@ def down(settings: SandboxSettings, progress: Progress) -> list[str]:
 def reset(settings: SandboxSettings, progress: Progress) -> None:
     """Stop everything and wipe state (databases, OVS/OVN, config); keep logs and venvs."""
     down(settings, progress)
-    paths = SandboxPaths(settings.state_dir)
+    paths = paths_for(settings)
     for d in paths.state_dirs():
         if d.exists():
             shutil.rmtree(d)
@@ -151,12 +151,18 @@ def status(settings: SandboxSettings) -> list[ComponentStatus]:
                 name=comp.name,
                 enabled=comp.enabled(),
                 pid=pid,
-                pss_mib=pss_mib(pid) if pid is not None else None,
+                pss_mib=_memory(pid, comp.extra_pids()),
                 api=api,
                 log_file=comp.log_file,
             )
         )
     return out
+
+
+def _memory(pid: int | None, extra: list[int]) -> float | None:
+    if pid is None:
+        return None
+    return sum(pss_mib(p) or 0.0 for p in [pid, *extra])
 
 
 def format_status(rows: list[ComponentStatus]) -> str:

@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kuryr_k8s.sandbox.settings import SandboxSettings
+
 
 @dataclass(frozen=True)
 class SandboxPaths:
     """Every file the sandbox writes, relative to one state directory."""
 
     root: Path
+    venvs: Path = Path("/opt/kuryr-sandbox/venvs")
+    """PyPI venvs (Neutron 29, Octavia), shared by every state directory: they are
+    installed once and survive ``reset``."""
 
     @property
     def run(self) -> Path:
@@ -55,10 +60,6 @@ class SandboxPaths:
     @property
     def kube(self) -> Path:
         return self.root / "kube"
-
-    @property
-    def venvs(self) -> Path:
-        return self.root / "venvs"
 
     @property
     def ovs_db_sock(self) -> Path:
@@ -112,3 +113,7 @@ class SandboxPaths:
             self.venvs,
         ):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def paths_for(settings: SandboxSettings) -> SandboxPaths:
+    return SandboxPaths(settings.state_dir, settings.venv_dir)

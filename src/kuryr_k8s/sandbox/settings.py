@@ -47,6 +47,10 @@ class SandboxSettings:
 
     ports: Ports = field(default_factory=Ports)
 
+    venv_dir: Path = Path("/opt/kuryr-sandbox/venvs")
+    """Where ``install`` puts the PyPI venvs (``KURYR_SANDBOX_VENVS``); shared by every
+    state directory."""
+
     @property
     def neutron_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.neutron}"
@@ -83,6 +87,7 @@ def settings_from_env(
         else:
             octavia = bool(recorded.get("octavia", False))
     return SandboxSettings(
+        venv_dir=Path(os.environ.get("KURYR_SANDBOX_VENVS", "/opt/kuryr-sandbox/venvs")),
         state_dir=Path(sd).absolute(),
         neutron=flavour,
         octavia=octavia,
