@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -88,8 +87,8 @@ class Component(ABC):
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._proc: subprocess.Popen[bytes] | None = None
-        """The process this object spawned, until it writes its own pid file."""
+        self.launched_pid: int | None = None
+        """The process this object spawned (it may write its own pid file later)."""
 
     # -- identity ---------------------------------------------------------------------
     @property
@@ -164,25 +163,23 @@ class Component(ABC):
         return True
 
     def _launched_alive(self) -> bool:
-        if self._proc is not None:
-            return self._proc.poll() is None
+        if self.launched_pid is not None:
+            return is_alive(self.launched_pid)
         return self.pid() is not None
 
     def spawn(self, argv: list[str], log: str, *, pidfile: Path | None = None) -> None:
         """Start a foreground daemon; record its pid unless it writes its own file."""
-        self._proc = spawn(argv, log_file=self.ctx.paths.logfile(log))
+        self.launched_pid = spawn(argv, log_file=self.ctx.paths.logfile(log))
         if pidfile is not None:
-            pidfile.write_text(f"{self._proc.pid}\n")
+            pidfile.write_text(f"{self.launched_pid}\n")
 
     def stop(self) -> bool:
         """Stop it if it is ours and running. Returns True if it was running."""
         pid = self.pid()
-        if pid is None and self._proc is not None and self._proc.poll() is None:
-            pid = self._proc.pid
+        if pid is None and self.launched_pid is not None and is_alive(self.launched_pid):
+            pid = self.launched_pid
         if pid is not None:
             terminate(pid)
-        if self._proc is not None:
-            self._proc.poll()  # reap our own child
         self.pidfile.unlink(missing_ok=True)
         return pid is not None
 
@@ -568,8 +565,8 @@ class Neutron(Component):
             pidfile=self.pidfile,
         )
         for worker in ("neutron-ovn-maintenance-worker", "neutron-periodic-workers"):
-            wproc = spawn([self._bin(worker), *self.conf_args], log_file=p.logfile(worker))
-            self.ctx.paths.pidfile(worker).write_text(f"{wproc.pid}\n")
+            wpid = spawn([self._bin(worker), *self.conf_args], log_file=p.logfile(worker))
+            self.ctx.paths.pidfile(worker).write_text(f"{wpid}\n")
 
     def extra_pids(self) -> list[int]:
         return self.worker_pids()

@@ -23,9 +23,9 @@ from kuryr_k8s.sandbox.settings import SandboxSettings
 Progress = Callable[[str], None]
 
 
-def preflight(os_release: Path = Path("/etc/os-release")) -> None:
+def preflight(os_release: Path = Path("/etc/os-release"), *, root: bool | None = None) -> None:
     """Refuse to run where the sandbox cannot work, saying why."""
-    if not is_root():
+    if not (is_root() if root is None else root):
         raise SandboxError(
             "the sandbox needs root (it installs packages, creates network namespaces and "
             "runs OVS): run it as root, e.g. 'sudo kuryr sandbox ...'"
@@ -66,18 +66,22 @@ def write_client_config(ctx: Context) -> None:
     ctx.paths.clouds_yaml.write_text(configs.clouds_yaml(ctx.settings))
 
 
-def up(settings: SandboxSettings, progress: Progress) -> list[str]:
+def up(
+    settings: SandboxSettings, progress: Progress, components: list[Component] | None = None
+) -> list[str]:
     """Start every enabled component that is not running. Returns those started.
 
     If one fails, the ones this call started are stopped again: nothing half-started.
     """
     ctx = context(settings)
-    _check_installed(ctx)
+    if components is None:
+        _check_installed(ctx)
+        components = all_components(ctx)
     ctx.paths.ensure()
     write_client_config(ctx)
     started: list[Component] = []
     try:
-        for comp in all_components(ctx):
+        for comp in components:
             if not comp.enabled():
                 continue
             t0 = time.monotonic()

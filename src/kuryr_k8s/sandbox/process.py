@@ -127,23 +127,20 @@ def spawn(
     *,
     log_file: Path,
     env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start a long-running process in its own session, output appended to ``log_file``."""
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+) -> int:
+    """Start a long-running daemon detached from us (own session, parent = init).
+
+    Output is appended to ``log_file``. Returns its pid. Detaching means the CLI can exit
+    and no ``Popen`` object is left to warn about a child still running.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        return subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+    script = 'setsid "$@" >>"$KURYR_LOG" 2>&1 </dev/null & echo $!'
+    out = run(
+        ["sh", "-c", script, "sh", *argv],
+        env={**(env or {}), "KURYR_LOG": str(log_file)},
+        timeout=30,
+    ).stdout
+    return int(out.strip())
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
