@@ -1,0 +1,63 @@
+"""The ``KuryrPort`` custom resource (``kuryrports.openstack.org``, v1, namespaced).
+
+Compatible with upstream Kuryr's fields: ``spec.podUid``, ``spec.podNodeName``,
+``spec.podStatic``, ``status.vifs`` keyed by interface name, each ``{default, vif}``;
+the node label ``kuryr.openstack.org/nodeName`` and the finalizers. The ``vif`` payload is
+our own plain JSON (:mod:`kuryr_k8s.model.vif`), not an os-vif versioned-object primitive
+(see docs/design/kuryrport.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from kuryr_k8s.model.vif import InvalidVif, Vif
+
+GROUP = "openstack.org"
+VERSION = "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "KuryrPort"
+PLURAL = "kuryrports"
+
+NODE_LABEL = "kuryr.openstack.org/nodeName"
+"""Label with the pod's node; the daemon of that node watches only its own."""
+KURYRPORT_FINALIZER = "kuryr.openstack.org/kuryrport-finalizer"
+POD_FINALIZER = "kuryr.openstack.org/pod-finalizer"
+DEFAULT_IFNAME = "eth0"
+
+
+@dataclass(frozen=True)
+class VifEntry:
+    ifname: str
+    default: bool
+    vif: Vif
+
+
+def parse_vifs(kuryrport: dict[str, Any]) -> dict[str, VifEntry]:
+    """``status.vifs`` of a KuryrPort, validated. Empty while the controller works."""
+    status = kuryrport.get("status") or {}
+    raw = status.get("vifs") or {}
+    if not isinstance(raw, dict):
+        raise InvalidVif("status.vifs: must be an object keyed by interface name")
+    out = {}
+    for ifname, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise InvalidVif(f"status.vifs.{ifname}: must be an object")
+        out[ifname] = VifEntry(
+            ifname, bool(entry.get("default", False)), Vif.from_dict(entry.get("vif"))
+        )
+    return out
+
+
+def vifs_status(entries: dict[str, VifEntry]) -> dict[str, Any]:
+    return {name: {"default": e.default, "vif": e.vif.to_dict()} for name, e in entries.items()}
+
+
+def crd_manifests() -> list[dict[str, Any]]:
+    """The CustomResourceDefinitions this project installs (KuryrPort for now)."""
+    text = (resources.files("kuryr_k8s.model") / "crds" / "kuryrports.yaml").read_text()
+    return [doc for doc in yaml.safe_load_all(text) if doc]
