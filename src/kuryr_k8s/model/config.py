@@ -1,0 +1,139 @@
+"""Reading ``kuryr.conf`` (INI, upstream option names) into typed settings.
+
+Each process defines its own frozen dataclasses (one per section, a docstring per
+field) and builds them once in ``main()`` with :class:`ConfigFile`. Unknown sections
+and options, and values of the wrong type, fail at start with a :class:`ConfigError`
+naming the section, the option, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Iterable
+from pathlib import Path
+
+from kuryr_k8s.model.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigFile:
+    """A parsed ``kuryr.conf``; getters record which options were read.
+
+    Call :meth:`reject_unknown` after building every section, so a typo
+    (``pod_subet``) is an error instead of a silently ignored option.
+    """
+
+    def __init__(self, parser: configparser.ConfigParser, source: str) -> None:
+        self._parser = parser
+        self.source = source
+        self._known: dict[str, set[str]] = {}
+
+    @classmethod
+    def load(cls, path: Path | None) -> ConfigFile:
+        parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
+        if path is None:
+            return cls(parser, "(no config file)")
+        try:
+            text = path.read_text()
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist (--config-file)") from exc
+        return cls.from_text(text, str(path))
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<string>") -> ConfigFile:
+        parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
+        try:
+            parser.read_string(text, source=source)
+        except configparser.Error as exc:
+            raise ConfigError(f"{source}: not a valid INI file: {exc}") from exc
+        return cls(parser, source)
+
+    def _raw(self, section: str, option: str) -> str | None:
+        self._known.setdefault(section, set()).add(option)
+        if not self._parser.has_option(section, option):
+            return None
+        return self._parser.get(section, option).strip()
+
+    def _where(self, section: str, option: str) -> str:
+        return f"{self.source}: [{section}] {option}"
+
+    def get_str(self, section: str, option: str, default: str = "") -> str:
+        raw = self._raw(section, option)
+        return default if raw is None else raw
+
+    def get_required(self, section: str, option: str, what: str) -> str:
+        raw = self._raw(section, option)
+        if not raw:
+            raise ConfigError(f"{self._where(section, option)} is required: {what}")
+        return raw
+
+    def get_int(
+        self, section: str, option: str, default: int, *, minimum: int | None = None
+    ) -> int:
+        raw = self._raw(section, option)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{self._where(section, option)} = {raw!r}: not an integer") from exc
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{self._where(section, option)} = {value}: must be >= {minimum}")
+        return value
+
+    def get_float(self, section: str, option: str, default: float) -> float:
+        raw = self._raw(section, option)
+        if raw is None or raw == "":
+            return default
+        try:
+            return float(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{self._where(section, option)} = {raw!r}: not a number") from exc
+
+    def get_bool(self, section: str, option: str, default: bool) -> bool:
+        raw = self._raw(section, option)
+        if raw is None or raw == "":
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{self._where(section, option)} = {raw!r}: use true or false")
+
+    def get_list(self, section: str, option: str, default: Iterable[str] = ()) -> list[str]:
+        raw = self._raw(section, option)
+        if raw is None:
+            return list(default)
+        return [item.strip() for item in raw.split(",") if item.strip()]
+
+    def get_choice(self, section: str, option: str, default: str, choices: Iterable[str]) -> str:
+        allowed = list(choices)
+        value = self.get_str(section, option, default)
+        if value not in allowed:
+            raise ConfigError(
+                f"{self._where(section, option)} = {value!r}: allowed values are "
+                + ", ".join(allowed)
+            )
+        return value
+
+    def tolerate(self, section: str, *options: str) -> None:
+        """Options we accept for upstream compatibility but do not use."""
+        for option in options:
+            self._known.setdefault(section, set()).add(option)
+
+    def reject_unknown(self) -> None:
+        problems = []
+        for section in self._parser.sections():
+            known = self._known.get(section)
+            if known is None:
+                problems.append(f"unknown section [{section}]")
+                continue
+            for option in self._parser.options(section):
+                if option not in known:
+                    problems.append(
+                        f"unknown option [{section}] {option} (known: {', '.join(sorted(known))})"
+                    )
+        if problems:
+            raise ConfigError(f"{self.source}: " + "; ".join(problems))
