@@ -1,0 +1,80 @@
+"""The contract between the KuryrPort reconciler and whatever hands out Neutron ports.
+
+Two implementations really exist: a plain one (create on demand, delete on release) and a
+pooled one (pre-created, pre-bound ports per pool key, recycled on release). The
+reconciler depends only on :class:`PortProvider`.
+
+Crash safety rests on tags: every port we own carries ``kuryr.cluster:<cluster id>``;
+a port in use also carries ``kuryr.owner:<pod uid>``; a pooled, free port carries
+``kuryr.pool:<pool key digest>`` instead. ``acquire`` first looks for a port already
+tagged with the owner, so a controller killed between "create" and "write status" finds
+its port again instead of making a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+CLUSTER_TAG_PREFIX = "kuryr.cluster:"
+OWNER_TAG_PREFIX = "kuryr.owner:"
+POOL_TAG_PREFIX = "kuryr.pool:"
+DEVICE_OWNER = "compute:kuryr"
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """What the pod's port must look like. Also the pool key (minus the owner)."""
+
+    node: str
+    """``binding:host_id``: the OVN chassis hostname of the pod's node."""
+    project_id: str
+    network_id: str
+    subnet_id: str
+    security_groups: tuple[str, ...]
+    """Sorted, so equal sets compare equal."""
+
+    @property
+    def pool_key(self) -> tuple[str, str, str, tuple[str, ...]]:
+        return (self.node, self.project_id, self.network_id, self.security_groups)
+
+
+@dataclass(frozen=True)
+class FixedIp:
+    subnet_id: str
+    ip_address: str
+
+
+@dataclass(frozen=True)
+class NeutronPort:
+    """The fields of a Neutron port that the controller uses."""
+
+    id: str
+    mac_address: str
+    network_id: str
+    fixed_ips: tuple[FixedIp, ...]
+    status: str
+    """``ACTIVE`` or ``DOWN`` (or ``BUILD``)."""
+    binding_host_id: str
+    security_groups: tuple[str, ...]
+    tags: tuple[str, ...] = field(default=())
+    device_owner: str = DEVICE_OWNER
+    name: str = ""
+
+
+class PortProvider(Protocol):
+    async def acquire(self, request: PortRequest, owner_uid: str, name: str) -> NeutronPort:
+        """The port for ``owner_uid``: the one already tagged with it, else a pooled or new
+        one, re-tagged (``kuryr.owner:<uid>``), renamed and with the requested security
+        groups. Idempotent. Raises TemporaryError/PermanentError from the error tree
+        (quota, no free IP, subnet missing are PermanentError with Neutron's reason)."""
+        ...
+
+    async def release(self, port_id: str, owner_uid: str) -> None:
+        """Give the port back: to its pool (reset name/tags/SGs) or delete it.
+        Idempotent: a port that is gone, or no longer tagged with ``owner_uid``, is fine."""
+        ...
+
+    async def get(self, port_id: str) -> NeutronPort | None:
+        """Current state of a port (for ACTIVE status), or None if it is gone."""
+        ...
