@@ -1,0 +1,628 @@
+"""REST semantics on top of the store: create, get, list, update, patch, delete, bind.
+
+This module is transport-free (the HTTP layer is :mod:`.server`): every method takes
+decoded arguments and returns the object (or raises :class:`~.errors.ApiError`).
+The rules follow the generic registry of the kube-apiserver: server-managed metadata,
+``generation`` bumps on spec changes only, optimistic concurrency on ``resourceVersion``,
+status subresources, finalizers and ``deletionTimestamp``, graceful pod deletion.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kuryr_k8s.sandbox.kubeapi import decode, errors, patch, schema, validation
+from kuryr_k8s.sandbox.kubeapi.defaults import DEFAULTERS, IpAllocator
+from kuryr_k8s.sandbox.kubeapi.resources import Registry, ResourceType, crd_resource_type
+from kuryr_k8s.sandbox.kubeapi.selectors import FieldSelector, LabelSelector
+from kuryr_k8s.sandbox.kubeapi.store import Store, field_value
+
+Obj = dict[str, Any]
+
+CRD_KEY = "apiextensions.k8s.io/customresourcedefinitions"
+CRD_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+_SERVER_META = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "selfLink",
+    "managedFields",
+)
+_NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+APPLY = "application/apply-patch+yaml"
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def timestamp(when: datetime | None = None) -> str:
+    return (when or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class WriteOptions:
+    dry_run: bool = False
+    strict: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeleteOptions:
+    propagation: str | None = None
+    grace: int | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    dry_run: bool = False
+
+
+def _meta(obj: Obj) -> Obj:
+    meta: Obj = obj["metadata"]
+    return meta
+
+
+def _strip_for_generation(rt: ResourceType, obj: Obj) -> Obj:
+    out = {k: v for k, v in obj.items() if k not in ("metadata", "apiVersion", "kind")}
+    if rt.has_status:
+        out.pop("status", None)
+    return out
+
+
+class Api:
+    """The REST verbs over one :class:`Store` and :class:`Registry`."""
+
+    def __init__(self, store: Store, registry: Registry) -> None:
+        self.store = store
+        self.registry = registry
+        self.ips = IpAllocator()
+
+    # ------------------------------------------------------------ helpers
+
+    def require(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        obj = self.store.get(rt.key, namespace if rt.namespaced else "", name)
+        if obj is None:
+            raise errors.not_found(rt.plural, rt.group, name)
+        return obj
+
+    def _check_namespace(self, rt: ResourceType, namespace: str, name: str) -> None:
+        if not rt.namespaced:
+            return
+        ns = self.store.get("/namespaces", "", namespace)
+        if ns is None:
+            raise errors.not_found("namespaces", "", namespace)
+        if _meta(ns).get("deletionTimestamp"):
+            raise errors.forbidden(
+                rt.plural,
+                rt.group,
+                name,
+                f"unable to create new content in namespace {namespace} because it is being "
+                "terminated",
+            )
+
+    def _check_type_meta(self, rt: ResourceType, version: str, body: Obj) -> None:
+        want = f"{rt.group}/{version}" if rt.group else version
+        got_version = body.get("apiVersion")
+        if got_version and got_version != want:
+            raise errors.bad_request(
+                f"the API version in the data ({got_version}) does not match the expected API "
+                f"version ({want})"
+            )
+        if body.get("kind") and body["kind"] != rt.kind:
+            raise errors.bad_request(
+                f'{body["kind"]} in version "{version}" cannot be handled as a {rt.kind}: '
+                f"the kind in the data ({body['kind']}) does not match the expected kind "
+                f"({rt.kind})"
+            )
+
+    def decode(self, rt: ResourceType, version: str, namespace: str, body: Any) -> Obj:
+        obj = copy.deepcopy(decode.check_shape(rt, body))
+        self._check_type_meta(rt, version, obj)
+        obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
+        meta = obj.setdefault("metadata", {})
+        if rt.namespaced:
+            if meta.get("namespace") and meta["namespace"] != namespace:
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent "
+                    "on the request"
+                )
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        return obj
+
+    def present(self, rt: ResourceType, version: str, obj: Obj) -> Obj:
+        """The object as served in ``version`` (custom resources are stored once)."""
+        if version == rt.version:
+            return obj
+        out = dict(obj)
+        out["apiVersion"] = f"{rt.group}/{version}"
+        return out
+
+    def _invalid(self, rt: ResourceType, name: str, causes: list[errors.Cause]) -> None:
+        if causes:
+            raise errors.invalid(rt.kind, rt.group, name, causes)
+
+    def _custom_admit(self, rt: ResourceType, obj: Obj, opts: WriteOptions) -> Obj:
+        body = validation.custom_schema(rt)
+        if body is None:
+            return obj
+        pruned, dropped = schema.prune(obj, body)
+        if dropped and opts.strict:
+            raise errors.bad_request(
+                "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in dropped)
+            )
+        opts.warnings += [f'unknown field "{p}"' for p in dropped]
+        return dict(schema.apply_defaults(pruned, body))
+
+    def _admit(self, rt: ResourceType, obj: Obj, old: Obj | None, opts: WriteOptions) -> Obj:
+        if rt.crd is not None:
+            obj = self._custom_admit(rt, obj, opts)
+        self._invalid(rt, _meta(obj).get("name", ""), validation.validate(rt, obj, old))
+        return obj
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        return self.require(rt, namespace, name)
+
+    def list_objects(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        labels: LabelSelector,
+        fields: FieldSelector,
+        limit: int = 0,
+        cont: str | None = None,
+    ) -> Obj:
+        self.check_fields(rt, fields)
+        start, list_rv = _decode_continue(cont) if cont else (None, self.store.rv)
+        items: list[Obj] = []
+        remaining = 0
+        for obj in self.store.iter(rt.key, namespace if rt.namespaced else None):
+            meta = obj["metadata"]
+            if start is not None and (meta.get("namespace", ""), meta["name"]) <= start:
+                continue
+            if not (labels.matches(meta.get("labels")) and _fields_match(fields, obj)):
+                continue
+            if limit and len(items) >= limit:
+                remaining += 1
+                continue
+            items.append(obj)
+        out_meta: Obj = {"resourceVersion": str(list_rv)}
+        if remaining:
+            last = items[-1]["metadata"]
+            out_meta["continue"] = _encode_continue(
+                (last.get("namespace", ""), last["name"]), list_rv
+            )
+            out_meta["remainingItemCount"] = remaining
+        list_kind = f"{rt.kind}List"
+        if rt.crd is not None:
+            list_kind = rt.crd["spec"]["names"].get("listKind") or list_kind
+        return {
+            "kind": list_kind,
+            "apiVersion": rt.api_version,
+            "metadata": out_meta,
+            "items": items,
+        }
+
+    def check_fields(self, rt: ResourceType, fields: FieldSelector) -> None:
+        for path in sorted(fields.paths()):
+            if path not in rt.label_names:
+                raise errors.bad_request(f"field label not supported: {path}")
+
+    # ------------------------------------------------------------ create
+
+    def _generate_name(self, rt: ResourceType, namespace: str, prefix: str) -> str:
+        for _ in range(100):
+            name = prefix + "".join(secrets.choice(_NAME_CHARS) for _ in range(5))
+            if self.store.get(rt.key, namespace, name) is None:
+                return name
+        raise errors.ApiError(500, "AlreadyExists", "could not generate a unique name")
+
+    def create(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str,
+        body: Any,
+        opts: WriteOptions | None = None,
+    ) -> Obj:
+        opts = opts or WriteOptions()
+        obj = self.decode(rt, version, namespace, body)
+        meta = obj["metadata"]
+        ns = meta.get("namespace", "")
+        if meta.get("resourceVersion"):
+            raise errors.bad_request("resourceVersion should not be set on objects to be created")
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = self._generate_name(rt, ns, meta["generateName"])
+        if not meta.get("name"):
+            self._invalid(
+                rt,
+                "",
+                [
+                    errors.Cause(
+                        "FieldValueRequired",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    )
+                ],
+            )
+        self._check_namespace(rt, ns, meta["name"])
+        for key in _SERVER_META:
+            meta.pop(key, None)
+        if rt.has_status and rt.key != "/nodes":
+            obj.pop("status", None)
+        obj = self._admit(rt, obj, None, opts)
+        if self.store.get(rt.key, ns, meta["name"]) is not None:
+            raise errors.already_exists(rt.plural, rt.group, meta["name"])
+        defaulter = DEFAULTERS.get(rt.key)
+        if defaulter is not None:
+            defaulter(obj, self.ips)
+        return obj if opts.dry_run else self.commit_create(rt, obj)
+
+    def commit_create(self, rt: ResourceType, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = timestamp()
+        meta["resourceVersion"] = str(self.store.next_rv())
+        if "spec" in obj or rt.crd is not None:
+            meta["generation"] = 1
+        if rt.key == CRD_KEY:
+            meta.setdefault("finalizers", [])
+            if CRD_FINALIZER not in meta["finalizers"]:
+                meta["finalizers"].append(CRD_FINALIZER)
+            self.registry.add(crd_resource_type(obj))
+        self.store.put(rt.key, obj, "ADDED")
+        return obj
+
+    # ------------------------------------------------------------ update
+
+    def replace(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str,
+        name: str,
+        body: Any,
+        subresource: str = "",
+        opts: WriteOptions | None = None,
+    ) -> Obj:
+        opts = opts or WriteOptions()
+        obj = self.decode(rt, version, namespace, body)
+        if obj["metadata"].get("name") != name:
+            raise errors.bad_request(
+                f"the name of the object ({obj['metadata'].get('name', '')}) does not match the "
+                f"name on the URL ({name})"
+            )
+        old = self.store.get(rt.key, namespace if rt.namespaced else "", name)
+        if old is None:
+            if rt.key == "/endpoints" and not subresource:
+                obj["metadata"].pop("resourceVersion", None)
+                return self.create(rt, version, namespace, obj, opts)
+            raise errors.not_found(rt.plural, rt.group, name)
+        if not obj["metadata"].get("resourceVersion") and (rt.crd is not None or rt.key == CRD_KEY):
+            self._invalid(
+                rt,
+                name,
+                [
+                    errors.invalid_value(
+                        "metadata.resourceVersion", "0x0", "must be specified for an update"
+                    )
+                ],
+            )
+        return self.update(rt, old, obj, subresource, opts)
+
+    def update(
+        self, rt: ResourceType, old: Obj, new: Obj, subresource: str, opts: WriteOptions
+    ) -> Obj:
+        """Apply ``new`` over ``old`` (already decoded) with the update rules."""
+        name = old["metadata"]["name"]
+        want_rv = new["metadata"].get("resourceVersion")
+        if want_rv and want_rv != old["metadata"]["resourceVersion"]:
+            raise errors.conflict(rt.plural, rt.group, name, errors.STALE)
+        new = self._carry_over(rt, old, new, subresource)
+        new = self._admit(rt, new, old, opts)
+        self._check_finalizers(rt, old, new)
+        if _same(old, new):
+            return old
+        if (
+            _strip_for_generation(rt, old) != _strip_for_generation(rt, new)
+            and "generation" in old["metadata"]
+        ):
+            new["metadata"]["generation"] = old["metadata"]["generation"] + 1
+        if rt.key == "/services":
+            self.ips.reserve([str((new.get("spec") or {}).get("clusterIP") or "")])
+        return old if opts.dry_run else self.commit_update(rt, old, new)
+
+    def _carry_over(self, rt: ResourceType, old: Obj, new: Obj, subresource: str) -> Obj:
+        if subresource == "status":
+            status = new.get("status")
+            new = copy.deepcopy(old)
+            if status is None:
+                new.pop("status", None)
+            else:
+                new["status"] = status
+            return new
+        meta, old_meta = new["metadata"], old["metadata"]
+        for key in _SERVER_META:
+            if key in old_meta:
+                meta[key] = old_meta[key]
+            else:
+                meta.pop(key, None)
+        if rt.has_status and subresource == "":
+            if "status" in old:
+                new["status"] = copy.deepcopy(old["status"])
+            else:
+                new.pop("status", None)
+        return new
+
+    def _check_finalizers(self, rt: ResourceType, old: Obj, new: Obj) -> None:
+        if not old["metadata"].get("deletionTimestamp"):
+            return
+        before = set(old["metadata"].get("finalizers") or [])
+        added = [f for f in new["metadata"].get("finalizers") or [] if f not in before]
+        if added:
+            quoted = ", ".join(f'"{f}"' for f in added)
+            self._invalid(
+                rt,
+                old["metadata"]["name"],
+                [
+                    errors.forbidden_field(
+                        "metadata.finalizers",
+                        f"no new finalizers can be added if the object is being deleted, found new "
+                        f"finalizers []string{{{quoted}}}",
+                    )
+                ],
+            )
+
+    def commit_update(self, rt: ResourceType, old: Obj, new: Obj) -> Obj:
+        meta = new["metadata"]
+        meta["resourceVersion"] = str(self.store.next_rv())
+        if rt.key == CRD_KEY and not meta.get("deletionTimestamp"):
+            self.registry.add(crd_resource_type(new))
+        if _removable(rt, new):
+            return self.commit_remove(rt, new, old)
+        self.store.put(rt.key, new, "MODIFIED", old)
+        return new
+
+    def commit_remove(self, rt: ResourceType, obj: Obj, old: Obj | None = None) -> Obj:
+        if old is None:
+            old = obj
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
+        if rt.key == "/services":
+            self.ips.release((obj.get("spec") or {}).get("clusterIP"))
+        if rt.key == CRD_KEY:
+            self.registry.remove(crd_resource_type(obj).key)
+        self.store.remove(rt.key, obj, old)
+        return obj
+
+    # ------------------------------------------------------------ patch
+
+    def patch(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str,
+        name: str,
+        content_type: str,
+        raw: bytes,
+        subresource: str = "",
+        opts: WriteOptions | None = None,
+        field_manager: str = "",
+    ) -> Obj:
+        opts = opts or WriteOptions()
+        ctype = content_type.split(";")[0].strip().lower()
+        accepted = [JSON_PATCH, MERGE, APPLY] + ([] if rt.crd is not None else [STRATEGIC])
+        if ctype not in accepted:
+            raise errors.unsupported_media(ctype, accepted)
+        doc = decode.parse_yaml_or_json(raw) if ctype == APPLY else decode.parse_json(raw)
+        old = self.store.get(rt.key, namespace if rt.namespaced else "", name)
+        if ctype == APPLY:
+            if not field_manager:
+                raise errors.bad_request(
+                    "PATCH requests with apply content type require fieldManager"
+                )
+            if old is None and not subresource:
+                return self.create(rt, version, namespace, doc, opts)
+        if old is None:
+            raise errors.not_found(rt.plural, rt.group, name)
+        merged = self._apply_patch(rt, ctype, old, doc)
+        new = self.decode(rt, version, namespace, merged)
+        if new["metadata"].get("name") != name:
+            raise errors.bad_request(
+                "metadata.name: Invalid value: the name in the patch does not match the object"
+            )
+        return self.update(rt, old, new, subresource, opts)
+
+    def _apply_patch(self, rt: ResourceType, ctype: str, old: Obj, doc: Any) -> Any:
+        current = self.present(rt, rt.version, old)
+        try:
+            if ctype == JSON_PATCH:
+                return patch.json_patch(current, doc)
+            if ctype == STRATEGIC:
+                return patch.strategic_merge_patch(current, doc)
+            if not isinstance(doc, dict):
+                raise patch.PatchError("merge patch must be a JSON object")
+            return patch.merge_patch(current, doc)
+        except patch.PatchError as exc:
+            if exc.unprocessable:
+                raise errors.unprocessable(str(exc)) from exc
+            raise errors.bad_request(str(exc)) from exc
+
+    # ------------------------------------------------------------ delete
+
+    def delete(
+        self, rt: ResourceType, namespace: str, name: str, opts: DeleteOptions | None = None
+    ) -> Obj:
+        opts = opts or DeleteOptions()
+        old = self.require(rt, namespace, name)
+        meta = old["metadata"]
+        if opts.uid and opts.uid != meta["uid"]:
+            raise errors.conflict(
+                rt.plural,
+                rt.group,
+                name,
+                f"Precondition failed: UID in precondition: {opts.uid}, UID in "
+                f"object meta: {meta['uid']}",
+            )
+        if opts.resource_version and opts.resource_version != meta["resourceVersion"]:
+            raise errors.conflict(
+                rt.plural,
+                rt.group,
+                name,
+                f"Precondition failed: ResourceVersion in precondition: "
+                f"{opts.resource_version}, ResourceVersion in object meta: "
+                f"{meta['resourceVersion']}",
+            )
+        grace = self._grace_period(rt, old, opts)
+        finalizers = list(meta.get("finalizers") or [])
+        extra = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(opts.propagation or "")
+        if extra and extra not in finalizers and not meta.get("deletionTimestamp"):
+            finalizers.append(extra)
+        if rt.key == "/namespaces" or finalizers or grace:
+            return self._mark_deleted(rt, old, finalizers, grace, opts.dry_run)
+        if opts.dry_run:
+            return old
+        return self.commit_remove(rt, old)
+
+    def _grace_period(self, rt: ResourceType, obj: Obj, opts: DeleteOptions) -> int:
+        if rt.key != "/pods":
+            return 0
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+            return 0
+        grace = opts.grace if opts.grace is not None else spec.get("terminationGracePeriodSeconds")
+        grace = 30 if grace is None else max(int(grace), 0)
+        current = obj["metadata"].get("deletionGracePeriodSeconds")
+        if current is not None and grace > current:
+            return int(current)
+        return grace
+
+    def _mark_deleted(
+        self, rt: ResourceType, old: Obj, finalizers: list[str], grace: int, dry_run: bool
+    ) -> Obj:
+        meta = old["metadata"]
+        if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds", 0) <= grace:
+            return old
+        new = copy.deepcopy(old)
+        new_meta = new["metadata"]
+        when = now() + timedelta(seconds=grace)
+        if meta.get("deletionTimestamp"):
+            when = min(
+                when,
+                datetime.strptime(meta["deletionTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=UTC
+                ),
+            )
+        new_meta["deletionTimestamp"] = timestamp(when)
+        new_meta["deletionGracePeriodSeconds"] = grace
+        if finalizers:
+            new_meta["finalizers"] = finalizers
+        if rt.key == "/namespaces":
+            new.setdefault("status", {})["phase"] = "Terminating"
+        if dry_run:
+            return new
+        return self.commit_update(rt, old, new)
+
+    # ------------------------------------------------------------ pods/binding, finalize
+
+    def bind(self, namespace: str, name: str, body: Any) -> None:
+        pods = self.registry.get("/pods")
+        assert pods is not None
+        if not isinstance(body, dict) or not isinstance(body.get("target"), dict):
+            raise errors.invalid("Binding", "", name, [errors.required("target")])
+        target = body["target"].get("name")
+        if not isinstance(target, str) or not target:
+            raise errors.invalid("Binding", "", name, [errors.required("target.name")])
+        old = self.require(pods, namespace, name)
+        meta, spec = old["metadata"], old.get("spec") or {}
+        if meta.get("deletionTimestamp"):
+            raise errors.conflict(
+                "pods/binding",
+                "",
+                name,
+                f"pod {name} is being deleted, cannot be assigned to a host",
+            )
+        if spec.get("nodeName"):
+            raise errors.conflict(
+                "pods/binding",
+                "",
+                name,
+                f'pod {name} is already assigned to node "{spec["nodeName"]}"',
+            )
+        new = copy.deepcopy(old)
+        new["spec"]["nodeName"] = target
+        conditions = new.setdefault("status", {}).setdefault("conditions", [])
+        conditions[:] = [c for c in conditions if c.get("type") != "PodScheduled"]
+        conditions.append(
+            {
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": timestamp(),
+            }
+        )
+        self.commit_update(pods, old, new)
+
+    def finalize_namespace(self, name: str, body: Any) -> Obj:
+        nss = self.registry.get("/namespaces")
+        assert nss is not None
+        old = self.require(nss, "", name)
+        spec = body.get("spec") if isinstance(body, dict) else None
+        fins = spec.get("finalizers") if isinstance(spec, dict) else None
+        if fins is not None and not isinstance(fins, list):
+            raise errors.bad_request("spec.finalizers must be a list")
+        new = copy.deepcopy(old)
+        new.setdefault("spec", {})["finalizers"] = list(fins or [])
+        if _same(old, new):
+            return old
+        return self.commit_update(nss, old, new)
+
+
+def _fields_match(fields: FieldSelector, obj: Obj) -> bool:
+    return fields.matches(lambda path: field_value(obj, path))
+
+
+def _removable(rt: ResourceType, obj: Obj) -> bool:
+    """Deleted objects go once finalizers are gone and no grace period is running."""
+    meta = obj["metadata"]
+    if not meta.get("deletionTimestamp") or meta.get("finalizers"):
+        return False
+    if meta.get("deletionGracePeriodSeconds"):
+        return False
+    return not (rt.key == "/namespaces" and (obj.get("spec") or {}).get("finalizers"))
+
+
+def _same(old: Obj, new: Obj) -> bool:
+    def norm(obj: Obj) -> Obj:
+        out = dict(obj)
+        out["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+        return out
+
+    return norm(old) == norm(new)
+
+
+def _encode_continue(start: tuple[str, str], rv: int) -> str:
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": list(start)}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_continue(token: str) -> tuple[tuple[str, str], int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return (str(data["start"][0]), str(data["start"][1])), int(data["rv"])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise errors.bad_request(f"continue key is not valid: {exc}") from exc

@@ -1,0 +1,240 @@
+"""The control-plane loops a real cluster runs next to the API server.
+
+Only the ones whose effects API clients observe, and never kubelet or scheduler work:
+
+* garbage collector: deletes dependents whose owners are all gone (background), empties
+  ``foregroundDeletion`` owners, strips owner references for ``orphan``;
+* namespace lifecycle: deletes the contents of a terminating namespace, then the namespace;
+* CRD cleanup: deletes the custom resources of a deleted CRD, then the CRD;
+* service accounts: a ``default`` ServiceAccount in every new namespace.
+
+Work is queued from store events and done by one asyncio task (or by :meth:`run_pending`
+when the server is starting), so nothing runs inside another request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from kuryr_k8s.sandbox.kubeapi import errors
+from kuryr_k8s.sandbox.kubeapi.api import CRD_FINALIZER, CRD_KEY, Api, DeleteOptions
+from kuryr_k8s.sandbox.kubeapi.resources import ResourceType, crd_resource_type
+from kuryr_k8s.sandbox.kubeapi.store import Event, Ref
+
+Obj = dict[str, Any]
+LOG = logging.getLogger(__name__)
+
+
+class Controllers:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self._pending: deque[tuple[str, Callable[[], None]]] = deque()
+        self._queued: set[str] = set()
+        self._wakeup = asyncio.Event()
+        api.store.listeners.append(self.on_event)
+
+    # ------------------------------------------------------------ queue
+
+    def _enqueue(self, key: str, work: Callable[[], None]) -> None:
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._pending.append((key, work))
+        self._wakeup.set()
+
+    def run_pending(self) -> None:
+        while self._pending:
+            key, work = self._pending.popleft()
+            self._queued.discard(key)
+            try:
+                work()
+            except errors.ApiError as exc:
+                LOG.debug("controller work %s: %s", key, exc)
+            except Exception:
+                LOG.exception("controller work %s failed", key)
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            self.run_pending()
+            await asyncio.sleep(0)
+
+    # ------------------------------------------------------------ dispatch
+
+    def on_event(self, ev: Event) -> None:
+        meta = ev.obj["metadata"]
+        if ev.key == "/namespaces":
+            self._on_namespace(ev)
+        elif ev.key == CRD_KEY and meta.get("deletionTimestamp"):
+            self._enqueue(f"crd/{meta['name']}", lambda: self.cleanup_crd(meta["name"]))
+        if meta.get("ownerReferences") and ev.type != "DELETED":
+            ref: Ref = (ev.key, ev.namespace, meta["name"])
+            self._enqueue(f"gc/{ref}", lambda: self.check_dependent(ref))
+        if meta.get("deletionTimestamp") and ev.type != "DELETED":
+            self._enqueue(f"owner/{meta['uid']}", lambda: self.process_owner(meta["uid"]))
+        if ev.type == "DELETED":
+            self._on_removed(ev)
+
+    def _on_namespace(self, ev: Event) -> None:
+        name = ev.obj["metadata"]["name"]
+        if ev.type == "ADDED":
+            self._enqueue(f"sa/{name}", lambda: self.ensure_service_account(name))
+        if ev.obj["metadata"].get("deletionTimestamp") and ev.type != "DELETED":
+            self._enqueue(f"ns/{name}", lambda: self.clean_namespace(name))
+
+    def _on_removed(self, ev: Event) -> None:
+        meta = ev.obj["metadata"]
+        for ref in self.api.store.dependents(meta["uid"]):
+            self._enqueue(f"gc/{ref}", self._check_later(ref))
+        for owner in meta.get("ownerReferences") or []:
+            uid = str(owner.get("uid"))
+            self._enqueue(f"owner/{uid}", self._owner_later(uid))
+        ns = ev.namespace
+        if ns:
+            space = self.api.store.get("/namespaces", "", ns)
+            if space is not None and space["metadata"].get("deletionTimestamp"):
+                self._enqueue(f"ns/{ns}", lambda: self.clean_namespace(ns))
+        if ev.key.startswith(tuple(f"{g}/" for g in self._terminating_crd_groups())):
+            for crd in self.api.store.iter(CRD_KEY):
+                if crd["metadata"].get("deletionTimestamp"):
+                    name = crd["metadata"]["name"]
+                    self._enqueue(f"crd/{name}", self._crd_later(name))
+
+    def _check_later(self, ref: Ref) -> Callable[[], None]:
+        return lambda: self.check_dependent(ref)
+
+    def _owner_later(self, uid: str) -> Callable[[], None]:
+        return lambda: self.process_owner(uid)
+
+    def _crd_later(self, name: str) -> Callable[[], None]:
+        return lambda: self.cleanup_crd(name)
+
+    def _terminating_crd_groups(self) -> set[str]:
+        return {
+            str(crd["spec"].get("group"))
+            for crd in self.api.store.iter(CRD_KEY)
+            if crd["metadata"].get("deletionTimestamp")
+        }
+
+    # ------------------------------------------------------------ helpers
+
+    def _type(self, key: str) -> ResourceType | None:
+        return self.api.registry.get(key)
+
+    def _delete(self, rt: ResourceType, obj: Obj, policy: str = "Background") -> None:
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp") and rt.key != "/pods":
+            return
+        self.api.delete(
+            rt, meta.get("namespace", ""), meta["name"], DeleteOptions(propagation=policy)
+        )
+
+    def _set_finalizers(self, rt: ResourceType, obj: Obj, finalizers: list[str]) -> None:
+        new = copy.deepcopy(obj)
+        new["metadata"]["finalizers"] = finalizers
+        if not finalizers:
+            del new["metadata"]["finalizers"]
+        self.api.commit_update(rt, obj, new)
+
+    # ------------------------------------------------------------ garbage collector
+
+    def check_dependent(self, ref: Ref) -> None:
+        rt = self._type(ref[0])
+        obj = self.api.store.get(*ref)
+        if rt is None or obj is None:
+            return
+        owners = obj["metadata"].get("ownerReferences") or []
+        live = [self.api.store.by_uid(str(o.get("uid"))) for o in owners]
+        if all(o is None or _foreground(o) for o in live):
+            policy = "Foreground" if any(o is not None for o in live) else "Background"
+            self._delete(rt, obj, policy)
+
+    def process_owner(self, uid: str) -> None:
+        ref = self.api.store.ref_of_uid(uid)
+        owner = self.api.store.get(*ref) if ref else None
+        rt = self._type(ref[0]) if ref else None
+        if owner is None or rt is None or not owner["metadata"].get("deletionTimestamp"):
+            return
+        fins = list(owner["metadata"].get("finalizers") or [])
+        if "orphan" in fins:
+            self._orphan_dependents(uid)
+            fins.remove("orphan")
+            self._set_finalizers(rt, owner, fins)
+        elif "foregroundDeletion" in fins:
+            deps = [d for d in self.api.store.dependents(uid) if self.api.store.get(*d)]
+            for dep in deps:
+                self.check_dependent(dep)
+            if not deps:
+                fins.remove("foregroundDeletion")
+                self._set_finalizers(rt, owner, fins)
+
+    def _orphan_dependents(self, uid: str) -> None:
+        for ref in self.api.store.dependents(uid):
+            obj, rt = self.api.store.get(*ref), self._type(ref[0])
+            if obj is None or rt is None:
+                continue
+            new = copy.deepcopy(obj)
+            refs = [o for o in new["metadata"].get("ownerReferences", []) if o.get("uid") != uid]
+            new["metadata"]["ownerReferences"] = refs
+            if not refs:
+                del new["metadata"]["ownerReferences"]
+            self.api.commit_update(rt, obj, new)
+
+    # ------------------------------------------------------------ namespaces
+
+    def ensure_service_account(self, namespace: str) -> None:
+        rt = self._type("/serviceaccounts")
+        ns = self.api.store.get("/namespaces", "", namespace)
+        if rt is None or ns is None or ns["metadata"].get("deletionTimestamp"):
+            return
+        if self.api.store.get(rt.key, namespace, "default") is None:
+            self.api.create(rt, "v1", namespace, {"metadata": {"name": "default"}})
+
+    def clean_namespace(self, name: str) -> None:
+        nss = self._type("/namespaces")
+        ns = self.api.store.get("/namespaces", "", name)
+        if nss is None or ns is None or not ns["metadata"].get("deletionTimestamp"):
+            return
+        remaining = 0
+        for rt in self.api.registry:
+            if not rt.namespaced:
+                continue
+            for obj in list(self.api.store.iter(rt.key, name)):
+                self._delete(rt, obj)
+            remaining += self.api.store.count(rt.key, name)
+        if remaining:
+            return
+        spec_fins = [f for f in (ns.get("spec") or {}).get("finalizers") or [] if f != "kubernetes"]
+        new = copy.deepcopy(ns)
+        new.setdefault("spec", {})["finalizers"] = spec_fins
+        if not spec_fins:
+            new["spec"].pop("finalizers")
+        self.api.commit_update(nss, ns, new)
+
+    # ------------------------------------------------------------ CRDs
+
+    def cleanup_crd(self, name: str) -> None:
+        crds = self._type(CRD_KEY)
+        crd = self.api.store.get(CRD_KEY, "", name)
+        if crds is None or crd is None or not crd["metadata"].get("deletionTimestamp"):
+            return
+        rt = crd_resource_type(crd)
+        for obj in list(self.api.store.iter(rt.key)):
+            self._delete(rt, obj)
+        if self.api.store.count(rt.key):
+            return
+        fins = [f for f in crd["metadata"].get("finalizers") or [] if f != CRD_FINALIZER]
+        self._set_finalizers(crds, crd, fins)
+
+
+def _foreground(obj: Obj) -> bool:
+    meta = obj["metadata"]
+    return bool(meta.get("deletionTimestamp")) and "foregroundDeletion" in (
+        meta.get("finalizers") or []
+    )

@@ -1,0 +1,183 @@
+"""Defaulting and admission the real server applies when objects are created.
+
+Only what a client can observe and what our components rely on: pod spec defaults and
+``status.phase: Pending``, service cluster IPs, namespace finalizers/labels, network policy
+``policyTypes``, CRD conditions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Any
+
+Obj = dict[str, Any]
+
+SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
+DEFAULT_TOLERATIONS = [
+    {
+        "key": "node.kubernetes.io/not-ready",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
+    {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    },
+]
+
+
+class IpAllocator:
+    """Hands out service cluster IPs from ``10.96.0.0/12`` (``.1`` is ``kubernetes``)."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+        self._next = 1
+
+    def reserve(self, ips: Iterable[str]) -> None:
+        self._used.update(ip for ip in ips if ip and ip != "None")
+
+    def release(self, ip: str | None) -> None:
+        if ip:
+            self._used.discard(ip)
+
+    def allocate(self) -> str:
+        size = SERVICE_CIDR.num_addresses - 2
+        for _ in range(size):
+            candidate = str(SERVICE_CIDR.network_address + self._next)
+            self._next = self._next % size + 1
+            if candidate not in self._used:
+                self._used.add(candidate)
+                return candidate
+        raise RuntimeError("service IP range is full")
+
+
+def _image_pull_policy(image: str) -> str:
+    tail = image.rsplit("/", 1)[-1]
+    if "@" in tail:
+        return "IfNotPresent"
+    if ":" not in tail or tail.endswith(":latest"):
+        return "Always"
+    return "IfNotPresent"
+
+
+def _default_container(c: Obj) -> None:
+    c.setdefault("imagePullPolicy", _image_pull_policy(str(c.get("image", ""))))
+    c.setdefault("resources", {})
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    for port in c.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+
+
+def _qos_class(spec: Obj) -> str:
+    resources = [c.get("resources") or {} for c in spec.get("containers") or []]
+    if not any(r.get("requests") or r.get("limits") for r in resources):
+        return "BestEffort"
+    for r in resources:
+        limits, requests = r.get("limits") or {}, r.get("requests") or {}
+        for res in ("cpu", "memory"):
+            if res not in limits or requests.get(res, limits[res]) != limits[res]:
+                return "Burstable"
+    return "Guaranteed"
+
+
+def default_pod(obj: Obj, _: IpAllocator) -> None:
+    spec = obj.setdefault("spec", {})
+    for field in ("containers", "initContainers"):
+        for c in spec.get(field) or []:
+            _default_container(c)
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
+    spec.setdefault("serviceAccount", spec["serviceAccountName"])
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("priority", 0)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    tolerations = spec.setdefault("tolerations", [])
+    for tol in DEFAULT_TOLERATIONS:
+        if not any(t.get("key") == tol["key"] for t in tolerations):
+            tolerations.append(dict(tol))
+    status = obj.setdefault("status", {})
+    status.setdefault("phase", "Pending")
+    status.setdefault("qosClass", _qos_class(spec))
+
+
+def default_service(obj: Obj, ips: IpAllocator) -> None:
+    spec = obj.setdefault("spec", {})
+    kind = spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    for port in spec.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+        port.setdefault("targetPort", port.get("port"))
+    if kind != "ExternalName":
+        if not spec.get("clusterIP"):
+            spec["clusterIP"] = ips.allocate()
+        else:
+            ips.reserve([spec["clusterIP"]])
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+    status = obj.setdefault("status", {})
+    status.setdefault("loadBalancer", {})
+
+
+def default_namespace(obj: Obj, _: IpAllocator) -> None:
+    name = obj["metadata"]["name"]
+    obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+    obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    obj["status"] = {"phase": "Active"}
+
+
+def default_netpol(obj: Obj, _: IpAllocator) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("podSelector", {})
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+
+
+def default_crd(obj: Obj, _: IpAllocator) -> None:
+    spec = obj.setdefault("spec", {})
+    names = spec.get("names") or {}
+    names.setdefault("singular", str(names.get("kind", "")).lower())
+    names.setdefault("listKind", f"{names.get('kind', '')}List")
+    spec.setdefault("conversion", {"strategy": "None"})
+    obj["status"] = crd_status(obj)
+
+
+def crd_status(obj: Obj) -> Obj:
+    spec = obj.get("spec") or {}
+    return {
+        "acceptedNames": dict(spec.get("names") or {}),
+        "conditions": [
+            {
+                "type": "NamesAccepted",
+                "status": "True",
+                "reason": "NoConflicts",
+                "message": "no conflicts found",
+            },
+            {
+                "type": "Established",
+                "status": "True",
+                "reason": "InitialNamesAccepted",
+                "message": "the initial names have been accepted",
+            },
+        ],
+        "storedVersions": [v["name"] for v in spec.get("versions") or [] if v.get("storage")],
+    }
+
+
+DEFAULTERS: dict[str, Callable[[Obj, IpAllocator], None]] = {
+    "/pods": default_pod,
+    "/services": default_service,
+    "/namespaces": default_namespace,
+    "networking.k8s.io/networkpolicies": default_netpol,
+    "apiextensions.k8s.io/customresourcedefinitions": default_crd,
+}

@@ -1,0 +1,1 @@
+"""Kubernetes API conformance suite (emulator by default, any cluster with --kubeconfig)."""
