@@ -38,7 +38,10 @@ class FakeDaemon(Component):
         self.spawn(argv, self.name, pidfile=self.pidfile)
 
     def probe(self) -> bool:
-        return self.ready and self.pid() is not None
+        """Ready once it said so in its log (like a daemon's socket appearing)."""
+        if not self.ready or self.pid() is None or not self.log_file.exists():
+            return False
+        return "sleeper up" in self.log_file.read_text()
 
 
 @pytest.fixture
