@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -673,6 +674,45 @@ class OctaviaApi(OctaviaDriverAgent):
         return self.probe()
 
 
+class KubeApi(Component):
+    """The Kubernetes API emulator (``kuryr_k8s.sandbox.kubeapi``), persisted on disk."""
+
+    name = "kube-api"
+    tcp_port_attr = "kube_api"
+    ready_timeout = 30.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ctx.settings.ports.kube_api}"
+
+    def launch(self) -> None:
+        kube = self.ctx.paths.kube
+        kube.mkdir(parents=True, exist_ok=True)
+        self.spawn(
+            [
+                sys.executable,
+                "-m",
+                "kuryr_k8s.sandbox.kubeapi",
+                "--port",
+                str(self.tcp_port),
+                "--state-file",
+                str(kube / "store.json"),
+                "--kubeconfig-out",
+                str(self.ctx.paths.kubeconfig),
+                "--log-level",
+                "INFO",
+            ],
+            self.name,
+            pidfile=self.pidfile,
+        )
+
+    def probe(self) -> bool:
+        return self.ctx.paths.kubeconfig.exists() and http_ok(f"{self.url}/readyz")
+
+    def api_probe(self) -> bool:
+        return http_ok(f"{self.url}/readyz")
+
+
 def all_components(ctx: Context) -> list[Component]:
     """Every component in start order."""
     return [
@@ -686,6 +726,7 @@ def all_components(ctx: Context) -> list[Component]:
         Neutron(ctx),
         OctaviaDriverAgent(ctx),
         OctaviaApi(ctx),
+        KubeApi(ctx),
     ]
 
 
