@@ -167,3 +167,90 @@ def load_gc(cfg: ConfigFile) -> GcSettings:
 # --------------------------------------------------------------------------------------
 # Kubernetes side (reconcilers, leader election): [kubernetes]
 # --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """``[kubernetes]`` (upstream names where they exist) plus ``[health_server]`` port and
+    ``[prometheus_exporter]`` port: how the controller talks to Kubernetes and serves."""
+
+    api_root: str = ""
+    """API server URL (upstream option). Empty: from ``--kubeconfig``, else in-cluster.
+    With a kubeconfig given as well, this overrides its server."""
+    pod_vif_driver: str = "neutron-vif"
+    """Only ``neutron-vif`` (side-by-side: a port per pod on the pod subnet) for now."""
+    port_debug: bool = False
+    """Upstream: name Neutron ports after their pods. We always name ports
+    ``<namespace>/<pod>`` while in use; kept for compatibility, it only adds debug logs."""
+    controller_ha: bool = True
+    """Leader election on a ``coordination.k8s.io/v1`` Lease; only the leader reconciles.
+    Off: this process reconciles at once (never run two that way)."""
+    leader_lease_namespace: str = "kube-system"
+    """Namespace of the leader Lease."""
+    leader_lease_name: str = "kuryr-controller"
+    """Name of the leader Lease (one per cluster id is sensible)."""
+    leader_lease_duration: float = 15.0
+    """Seconds a standby waits after the last observed renewal before taking over."""
+    leader_renew_deadline: float = 10.0
+    """Seconds the leader keeps trying to renew before it stops reconciling."""
+    leader_retry_period: float = 2.0
+    """Seconds between lease attempts (acquire or renew)."""
+    workers: int = 16
+    """Keys reconciled in parallel per kind (the engine's concurrency cap). Neutron calls
+    are further limited by ``[neutron] max_concurrency``."""
+    watch_reconcile_period: float = 300.0
+    """Seconds between full resyncs (every cached key re-queued), upstream's option name.
+    Catches what no event announces, e.g. a quota raised after a permanent failure."""
+    port_status_poll_max: float = 10.0
+    """While a port is DOWN its KuryrPort is looked at again after 0.5 s, doubling up to
+    this many seconds, until Neutron reports it ACTIVE."""
+    health_server_port: int = 8082
+    """``[health_server] port``: ``/healthz``, ``/readyz`` and ``/metrics`` listen here
+    (upstream defaults). 0 disables the server."""
+    health_server_host: str = "127.0.0.1"
+    """``[health_server] host``: listen address; ``0.0.0.0`` inside a pod."""
+
+
+def load_kubernetes(cfg: ConfigFile) -> KubernetesSettings:
+    """``[kubernetes]`` and ``[health_server]``; upstream-only options are tolerated."""
+    k = "kubernetes"
+    cfg.tolerate(k, "ssl_verify_server_crt", "enabled_handlers", "pod_subnets_driver")
+    cfg.tolerate(k, "pod_security_groups_driver", "pod_project_driver", "service_project_driver")
+    defaults = KubernetesSettings()
+    settings = KubernetesSettings(
+        api_root=cfg.get_str(k, "api_root"),
+        pod_vif_driver=cfg.get_choice(k, "pod_vif_driver", "neutron-vif", ["neutron-vif"]),
+        port_debug=cfg.get_bool(k, "port_debug", False),
+        controller_ha=cfg.get_bool(k, "controller_ha", True),
+        leader_lease_namespace=cfg.get_str(k, "leader_lease_namespace", "kube-system"),
+        leader_lease_name=cfg.get_str(k, "leader_lease_name", "kuryr-controller"),
+        leader_lease_duration=cfg.get_float(k, "leader_lease_duration", 15.0),
+        leader_renew_deadline=cfg.get_float(k, "leader_renew_deadline", 10.0),
+        leader_retry_period=cfg.get_float(k, "leader_retry_period", 2.0),
+        workers=cfg.get_int(k, "workers", defaults.workers, minimum=1),
+        watch_reconcile_period=cfg.get_float(k, "watch_reconcile_period", 300.0),
+        port_status_poll_max=cfg.get_float(k, "port_status_poll_max", 10.0),
+        health_server_port=cfg.get_int("health_server", "port", 8082, minimum=0),
+        health_server_host=cfg.get_str("health_server", "host", "127.0.0.1"),
+    )
+    if not 0 < settings.leader_retry_period < settings.leader_renew_deadline:
+        raise ConfigError(
+            f"{cfg.source}: [kubernetes] leader_retry_period = {settings.leader_retry_period}: "
+            f"must be > 0 and < leader_renew_deadline ({settings.leader_renew_deadline})"
+        )
+    if settings.leader_renew_deadline >= settings.leader_lease_duration:
+        raise ConfigError(
+            f"{cfg.source}: [kubernetes] leader_renew_deadline = "
+            f"{settings.leader_renew_deadline}: must be < leader_lease_duration "
+            f"({settings.leader_lease_duration})"
+        )
+    if settings.watch_reconcile_period <= 0 or settings.port_status_poll_max <= 0:
+        raise ConfigError(
+            f"{cfg.source}: [kubernetes] watch_reconcile_period and port_status_poll_max "
+            "must be > 0"
+        )
+    if settings.health_server_port > 65535:
+        raise ConfigError(
+            f"{cfg.source}: [health_server] port = {settings.health_server_port}: not a port"
+        )
+    return settings
