@@ -79,8 +79,19 @@ class _Shape:
         return list(value or [])
 
 
+def drop_nulls(value: Any) -> Any:
+    """JSON ``null`` decodes to a Go zero value, which is then omitted: drop such keys."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
+
+
 def check_shape(rt: ResourceType, body: Any) -> Obj:
-    """Raise 400 unless ``body`` decodes into the kind; returns it as a dict."""
+    """Raise 400 unless ``body`` decodes into the kind; returns it (without nulls)."""
+    if isinstance(body, dict):
+        body = drop_nulls(body)
     if not isinstance(body, dict):
         raise errors.bad_request(
             f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
