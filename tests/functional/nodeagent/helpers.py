@@ -1,0 +1,116 @@
+"""Helpers of the node-agent tests (imported by the tests and by conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kuryr_k8s.k8s import KubeClient
+from kuryr_k8s.sandbox.nodeagent import NodeAgent, NodeAgentConfig
+
+DATA = Path(__file__).parent / "data"
+PLUGIN = DATA / "testcni.py"
+WAIT = 60.0
+"""Seconds to wait for a condition. Sandboxes are ready within ~0.3 s here."""
+
+
+def netns_list() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def lo_is_up(netns: str) -> bool:
+    out = subprocess.run(
+        ["ip", "-n", netns, "-j", "link", "show", "lo"], capture_output=True, text=True, check=True
+    )
+    return "UP" in json.loads(out.stdout)[0]["flags"]
+
+
+def resolv_conf(netns: str) -> str | None:
+    """Content of the netns' resolv.conf, None if its /etc/netns dir is gone."""
+    path = Path("/etc/netns") / netns / "resolv.conf"
+    return path.read_text() if path.exists() else None
+
+
+def netns_inode(netns: str) -> int:
+    return (Path("/var/run/netns") / netns).stat().st_ino
+
+
+def host_links(prefix: str = "ktc") -> set[str]:
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.stdout.splitlines()}
+    return {n for n in names if n.startswith(prefix)}
+
+
+ClientFactory = Callable[[], KubeClient]
+
+
+@dataclass
+class CniSetup:
+    conf_dir: Path
+    bin_dir: Path
+    log: Path
+    fail_file: Path
+    data_dir: Path
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+class Agents:
+    """Starts NodeAgents in the test's loop; stops them (and cleans up) at teardown."""
+
+    def __init__(self, clients: ClientFactory, base: NodeAgentConfig) -> None:
+        self.clients = clients
+        self.base = base
+        self._running: list[tuple[asyncio.Task[None], KubeClient]] = []
+
+    async def start(self, **overrides: Any) -> NodeAgent:
+        client = self.clients()
+        agent = NodeAgent(client, replace(self.base, **overrides))
+        task = asyncio.create_task(agent.run())
+        self._running.append((task, client))
+        ready = asyncio.create_task(agent.ready.wait())
+        async with asyncio.timeout(WAIT):
+            done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            ready.cancel()
+            task.result()
+        return agent
+
+    async def stop_all(self) -> None:
+        while self._running:
+            task, client = self._running.pop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.aclose()
+
+    async def cleanup(self) -> None:
+        """Stop the agents and tear down every sandbox they left (pods of a failed test)."""
+        await self.stop_all()
+        async with self.clients() as client:
+            await NodeAgent(client, self.base).remove_all_sandboxes()
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], *, within: float = WAIT, what: str = "condition"
+) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    last: Any = None
+    while loop.time() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {within}s waiting for {what}; last: {last!r}")
