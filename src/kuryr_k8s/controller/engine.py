@@ -1,0 +1,271 @@
+"""The reconcile engine: a keyed, de-duplicated work queue drained by a few workers.
+
+Semantics (controller-runtime's, in asyncio)::
+
+    informer ─add(key)─▶ WorkQueue ─get()─▶ worker ─reconcile(key)─▶
+                            ▲ (dirty/processing sets)       │
+                            │                               ├ Result()              forget backoff
+                            └─ add_after(key, delay) ◀──────┤ Result(requeue_after) delayed
+                                                            ├ TemporaryError        backoff/delay
+                                                            ├ PermanentError        recorded only
+                                                            └ anything else         logged, backoff
+
+* A key is in the queue at most once (de-duplicated) and is processed by at most one
+  worker at a time; a key added while it is processed is queued again when it is done.
+* Keys are processed in parallel up to ``workers`` (the concurrency cap).
+* Backoff is exponential, capped and jittered, per key; a success forgets it.
+* Reconcilers get only the key: they read the current state from informer caches and
+  converge (level-triggered), so a lost or merged event is never a lost change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from kuryr_k8s.k8s.timing import Clock, SystemClock
+from kuryr_k8s.model.errors import PermanentError, TemporaryError
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a successful reconcile asks for next."""
+
+    requeue_after: float | None = None
+    """Seconds after which to look at the key again (e.g. to poll a port's status)."""
+
+
+class Reconciler(Protocol):
+    """Makes the world match the object named by ``key`` (``namespace/name``)."""
+
+    kind: str
+    """Short name for logs and metrics, e.g. ``pod`` or ``kuryrport``."""
+
+    async def reconcile(self, key: str) -> Result: ...
+
+
+class EngineMetrics(Protocol):
+    """What the engine reports; :class:`kuryr_k8s.controller.metrics.Metrics` implements it."""
+
+    def reconciled(self, kind: str, outcome: str, seconds: float) -> None: ...
+
+    def queue_depth(self, kind: str, depth: int) -> None: ...
+
+
+class _NoMetrics:
+    def reconciled(self, kind: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def queue_depth(self, kind: str, depth: int) -> None:
+        pass
+
+
+class WorkQueue:
+    """client-go's workqueue semantics: ``queue`` order, ``dirty`` set, ``processing`` set."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._queue: deque[str] = deque()
+        self._dirty: set[str] = set()
+        self._processing: set[str] = set()
+        self._ready = asyncio.Event()
+        self._timers: dict[str, tuple[float, asyncio.Task[None]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def processing(self) -> frozenset[str]:
+        return frozenset(self._processing)
+
+    def add(self, key: str) -> None:
+        """Queue ``key`` unless it is queued already; safe to call from any callback."""
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._queue.append(key)
+            self._wake()
+
+    def add_after(self, key: str, delay: float) -> None:
+        """Queue ``key`` after ``delay`` seconds; an earlier pending timer for it wins."""
+        if delay <= 0:
+            self.add(key)
+            return
+        due = self._clock.monotonic() + delay
+        pending = self._timers.get(key)
+        if pending is not None and not pending[1].done():
+            if pending[0] <= due:
+                return
+            pending[1].cancel()
+        self._timers[key] = (due, asyncio.ensure_future(self._later(key, delay)))
+
+    async def _later(self, key: str, delay: float) -> None:
+        await self._clock.sleep(delay)
+        self._timers.pop(key, None)
+        self.add(key)
+
+    async def get(self) -> str:
+        """The next key to process; it stays "processing" until :meth:`done`."""
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        key = self._queue.popleft()
+        self._processing.add(key)
+        self._dirty.discard(key)
+        return key
+
+    def done(self, key: str) -> None:
+        self._processing.discard(key)
+        if key in self._dirty:
+            self._queue.append(key)
+            self._wake()
+
+    def pending_timers(self) -> list[str]:
+        return sorted(k for k, (_, t) in self._timers.items() if not t.done())
+
+    def shutdown(self) -> None:
+        for _, task in self._timers.values():
+            task.cancel()
+        self._timers.clear()
+
+    def _wake(self) -> None:
+        self._ready.set()
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How hard the engine works and how it backs off."""
+
+    workers: int = 16
+    """Keys reconciled in parallel (the concurrency cap)."""
+    backoff_base: float = 0.5
+    """First retry delay after a temporary error, seconds."""
+    backoff_cap: float = 60.0
+    """Largest retry delay, seconds."""
+
+
+class Engine:
+    """Runs one :class:`Reconciler` over a :class:`WorkQueue` with ``workers`` tasks."""
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        settings: EngineSettings | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        metrics: EngineMetrics | None = None,
+    ) -> None:
+        self.reconciler = reconciler
+        self.settings = settings or EngineSettings()
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._metrics: EngineMetrics = metrics or _NoMetrics()
+        self.queue = WorkQueue(self._clock)
+        self.failures: dict[str, int] = {}
+        """Consecutive failures per key (drives the backoff)."""
+        self.permanent: dict[str, str] = {}
+        """Keys whose last reconcile hit a PermanentError, with the message."""
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._busy = 0
+
+    @property
+    def kind(self) -> str:
+        return self.reconciler.kind
+
+    def enqueue(self, key: str) -> None:
+        self.queue.add(key)
+        self._idle.clear()
+        self._metrics.queue_depth(self.kind, len(self.queue))
+
+    def enqueue_all(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.enqueue(key)
+
+    def backoff(self, key: str) -> float:
+        """Next delay for ``key``: capped ``base * 2**n``, full jitter on the upper half."""
+        n = self.failures.get(key, 0)
+        ceiling = min(self.settings.backoff_cap, self.settings.backoff_base * 2.0 ** min(n, 30))
+        self.failures[key] = n + 1
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    async def run(self) -> None:
+        """Work until cancelled."""
+        workers = [
+            asyncio.ensure_future(self._worker()) for _ in range(max(1, self.settings.workers))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            for w in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
+            self.queue.shutdown()
+
+    async def wait_idle(self) -> None:
+        """Return when nothing is queued or processing (pending timers do not count)."""
+        while True:
+            await self._idle.wait()
+            if not len(self.queue) and not self._busy:
+                return
+            self._idle.clear()
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            self._busy += 1
+            try:
+                await self.process(key)
+            finally:
+                self._busy -= 1
+                self.queue.done(key)
+                self._metrics.queue_depth(self.kind, len(self.queue))
+                if not len(self.queue) and not self._busy:
+                    self._idle.set()
+
+    async def process(self, key: str) -> None:
+        """Reconcile ``key`` once and schedule what the outcome asks for."""
+        started = self._clock.monotonic()
+        outcome = "success"
+        try:
+            result = await self.reconciler.reconcile(key)
+        except asyncio.CancelledError:
+            raise
+        except TemporaryError as exc:
+            outcome = "requeue"
+            delay = self.backoff(key)
+            if exc.delay is not None and self.failures[key] <= 3:
+                delay = exc.delay  # the error knows best, until it keeps failing
+            elif exc.delay is not None:
+                delay = max(delay, exc.delay)
+            LOG.info("%s %s: %s; retrying in %.2fs", self.kind, key, exc, delay)
+            self.queue.add_after(key, delay)
+        except PermanentError as exc:
+            outcome = "permanent_error"
+            self.failures.pop(key, None)
+            self.permanent[key] = str(exc)
+            LOG.error("%s %s: %s (not retried until the object changes)", self.kind, key, exc)
+        except Exception:
+            outcome = "error"
+            delay = self.backoff(key)
+            LOG.exception("%s %s: unexpected error; retrying in %.2fs", self.kind, key, delay)
+            self.queue.add_after(key, delay)
+        else:
+            self.failures.pop(key, None)
+            self.permanent.pop(key, None)
+            if result.requeue_after is not None:
+                self.queue.add_after(key, result.requeue_after)
+        finally:
+            self._metrics.reconciled(self.kind, outcome, self._clock.monotonic() - started)

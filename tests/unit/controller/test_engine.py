@@ -1,0 +1,206 @@
+"""The reconcile engine: de-duplication, per-key serial / cross-key parallel, backoff,
+delayed requeue, permanent errors. Time is a FakeClock: sleeps advance it instantly."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from kuryr_k8s.controller.engine import Engine, EngineSettings, Result, WorkQueue
+from kuryr_k8s.model.errors import PermanentError, TemporaryError
+from unit.k8s.fakeapi import FakeClock
+
+
+@dataclass
+class Recorder:
+    """A reconciler whose behaviour per call is scripted; it records what it saw."""
+
+    kind: str = "test"
+    script: dict[str, list[Callable[[], Result]]] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+    gate: asyncio.Event | None = None
+    in_flight: Counter[str] = field(default_factory=Counter)
+    max_in_flight_per_key: int = 0
+    max_in_flight: int = 0
+    times: list[tuple[str, float]] = field(default_factory=list)
+    clock: FakeClock | None = None
+
+    async def reconcile(self, key: str) -> Result:
+        self.calls[key] += 1
+        if self.clock is not None:
+            self.times.append((key, self.clock.monotonic()))
+        self.in_flight[key] += 1
+        self.max_in_flight_per_key = max(self.max_in_flight_per_key, self.in_flight[key])
+        self.max_in_flight = max(self.max_in_flight, sum(self.in_flight.values()))
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            steps = self.script.get(key)
+            if steps:
+                return steps.pop(0)()
+            return Result()
+        finally:
+            self.in_flight[key] -= 1
+
+
+def raise_(exc: Exception) -> Callable[[], Result]:
+    def step() -> Result:
+        raise exc
+
+    return step
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def rec(clock: FakeClock) -> Recorder:
+    return Recorder(clock=clock)
+
+
+@pytest.fixture
+async def engine(rec: Recorder, clock: FakeClock) -> AsyncIterator[Engine]:
+    eng = Engine(
+        rec,
+        EngineSettings(workers=3, backoff_base=1.0, backoff_cap=8.0),
+        clock=clock,
+        rng=random.Random(7),
+    )
+    task = asyncio.ensure_future(eng.run())
+    yield eng
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def settle(engine: Engine) -> None:
+    """Let delayed requeues fire and the queue drain."""
+    for _ in range(50):
+        await engine.wait_idle()
+        await asyncio.sleep(0)
+        if not engine.queue.pending_timers() and not len(engine.queue):
+            await engine.wait_idle()
+            return
+
+
+async def test_queue_deduplicates_keys() -> None:
+    q = WorkQueue(FakeClock())
+    for key in ["a", "b", "a", "a", "c", "b"]:
+        q.add(key)
+    assert len(q) == 3
+    assert [await q.get(), await q.get(), await q.get()] == ["a", "b", "c"]
+
+
+async def test_key_added_while_processing_is_processed_again_after() -> None:
+    q = WorkQueue(FakeClock())
+    q.add("a")
+    assert await q.get() == "a"
+    q.add("a")
+    assert len(q) == 0, "not handed to a second worker while processing"
+    q.done("a")
+    assert len(q) == 1
+    assert await q.get() == "a"
+
+
+async def test_many_adds_before_start_reconcile_once(engine: Engine, rec: Recorder) -> None:
+    for _ in range(10):
+        engine.enqueue("ns/a")
+    await settle(engine)
+    assert rec.calls == {"ns/a": 1}
+
+
+async def test_one_worker_per_key_many_keys_in_parallel_up_to_the_cap(
+    engine: Engine, rec: Recorder
+) -> None:
+    rec.gate = asyncio.Event()
+    for i in range(10):
+        engine.enqueue(f"ns/p{i}")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    engine.enqueue("ns/p0")  # changed while being reconciled
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert rec.max_in_flight == 3, "the concurrency cap"
+    rec.gate.set()
+    await settle(engine)
+    assert rec.max_in_flight_per_key == 1
+    assert rec.calls["ns/p0"] == 2
+    assert all(rec.calls[f"ns/p{i}"] == 1 for i in range(1, 10))
+
+
+async def test_temporary_errors_back_off_exponentially_capped_and_jittered(
+    engine: Engine, rec: Recorder, clock: FakeClock
+) -> None:
+    rec.script["ns/a"] = [raise_(TemporaryError("neutron 503")) for _ in range(6)]
+    engine.enqueue("ns/a")
+    await settle(engine)
+    assert rec.calls["ns/a"] == 7
+    starts = [t for k, t in rec.times if k == "ns/a"]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    ceilings = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    for gap, ceiling in zip(gaps, ceilings, strict=True):
+        assert ceiling / 2 <= gap <= ceiling
+    assert engine.failures == {}, "success forgets the backoff"
+
+
+async def test_a_temporary_errors_delay_is_honoured(
+    engine: Engine, rec: Recorder, clock: FakeClock
+) -> None:
+    rec.script["ns/a"] = [raise_(TemporaryError("retry-after", delay=5.0))]
+    engine.enqueue("ns/a")
+    await settle(engine)
+    starts = [t for k, t in rec.times if k == "ns/a"]
+    assert starts[1] - starts[0] == pytest.approx(5.0)
+
+
+async def test_permanent_error_is_recorded_and_not_retried(
+    engine: Engine, rec: Recorder
+) -> None:
+    rec.script["ns/a"] = [raise_(PermanentError("quota exceeded"))]
+    engine.enqueue("ns/a")
+    await settle(engine)
+    assert rec.calls["ns/a"] == 1
+    assert engine.permanent == {"ns/a": "quota exceeded"}
+    assert engine.queue.pending_timers() == []
+    engine.enqueue("ns/a")  # the object changed: try again, and success clears the record
+    await settle(engine)
+    assert rec.calls["ns/a"] == 2
+    assert engine.permanent == {}
+
+
+async def test_unexpected_exceptions_are_retried_with_backoff(
+    engine: Engine, rec: Recorder
+) -> None:
+    rec.script["ns/a"] = [raise_(RuntimeError("bug"))]
+    engine.enqueue("ns/a")
+    await settle(engine)
+    assert rec.calls["ns/a"] == 2
+
+
+async def test_requeue_after_looks_again_later(
+    engine: Engine, rec: Recorder, clock: FakeClock
+) -> None:
+    rec.script["ns/a"] = [lambda: Result(requeue_after=3.0), lambda: Result(requeue_after=3.0)]
+    engine.enqueue("ns/a")
+    await settle(engine)
+    starts = [t for k, t in rec.times if k == "ns/a"]
+    assert len(starts) == 3
+    assert starts[2] - starts[1] == pytest.approx(3.0)
+
+
+async def test_an_earlier_timer_wins_over_a_later_one(clock: FakeClock) -> None:
+    q = WorkQueue(clock)
+    q.add_after("a", 10.0)
+    q.add_after("a", 2.0)
+    q.add_after("a", 5.0)
+    assert q.pending_timers() == ["a"]
+    assert await q.get() == "a"
+    assert clock.monotonic() == pytest.approx(2.0)
+    q.shutdown()
