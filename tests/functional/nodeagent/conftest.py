@@ -6,7 +6,6 @@ even when the test fails, and ``ip netns list`` is checked to be what it was bef
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.kubeapi import KubeApi
 from functional.nodeagent.helpers import (
     PLUGIN,
     Agents,
@@ -24,7 +24,7 @@ from functional.nodeagent.helpers import (
     host_links,
     netns_list,
 )
-from kuryr_k8s.k8s import NAMESPACES, AlreadyExists, KubeClient, load_kubeconfig
+from kuryr_k8s.k8s import KubeClient, load_kubeconfig
 from kuryr_k8s.sandbox.nodeagent import NodeAgentConfig
 
 
@@ -46,16 +46,8 @@ def no_leaks() -> Iterator[None]:
 
 
 @pytest.fixture
-def kube_client_factory(request: pytest.FixtureRequest) -> ClientFactory:
-    """Builds clients of the test Kubernetes API (the emulator, or a real cluster)."""
-    try:
-        kube_api = request.getfixturevalue("kube_api")
-    except pytest.FixtureLookupError:
-        # Until the emulator fixture lands: the in-memory API of the k8s unit tests.
-        from unit.k8s.fakeapi import FakeApi
-
-        fake = FakeApi()
-        return fake.client
+def kube_client_factory(kube_api: KubeApi) -> ClientFactory:
+    """Builds async clients of the test Kubernetes API (the emulator, or a real cluster)."""
     settings = load_kubeconfig(Path(kube_api.kubeconfig))
     return lambda: KubeClient.from_settings(settings)
 
@@ -67,12 +59,9 @@ async def kube(kube_client_factory: ClientFactory) -> AsyncIterator[KubeClient]:
 
 
 @pytest.fixture
-async def namespace(kube: KubeClient) -> str:
-    """A fresh namespace for the test's pods."""
-    name = f"na-{uuid.uuid4().hex[:8]}"
-    with contextlib.suppress(AlreadyExists):
-        await kube.create(NAMESPACES, {"metadata": {"name": name}})
-    return name
+def namespace(kube_namespace: str) -> str:
+    """A fresh namespace for the test's pods (deleted afterwards)."""
+    return kube_namespace
 
 
 @pytest.fixture
