@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fixtures.kubeapi import KubeClient
 from kubeapi_conformance.helpers import ok, status_of
 
 
-def _resources(client: KubeClient, path: str) -> dict[str, dict[str, object]]:
+def _resources(client: KubeClient, path: str) -> dict[str, dict[str, Any]]:
     body = ok(client.get(path))
     assert body["kind"] == "APIResourceList"
     return {r["name"]: r for r in body["resources"]}

@@ -16,33 +16,84 @@ from hypothesis import strategies as st
 from fixtures.kubeapi import KubeApi, KubeClient
 from kubeapi_conformance.helpers import configmap, created, ok, pod
 
-KEYS = ["apiVersion", "kind", "metadata", "name", "generateName", "namespace", "labels",
-        "annotations", "finalizers", "ownerReferences", "uid", "resourceVersion", "spec",
-        "status", "containers", "image", "ports", "containerPort", "nodeName", "data",
-        "phase", "conditions", "type", "$patch", "$setElementOrder/containers",
-        "$deleteFromPrimitiveList/finalizers", "$retainKeys", "op", "path", "value", "from"]
-SCALARS = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(
-    allow_nan=False, allow_infinity=False) | st.text(max_size=12) | st.sampled_from(
-    ["v1", "Pod", "ConfigMap", "fuzz", "add", "remove", "replace", "/metadata/labels",
-     "/spec/containers/0", "main", "busybox", "TCP"])
+KEYS = [
+    "apiVersion",
+    "kind",
+    "metadata",
+    "name",
+    "generateName",
+    "namespace",
+    "labels",
+    "annotations",
+    "finalizers",
+    "ownerReferences",
+    "uid",
+    "resourceVersion",
+    "spec",
+    "status",
+    "containers",
+    "image",
+    "ports",
+    "containerPort",
+    "nodeName",
+    "data",
+    "phase",
+    "conditions",
+    "type",
+    "$patch",
+    "$setElementOrder/containers",
+    "$deleteFromPrimitiveList/finalizers",
+    "$retainKeys",
+    "op",
+    "path",
+    "value",
+    "from",
+]
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            "v1",
+            "Pod",
+            "ConfigMap",
+            "fuzz",
+            "add",
+            "remove",
+            "replace",
+            "/metadata/labels",
+            "/spec/containers/0",
+            "main",
+            "busybox",
+            "TCP",
+        ]
+    )
+)
 JSON = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5)
+    ),
     max_leaves=25,
 )
-METHODS = st.sampled_from([
-    ("POST", "pods", "application/json"),
-    ("POST", "configmaps", "application/json"),
-    ("PUT", "pods/fuzz-pod", "application/json"),
-    ("PUT", "configmaps/fuzz-cm", "application/json"),
-    ("PATCH", "pods/fuzz-pod", "application/merge-patch+json"),
-    ("PATCH", "pods/fuzz-pod", "application/strategic-merge-patch+json"),
-    ("PATCH", "pods/fuzz-pod", "application/json-patch+json"),
-    ("PATCH", "pods/fuzz-pod/status", "application/merge-patch+json"),
-    ("PATCH", "configmaps/fuzz-cm", "application/json-patch+json"),
-    ("DELETE", "configmaps/fuzz-cm", "application/json"),
-])
+METHODS = st.sampled_from(
+    [
+        ("POST", "pods", "application/json"),
+        ("POST", "configmaps", "application/json"),
+        ("PUT", "pods/fuzz-pod", "application/json"),
+        ("PUT", "configmaps/fuzz-cm", "application/json"),
+        ("PATCH", "pods/fuzz-pod", "application/merge-patch+json"),
+        ("PATCH", "pods/fuzz-pod", "application/strategic-merge-patch+json"),
+        ("PATCH", "pods/fuzz-pod", "application/json-patch+json"),
+        ("PATCH", "pods/fuzz-pod/status", "application/merge-patch+json"),
+        ("PATCH", "configmaps/fuzz-cm", "application/json-patch+json"),
+        ("DELETE", "configmaps/fuzz-cm", "application/json"),
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,20 +106,31 @@ def fuzz_ns(kube_api: KubeApi, kube_client: KubeClient, module_namespace: str) -
 
 def _request(client: KubeClient, ns: str, method: tuple[str, str, str], body: Any) -> int:
     verb, path, ctype = method
-    resp = client.request(verb, f"/api/v1/namespaces/{ns}/{path}",
-                          content=json.dumps(body).encode(), headers={"Content-Type": ctype})
+    resp = client.request(
+        verb,
+        f"/api/v1/namespaces/{ns}/{path}",
+        content=json.dumps(body).encode(),
+        headers={"Content-Type": ctype},
+    )
     assert resp.status_code < 500, (verb, path, body, resp.text)
     assert resp.json()["kind"], resp.text
     return resp.status_code
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(method=METHODS, body=JSON)
-def test_random_bodies_never_break_the_server(kube_client: KubeClient, fuzz_ns: str,
-                                              method: tuple[str, str, str], body: Any) -> None:
-    before = int(ok(kube_client.get(f"/api/v1/namespaces/{fuzz_ns}/configmaps"))["metadata"][
-        "resourceVersion"])
+def test_random_bodies_never_break_the_server(
+    kube_client: KubeClient, fuzz_ns: str, method: tuple[str, str, str], body: Any
+) -> None:
+    before = int(
+        ok(kube_client.get(f"/api/v1/namespaces/{fuzz_ns}/configmaps"))["metadata"][
+            "resourceVersion"
+        ]
+    )
     _request(kube_client, fuzz_ns, method, body)
     after = ok(kube_client.get(f"/api/v1/namespaces/{fuzz_ns}/pods"))
     assert int(after["metadata"]["resourceVersion"]) >= before
@@ -76,11 +138,15 @@ def test_random_bodies_never_break_the_server(kube_client: KubeClient, fuzz_ns: 
         assert item["metadata"]["uid"] and item["metadata"]["name"]
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.dictionaries(st.sampled_from(KEYS), JSON, max_size=6))
-def test_structured_pod_and_configmap_bodies(kube_client: KubeClient, fuzz_ns: str,
-                                             data: dict[str, Any]) -> None:
+def test_structured_pod_and_configmap_bodies(
+    kube_client: KubeClient, fuzz_ns: str, data: dict[str, Any]
+) -> None:
     for base in (pod("fuzz-structured"), configmap("fuzz-structured")):
         body = {**base, **data}
         if isinstance(body.get("metadata"), dict):
@@ -92,7 +158,8 @@ def test_structured_pod_and_configmap_bodies(kube_client: KubeClient, fuzz_ns: s
             assert name
             for item in name:
                 if item["metadata"]["name"] != "fuzz-pod":
-                    kube_client.delete(f"/api/v1/namespaces/{fuzz_ns}/{plural}/"
-                                       f"{item['metadata']['name']}",
-                                       params={"gracePeriodSeconds": 0})
+                    kube_client.delete(
+                        f"/api/v1/namespaces/{fuzz_ns}/{plural}/{item['metadata']['name']}",
+                        params={"gracePeriodSeconds": 0},
+                    )
     assert kube_client.get("/healthz").status_code == 200
