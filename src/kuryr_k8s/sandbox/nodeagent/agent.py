@@ -21,6 +21,7 @@ import logging
 import socket
 from typing import Any
 
+from kuryr_k8s.controller.engine import Engine, EngineSettings, Result
 from kuryr_k8s.k8s import (
     LEASES,
     NODES,
@@ -40,7 +41,6 @@ from kuryr_k8s.sandbox.nodeagent import netns as ns
 from kuryr_k8s.sandbox.nodeagent.cni import CniError, CniRuntime, RuntimeConf, pod_ips
 from kuryr_k8s.sandbox.nodeagent.config import NodeAgentConfig
 from kuryr_k8s.sandbox.nodeagent.records import RecordStore, SandboxRecord
-from kuryr_k8s.sandbox.nodeagent.workqueue import KeyQueue
 
 LOG = logging.getLogger(__name__)
 COMPONENT = "kuryr-nodeagent"
@@ -54,6 +54,9 @@ def container_id(uid: str) -> str:
 
 class NodeAgent:
     """Runs pods of ``config.nodes`` on this host. Build once, ``await run()``."""
+
+    kind = "pod"
+    """For the reconcile engine's logs and metrics."""
 
     def __init__(
         self,
@@ -75,8 +78,16 @@ class NodeAgent:
         self.clock: Clock = clock or SystemClock()
         self.events = EventRecorder(client, COMPONENT, host=config.nodes[0], clock=self.clock)
         self.pods = Informer(client, PODS)
-        self.queue = KeyQueue(self.reconcile, base=config.retry_base, cap=config.retry_cap)
-        self.pods.add_handler(self.queue.add)
+        self.engine = Engine(
+            self,
+            EngineSettings(
+                workers=config.workers,
+                backoff_base=config.retry_base,
+                backoff_cap=config.retry_cap,
+            ),
+            clock=self.clock,
+        )
+        self.pods.add_handler(self.engine.enqueue)
         self._next_node = 0
         self.ready = asyncio.Event()
         """Set once nodes are registered, the pod cache is synced and records are queued."""
@@ -87,21 +98,22 @@ class NodeAgent:
         """Register the nodes, then run pods until cancelled."""
         for node in self.config.nodes:
             await self.register_node(node)
-        informer = asyncio.create_task(self.pods.run(), name="pod informer")
-        heartbeat = asyncio.create_task(self._heartbeats(), name="node heartbeats")
+        tasks = [
+            asyncio.create_task(self.pods.run(), name="pod informer"),
+            asyncio.create_task(self._heartbeats(), name="node heartbeats"),
+            asyncio.create_task(self.engine.run(), name="pod reconcilers"),
+        ]
         try:
             await self.pods.wait_synced()
-            for record in self.records.all():
-                self.queue.add(record.key)
+            self.engine.enqueue_all(record.key for record in self.records.all())
             self.ready.set()
-            await asyncio.gather(informer, heartbeat)
+            await asyncio.gather(*tasks)
         finally:
-            for task in (informer, heartbeat):
+            for task in tasks:
                 task.cancel()
-            for task in (informer, heartbeat):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await self.queue.close()
 
     async def remove_all_sandboxes(self) -> None:
         """Tear down every sandbox of our nodes on this host (CNI DEL, netns), pods or not."""
@@ -190,29 +202,29 @@ class NodeAgent:
 
     # -- pods ----------------------------------------------------------------------------
 
-    async def reconcile(self, key: str) -> float | None:
+    async def reconcile(self, key: str) -> Result:
         pod = self.pods.store.get(key)
         for record in self.records.for_key(key):
             if pod is None or o.uid(pod) != record.uid or o.is_deleting(pod):
                 await self._teardown(record, pod)
         if pod is None:
-            return None
+            return Result()
         spec = pod.get("spec") or {}
         node = spec.get("nodeName")
         if not node:
             default_scheduler = spec.get("schedulerName") in DEFAULT_SCHEDULERS
             if self.config.schedule and default_scheduler and not o.is_deleting(pod):
                 await self._bind(pod)
-            return None
+            return Result()
         if node not in self.config.nodes:
-            return None
+            return Result()
         if o.is_deleting(pod):
             await self._finish_deletion(pod)
-            return None
+            return Result()
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            return None
+            return Result()
         await self._ensure_sandbox(pod, node)
-        return None
+        return Result()
 
     async def _bind(self, pod: Obj) -> None:
         node = self.config.nodes[self._next_node % len(self.config.nodes)]

@@ -31,6 +31,8 @@ class NodeAgentConfig:
     """Seconds one plugin execution may take before it is killed and counted as failed."""
     heartbeat_interval: float = 10.0
     """Seconds between node status/Lease heartbeats."""
+    workers: int = 8
+    """Pods set up or torn down in parallel."""
     retry_base: float = 1.0
     """First retry delay after a failed sandbox setup or teardown, seconds."""
     retry_cap: float = 30.0
