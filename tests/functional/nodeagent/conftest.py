@@ -6,9 +6,6 @@ even when the test fails, and ``ip netns list`` is checked to be what it was bef
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,14 +13,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.kubeapi import KubeApi
-from functional.nodeagent.helpers import (
-    PLUGIN,
-    Agents,
-    ClientFactory,
-    CniSetup,
-    host_links,
-    netns_list,
-)
+from functional.nodeagent.helpers import Agents, ClientFactory, CniSetup, leak_guard, make_cni
 from kuryr_k8s.k8s import KubeClient, load_kubeconfig
 from kuryr_k8s.sandbox.nodeagent import NodeAgentConfig
 
@@ -31,18 +21,8 @@ from kuryr_k8s.sandbox.nodeagent import NodeAgentConfig
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Remove whatever netns/veth a test leaves behind, then insist nothing was left."""
-    netns_before, links_before = netns_list(), host_links()
-    yield
-    leaked_ns = netns_list() - netns_before
-    leaked_links = host_links() - links_before
-    for name in leaked_ns:
-        subprocess.run(["ip", "netns", "delete", name], check=False)
-        shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
-    for link in leaked_links:
-        subprocess.run(["ip", "link", "del", link], check=False)
-    assert netns_list() == netns_before
-    assert not leaked_ns, f"the test leaked network namespaces {sorted(leaked_ns)}"
-    assert not leaked_links, f"the test leaked host interfaces {sorted(leaked_links)}"
+    with leak_guard():
+        yield
 
 
 @pytest.fixture
@@ -66,38 +46,8 @@ def namespace(kube_namespace: str) -> str:
 
 @pytest.fixture
 def cni(tmp_path: Path) -> CniSetup:
-    """The test plugin under two names, and a conflist chaining them (plus a decoy)."""
-    bin_dir = tmp_path / "bin"
-    conf_dir = tmp_path / "net.d"
-    bin_dir.mkdir()
-    conf_dir.mkdir()
-    for name in ("kuryr-test-veth", "kuryr-test-passthrough"):
-        (bin_dir / name).symlink_to(PLUGIN)
-    setup = CniSetup(
-        conf_dir, bin_dir, tmp_path / "cni.log", tmp_path / "fail-add", tmp_path / "ipam"
-    )
-    common = {"logFile": str(setup.log)}
-    conflist = {
-        "cniVersion": "1.0.0",
-        "name": "kuryr-test",
-        "plugins": [
-            {
-                "type": "kuryr-test-veth",
-                "cniVersion": "0.0.0-overridden",
-                "name": "overridden",
-                "subnet": "10.234.0.0/24",
-                "dataDir": str(setup.data_dir),
-                "failAddFile": str(setup.fail_file),
-                **common,
-            },
-            {"type": "kuryr-test-passthrough", **common},
-        ],
-    }
-    (conf_dir / "10-kuryr-test.conflist").write_text(json.dumps(conflist))
-    decoy = {"cniVersion": "1.0.0", "name": "decoy", "plugins": [{"type": "missing"}]}
-    (conf_dir / "20-decoy.conflist").write_text(json.dumps(decoy))
-    (conf_dir / "05-not-a-list.conf").write_text(json.dumps(decoy))
-    return setup
+    """The test plugin under two names, and a conflist chaining them (plus decoys)."""
+    return make_cni(tmp_path)
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,60 @@ class CniSetup:
         if not self.log.exists():
             return []
         return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+def make_cni(tmp_path: Path) -> CniSetup:
+    """The test plugin under two names, and a conflist chaining them (plus decoys)."""
+    bin_dir = tmp_path / "bin"
+    conf_dir = tmp_path / "net.d"
+    bin_dir.mkdir()
+    conf_dir.mkdir()
+    for name in ("kuryr-test-veth", "kuryr-test-passthrough"):
+        (bin_dir / name).symlink_to(PLUGIN)
+    setup = CniSetup(
+        conf_dir, bin_dir, tmp_path / "cni.log", tmp_path / "fail-add", tmp_path / "ipam"
+    )
+    common = {"logFile": str(setup.log)}
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": "kuryr-test",
+        "plugins": [
+            {
+                "type": "kuryr-test-veth",
+                "cniVersion": "0.0.0-overridden",
+                "name": "overridden",
+                "subnet": "10.234.0.0/24",
+                "dataDir": str(setup.data_dir),
+                "failAddFile": str(setup.fail_file),
+                **common,
+            },
+            {"type": "kuryr-test-passthrough", **common},
+        ],
+    }
+    (conf_dir / "10-kuryr-test.conflist").write_text(json.dumps(conflist))
+    decoy = {"cniVersion": "1.0.0", "name": "decoy", "plugins": [{"type": "missing"}]}
+    (conf_dir / "20-decoy.conflist").write_text(json.dumps(decoy))
+    (conf_dir / "05-not-a-list.conf").write_text(json.dumps(decoy))
+    return setup
+
+
+@contextlib.contextmanager
+def leak_guard() -> Iterator[None]:
+    """Remove whatever netns/veth the block leaves behind, then insist nothing was left."""
+    netns_before, links_before = netns_list(), host_links()
+    try:
+        yield
+    finally:
+        leaked_ns = netns_list() - netns_before
+        leaked_links = host_links() - links_before
+        for name in leaked_ns:
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+            shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+        for link in leaked_links:
+            subprocess.run(["ip", "link", "del", link], check=False)
+    assert netns_list() == netns_before
+    assert not leaked_ns, f"leaked network namespaces {sorted(leaked_ns)}"
+    assert not leaked_links, f"leaked host interfaces {sorted(leaked_links)}"
 
 
 class Agents:

@@ -27,6 +27,7 @@ from kuryr_k8s.k8s import (
     NODES,
     PODS,
     AlreadyExists,
+    Backoff,
     Conflict,
     EventRecorder,
     Informer,
@@ -96,8 +97,7 @@ class NodeAgent:
 
     async def run(self) -> None:
         """Register the nodes, then run pods until cancelled."""
-        for node in self.config.nodes:
-            await self.register_node(node)
+        await self._register_all()
         tasks = [
             asyncio.create_task(self.pods.run(), name="pod informer"),
             asyncio.create_task(self._heartbeats(), name="node heartbeats"),
@@ -114,6 +114,19 @@ class NodeAgent:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _register_all(self) -> None:
+        """Register every node, retrying while the API is unreachable or failing."""
+        backoff = Backoff(base=self.config.retry_base, cap=self.config.retry_cap)
+        for node in self.config.nodes:
+            while True:
+                try:
+                    await self.register_node(node)
+                    break
+                except TemporaryError as exc:
+                    delay = backoff.next()
+                    LOG.warning("registering node %s: %s; retrying in %.1fs", node, exc, delay)
+                    await self.clock.sleep(delay)
 
     async def remove_all_sandboxes(self) -> None:
         """Tear down every sandbox of our nodes on this host (CNI DEL, netns), pods or not."""
