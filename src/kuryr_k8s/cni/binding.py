@@ -1,0 +1,103 @@
+"""Binding drivers: how a VIF becomes a working interface in a pod, chosen by ``vifType``.
+
+A driver is picked from the VIF's data (:meth:`Drivers.for_vif`), never from a config
+flag. Only ``ovs`` (side-by-side: veth into ``br-int``) exists. ``vlan`` (nested: a VLAN
+device on the VM's trunk NIC) answers :class:`UnsupportedVif` until a driver is written:
+this development host has no ``8021q`` module, so it could not be tested honestly.
+
+Drivers are synchronous (netlink and OVSDB calls); the daemon runs them in threads. A
+driver that fails half-way through ``plug`` removes what it made before raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from kuryr_k8s.cni.errors import UnsupportedVif
+from kuryr_k8s.model.vif import Vif
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One CNI attachment: a (container, interface) of a pod, as the runtime asked for it."""
+
+    container_id: str
+    ifname: str
+    netns: str
+    pod_namespace: str
+    pod_name: str
+    pod_uid: str = ""
+
+    @property
+    def pod_key(self) -> str:
+        return f"{self.pod_namespace}/{self.pod_name}"
+
+
+@dataclass(frozen=True)
+class Plugged:
+    """What a driver finds on the host for one attachment (after a restart, too)."""
+
+    container_id: str
+    ifname: str
+    host_ifname: str
+    netns: str = ""
+    """Empty when only a half-made veth was found."""
+    pod_key: str = ""
+    port_id: str = ""
+
+    def netns_exists(self) -> bool:
+        return bool(self.netns) and Path(self.netns).exists()
+
+
+class BindingDriver(Protocol):
+    """Plug/unplug/check one kind of VIF. Every method tolerates repeats."""
+
+    vif_type: str
+
+    def plug(self, att: Attachment, vif: Vif) -> None:
+        """Make the interface and its host side; remove what was made if this raises."""
+
+    def unplug(self, plugged: Plugged) -> None:
+        """Remove everything of this attachment; fine if some or all is already gone."""
+
+    def plugged(self) -> list[Plugged]:
+        """Every attachment of this kind on the host."""
+
+    def check(self, att: Attachment, vif: Vif) -> list[str]:
+        """What differs from the VIF (empty when all is well)."""
+
+    def ready(self, att: Attachment, vif: Vif) -> bool | None:
+        """Can traffic flow? ``None`` when this host cannot tell (use the VIF's ``active``)."""
+
+    def healthy(self) -> str | None:
+        """``None`` when the driver can work, else why not (for STATUS and /readyz)."""
+
+
+class Drivers:
+    """The drivers of this node by ``vifType``."""
+
+    def __init__(self, drivers: Iterable[BindingDriver]) -> None:
+        self._by_type: Mapping[str, BindingDriver] = {d.vif_type: d for d in drivers}
+
+    def for_vif(self, vif: Vif) -> BindingDriver:
+        driver = self._by_type.get(vif.vif_type)
+        if driver is None:
+            raise UnsupportedVif(
+                f"vifType {vif.vif_type!r} of port {vif.port_id}: this node binds only "
+                + ", ".join(sorted(self._by_type))
+                + (
+                    " (the nested VLAN driver is not implemented yet)"
+                    if vif.vif_type == "vlan"
+                    else ""
+                )
+            )
+        return driver
+
+    def all(self) -> list[BindingDriver]:
+        return list(self._by_type.values())
+
+    def plugged(self) -> list[tuple[BindingDriver, Plugged]]:
+        return [(d, p) for d in self.all() for p in d.plugged()]

@@ -1,0 +1,1 @@
+"""The per-node CNI daemon: KuryrPort cache, request service, HTTP front, composition."""

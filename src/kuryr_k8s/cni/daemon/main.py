@@ -1,0 +1,114 @@
+"""``kuryr daemon``: settings, and the composition root that wires the daemon together.
+
+Start order: KuryrPort informer (wait for its first list, bounded) → reconcile host state
+→ serve. Requests are therefore never answered from an empty cache, and attachments of
+pods that went away while the daemon was down are removed before new ones are made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kuryr_k8s.cni.binding import Drivers
+from kuryr_k8s.cni.daemon.server import DaemonServer, Metrics
+from kuryr_k8s.cni.daemon.service import CniService, ServiceSettings
+from kuryr_k8s.cni.daemon.vifs import ApiPods, KuryrPortVifs, node_informer
+from kuryr_k8s.cni.host.ovs import Ovsdb
+from kuryr_k8s.cni.ovs_binding import OvsBinding
+from kuryr_k8s.cni.wire import DEFAULT_SOCKET
+from kuryr_k8s.k8s.client import KubeClient
+from kuryr_k8s.k8s.config import KubeSettings, load_incluster, load_kubeconfig
+from kuryr_k8s.model.config import ConfigFile
+
+LOG = logging.getLogger(__name__)
+SECTION = "cni_daemon"
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    node_name: str = field(default_factory=socket.gethostname)
+    """This node's name: only KuryrPorts labelled ``kuryr.openstack.org/nodeName=<it>``
+    are watched. With OVN it must equal the chassis hostname the ports are bound to."""
+    socket_path: Path = Path(DEFAULT_SOCKET)
+    """Unix socket of the CNI API (the conflist's ``daemonSocket``)."""
+    metrics_address: str | None = "127.0.0.1:8091"
+    """``host:port`` for /healthz, /readyz and /metrics; empty disables it."""
+    ovsdb_connection: str = "unix:/run/openvswitch/db.sock"
+    """The local Open_vSwitch database (``unix:`` or ``tcp:``)."""
+    bridge: str = "br-int"
+    """Integration bridge used when a VIF names none."""
+    kubeconfig: Path | None = None
+    """Kubeconfig; none means in-cluster service-account configuration."""
+    sync_timeout: float = 30.0
+    """Seconds to wait at start for the first KuryrPort list before serving anyway."""
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+    @classmethod
+    def from_config(cls, conf: ConfigFile) -> DaemonSettings:
+        default = cls()
+        metrics = conf.get_str(SECTION, "metrics_address", default.metrics_address or "")
+        kubeconfig = conf.get_str("kubernetes", "kubeconfig", "")
+        settings = cls(
+            node_name=conf.get_str(SECTION, "node_name", default.node_name),
+            socket_path=Path(conf.get_str(SECTION, "socket_path", str(default.socket_path))),
+            metrics_address=metrics or None,
+            ovsdb_connection=conf.get_str(SECTION, "ovsdb_connection", default.ovsdb_connection),
+            bridge=conf.get_str(SECTION, "bridge", default.bridge),
+            kubeconfig=Path(kubeconfig) if kubeconfig else None,
+            sync_timeout=conf.get_float(SECTION, "sync_timeout", default.sync_timeout),
+            service=ServiceSettings(
+                vif_timeout=conf.get_float(SECTION, "vif_annotation_timeout", 60.0),
+                ready_timeout=conf.get_float(SECTION, "ready_timeout", 60.0),
+            ),
+        )
+        conf.reject_unknown()
+        return settings
+
+
+def kube_settings(settings: DaemonSettings) -> KubeSettings:
+    if settings.kubeconfig is not None:
+        return load_kubeconfig(settings.kubeconfig)
+    return load_incluster()
+
+
+async def run(settings: DaemonSettings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; cleans up its connections and sockets."""
+    ovsdb = Ovsdb(settings.ovsdb_connection)
+    client = KubeClient.from_settings(kube_settings(settings))
+    informer = node_informer(client, settings.node_name)
+    vifs = KuryrPortVifs(informer, ApiPods(client))
+    binding = OvsBinding(ovsdb, default_bridge=settings.bridge)
+    service = CniService(vifs, Drivers([binding]), settings.service)
+
+    def ready() -> str | None:
+        if not informer.synced:
+            return "KuryrPort cache not synced"
+        return binding.healthy()
+
+    server = DaemonServer(service, Metrics(), ready)
+    watch = asyncio.create_task(informer.run(), name="kuryrport-informer")
+    try:
+        try:
+            await asyncio.wait_for(informer.wait_synced(), settings.sync_timeout)
+        except TimeoutError:
+            LOG.warning("KuryrPort list not done in %gs; serving anyway", settings.sync_timeout)
+        removed = await service.reconcile()
+        LOG.info("reconciled host state: removed %d stale attachment(s)", len(removed))
+        await server.start(settings.socket_path, settings.metrics_address)
+        LOG.info(
+            "kuryr-daemon for node %s listening on %s", settings.node_name, settings.socket_path
+        )
+        await stop.wait()
+    finally:
+        await server.stop()
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        await client.aclose()
+        await asyncio.to_thread(ovsdb.close)
+        settings.socket_path.unlink(missing_ok=True)

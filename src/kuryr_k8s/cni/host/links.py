@@ -1,0 +1,245 @@
+"""Links through netlink (pyroute2): the veth pair and the pod end's L3 configuration.
+
+The pod end is created *inside* the pod's namespace (the veth peer gets ``net_ns_fd``),
+never created on the host and moved. Netlink sockets inside a pod namespace come from
+``IPRoute(netns=path, flags=0)`` (``flags=0``: never create a missing namespace). The host
+end carries an ``ifalias`` naming its attachment, so a crash between "veth made" and "OVS
+row written" still leaves something we recognise and clean up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from kuryr_k8s.cni.errors import HostError, UnknownContainer
+from kuryr_k8s.model.vif import IpConfig, Route
+
+ALIAS_PREFIX = "kuryr-cni "
+"""Host ends are tagged ``kuryr-cni <container id> <ifname>`` in their ifalias."""
+
+_SIOCETHTOOL = 0x8946
+_ETHTOOL_GTXCSUM = 0x16
+_ETHTOOL_STXCSUM = 0x17
+
+
+@dataclass(frozen=True)
+class PodLink:
+    """What CHECK compares: the pod end as the kernel sees it."""
+
+    mac: str
+    mtu: int
+    up: bool
+    addresses: frozenset[str]
+    """``address/prefix`` strings."""
+    default_gateway: str | None
+
+
+def alias_for(container_id: str, ifname: str) -> str:
+    return f"{ALIAS_PREFIX}{container_id} {ifname}"
+
+
+def parse_alias(alias: str) -> tuple[str, str] | None:
+    """``(container_id, ifname)`` of a host end we made, else ``None``."""
+    if not alias.startswith(ALIAS_PREFIX):
+        return None
+    parts = alias[len(ALIAS_PREFIX) :].split(" ")
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
+def check_netns(path: str) -> None:
+    """Raise :class:`UnknownContainer` unless ``path`` is an existing network namespace."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise UnknownContainer(f"network namespace {path} does not exist") from exc
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def _netns_iproute(path: str) -> Iterator[Any]:
+    check_netns(path)
+    try:
+        ipr = IPRoute(netns=path, flags=0)
+    except OSError as exc:
+        raise UnknownContainer(f"cannot enter network namespace {path}: {exc}") from exc
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def host_aliases() -> dict[str, str]:
+    """Host-side links we made: name → ifalias."""
+    out = {}
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            alias = link.get_attr("IFLA_IFALIAS") or ""
+            if parse_alias(alias):
+                out[link.get_attr("IFLA_IFNAME")] = alias
+    return out
+
+
+def link_alias(name: str) -> str | None:
+    """The ifalias of host link ``name`` ("" if none), ``None`` if there is no such link."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if not idx:
+            return None
+        link = ipr.get_links(idx[0])[0]
+        return str(link.get_attr("IFLA_IFALIAS") or "")
+
+
+def delete_link(name: str) -> bool:
+    """Delete host link ``name`` (its veth peer goes with it); ``False`` if already gone."""
+    with IPRoute() as ipr:
+        try:
+            ipr.link("del", ifname=name)
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return False
+            raise HostError(f"cannot delete link {name}: {exc}") from exc
+    return True
+
+
+def ensure_veth(
+    host_ifname: str, pod_ifname: str, netns: str, *, mac: str, mtu: int, alias: str
+) -> None:
+    """A veth pair: ``host_ifname`` (up, tagged) and ``pod_ifname`` inside ``netns``.
+
+    An existing host end with our alias and its pod end in place is kept (repeated ADD).
+    """
+    if link_alias(host_ifname) == alias and pod_link(netns, pod_ifname) is not None:
+        return
+    delete_link(host_ifname)
+    check_netns(netns)
+    fd = os.open(netns, os.O_RDONLY)
+    try:
+        with IPRoute() as ipr:
+            peer = {"ifname": pod_ifname, "net_ns_fd": fd, "address": mac, "mtu": mtu}
+            try:
+                ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, peer=peer)
+            except NetlinkError as exc:
+                if exc.code == errno.EEXIST:
+                    raise HostError(
+                        f"cannot create {pod_ifname} in {netns}: an interface of that name "
+                        f"(or host link {host_ifname}) already exists"
+                    ) from exc
+                raise HostError(f"cannot create veth {host_ifname}/{pod_ifname}: {exc}") from exc
+            idx = ipr.link_lookup(ifname=host_ifname)[0]
+            ipr.link("set", index=idx, ifalias=alias, state="up")
+    finally:
+        os.close(fd)
+
+
+def ensure_pod_l3(
+    netns: str, ifname: str, ips: tuple[IpConfig, ...], routes: tuple[Route, ...]
+) -> None:
+    """``lo`` and ``ifname`` up, the VIF's addresses, its default route and extra routes."""
+    with _netns_iproute(netns) as ipr:
+        lo = ipr.link_lookup(ifname="lo")
+        if lo:
+            ipr.link("set", index=lo[0], state="up")
+        idx = _index(ipr, netns, ifname)
+        for ip in ips:
+            try:
+                ipr.addr("add", index=idx, address=ip.address, prefixlen=ip.prefix_length)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise HostError(f"cannot add {ip.interface} to {ifname}: {exc}") from exc
+        ipr.link("set", index=idx, state="up")
+        for ip in ips:
+            if ip.gateway:
+                dst = "0.0.0.0/0" if ip.version == 4 else "::/0"
+                _replace_route(ipr, idx, dst, ip.gateway, ip.version)
+        for route in routes:
+            version = ipaddress.ip_network(route.destination).version
+            _replace_route(ipr, idx, route.destination, route.gateway, version)
+
+
+def _replace_route(ipr: Any, idx: int, dst: str, gateway: str, version: int) -> None:
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    try:
+        ipr.route("replace", dst=dst, gateway=gateway, oif=idx, family=family)
+    except NetlinkError as exc:
+        raise HostError(f"cannot add route {dst} via {gateway}: {exc}") from exc
+
+
+def _index(ipr: Any, netns: str, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise HostError(f"{ifname} is missing in {netns}")
+    return int(found[0])
+
+
+def pod_link(netns: str, ifname: str) -> PodLink | None:
+    """The pod end as it is now, ``None`` if the namespace or the link is missing."""
+    try:
+        with _netns_iproute(netns) as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                return None
+            link = ipr.get_links(found[0])[0]
+            addrs = frozenset(
+                f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ipr.get_addr(index=found[0])
+            )
+            gateway = None
+            for route in ipr.get_routes(family=socket.AF_INET, oif=found[0]):
+                if route["dst_len"] == 0 and route.get_attr("RTA_GATEWAY"):
+                    gateway = route.get_attr("RTA_GATEWAY")
+            return PodLink(
+                mac=str(link.get_attr("IFLA_ADDRESS")),
+                mtu=int(link.get_attr("IFLA_MTU")),
+                up=bool(link["flags"] & 1),
+                addresses=addrs,
+                default_gateway=gateway,
+            )
+    except UnknownContainer:
+        return None
+
+
+def _ethtool(sock: socket.socket, ifname: str, cmd: int, data: int = 0) -> int:
+    import ctypes
+
+    buf = ctypes.create_string_buffer(struct.pack("II", cmd, data), 8)
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(buf))
+    fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
+    return int(struct.unpack("II", buf.raw)[1])
+
+
+def ensure_tx_checksum_off(netns: str, ifname: str) -> None:
+    """``ethtool -K ifname tx off`` inside ``netns`` (an ioctl on a socket made there).
+
+    The userspace (netdev) OVS datapath never fills in the partial checksums a veth
+    hands it, so TCP from the pod would silently fail.
+    """
+    check_netns(netns)
+    sock = pr_netns.create_socket(netns, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+    try:
+        if _ethtool(sock, ifname, _ETHTOOL_GTXCSUM):
+            _ethtool(sock, ifname, _ETHTOOL_STXCSUM, 0)
+    except OSError as exc:
+        raise HostError(f"cannot turn TX checksum offload off on {ifname}: {exc}") from exc
+    finally:
+        sock.close()
+
+
+def tx_checksum_on(netns: str, ifname: str) -> bool:
+    sock = pr_netns.create_socket(netns, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+    try:
+        return bool(_ethtool(sock, ifname, _ETHTOOL_GTXCSUM))
+    finally:
+        sock.close()

@@ -1,0 +1,134 @@
+"""The local OVS database through ovsdbapp (one IDL connection, no ``ovs-vsctl`` per pod).
+
+Our rows are ``Port``/``Interface`` pairs of the same name on the integration bridge. The
+``Interface.external_ids`` carry what OVN needs (``iface-id``, ``attached-mac``,
+``iface-status``, ``vm-uuid``) and what we need to find the attachment again after a
+restart (``kuryr-*``, see :data:`OWNER_KEYS`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from kuryr_k8s.cni.errors import HostError
+from kuryr_k8s.model.errors import TemporaryError
+
+OWNER = "kuryr-cni"
+OWNER_KEYS = (
+    "kuryr-owner",
+    "kuryr-container-id",
+    "kuryr-ifname",
+    "kuryr-netns",
+    "kuryr-pod",
+)
+"""``kuryr-owner=kuryr-cni`` marks our rows; the rest identify the attachment."""
+
+
+@dataclass(frozen=True)
+class OvsInterface:
+    name: str
+    bridge: str | None
+    external_ids: dict[str, str]
+
+
+class Ovsdb:
+    """A connection to the local ``Open_vSwitch`` database, opened lazily."""
+
+    def __init__(self, connection: str, timeout: float = 10.0) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self._api: Any = None
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def api(self) -> Any:
+        with self._lock:
+            if self._api is None:
+                self._api = self._connect()
+            return self._api
+
+    def _connect(self) -> Any:
+        from ovsdbapp.backend.ovs_idl import connection
+        from ovsdbapp.schema.open_vswitch import impl_idl
+
+        try:
+            idl = connection.OvsdbIdl.from_server(self.connection, "Open_vSwitch")
+            conn = connection.Connection(idl=idl, timeout=self.timeout)
+            api = impl_idl.OvsdbIdl(conn)
+        except Exception as exc:
+            raise TemporaryError(f"cannot connect to OVSDB at {self.connection}: {exc}") from exc
+        self._conn = conn
+        return api
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.stop()
+            self._api = self._conn = None
+
+    def _execute(self, what: str, command: Any) -> Any:
+        try:
+            return command.execute(check_error=True)
+        except Exception as exc:
+            raise HostError(f"OVSDB: {what}: {exc}") from exc
+
+    def datapath_type(self, bridge: str) -> str | None:
+        """The bridge's ``datapath_type`` ("" means system), ``None`` if it does not exist."""
+        api = self.api()
+        if not self._execute(f"look up bridge {bridge}", api.br_exists(bridge)):
+            return None
+        value = self._execute(
+            f"read {bridge} datapath_type", api.db_get("Bridge", bridge, "datapath_type")
+        )
+        return str(value or "")
+
+    def is_ovn_chassis(self) -> bool:
+        """Whether ovn-controller manages this switch (it sets ``ovn-installed``)."""
+        api = self.api()
+        rows = self._execute(
+            "read Open_vSwitch", api.db_list("Open_vSwitch", columns=["external_ids"])
+        )
+        return any("ovn-remote" in (r.get("external_ids") or {}) for r in rows)
+
+    def ensure_port(self, bridge: str, name: str, external_ids: dict[str, str]) -> None:
+        """Port+Interface ``name`` on ``bridge`` with exactly these ``external_ids``."""
+        api = self.api()
+        try:
+            with api.transaction(check_error=True) as txn:
+                txn.add(api.add_port(bridge, name, may_exist=True))
+                txn.add(api.db_set("Interface", name, ("external_ids", external_ids)))
+        except Exception as exc:
+            raise HostError(f"OVSDB: add {name} to {bridge}: {exc}") from exc
+
+    def delete_port(self, name: str) -> None:
+        """Remove the Port ``name`` (and its Interface); fine if it is already gone."""
+        api = self.api()
+        self._execute(f"delete port {name}", api.del_port(name, if_exists=True))
+
+    def interface(self, name: str) -> OvsInterface | None:
+        for iface in self._interfaces(name):
+            return iface
+        return None
+
+    def owned_interfaces(self) -> list[OvsInterface]:
+        """Every interface we plugged (``kuryr-owner=kuryr-cni``), on any bridge."""
+        return [i for i in self._interfaces(None) if i.external_ids.get("kuryr-owner") == OWNER]
+
+    def _interfaces(self, name: str | None) -> list[OvsInterface]:
+        api = self.api()
+        records = [name] if name else None
+        ifaces = self._execute(
+            "list interfaces",
+            api.db_list("Interface", records, columns=["name", "external_ids"], if_exists=True),
+        )
+        bridges = self._execute("list bridges", api.db_list("Bridge", columns=["name", "ports"]))
+        ports = self._execute("list ports", api.db_list("Port", columns=["_uuid", "name"]))
+        port_names = {p["_uuid"]: p["name"] for p in ports}
+        bridge_of = {port_names.get(u): b["name"] for b in bridges for u in b["ports"]}
+        return [
+            OvsInterface(i["name"], bridge_of.get(i["name"]), dict(i.get("external_ids") or {}))
+            for i in ifaces
+            if i
+        ]

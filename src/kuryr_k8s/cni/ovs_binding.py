@@ -1,0 +1,153 @@
+"""The ``ovs`` binding: a veth whose pod end lives in the pod and whose host end is on br-int.
+
+Plug order, each step tolerating repeats::
+
+    bridge exists? ─▶ drop a stale attachment of the same port ─▶ veth (pod end made in the
+    pod netns) ─▶ MAC/MTU/IPs/routes, TX checksum off on netdev ─▶ OVS Port/Interface with
+    iface-id, attached-mac, iface-status=active, vm-uuid, kuryr-* ids
+
+Traffic can flow once ovn-controller has installed the port's flows and marked the
+Interface ``external_ids:ovn-installed=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kuryr_k8s.cni.binding import Attachment, Plugged
+from kuryr_k8s.cni.errors import BridgeMissing
+from kuryr_k8s.cni.host import links
+from kuryr_k8s.cni.host.ovs import OWNER, Ovsdb, OvsInterface
+from kuryr_k8s.model.vif import Vif
+
+LOG = logging.getLogger(__name__)
+
+
+class OvsBinding:
+    """Side-by-side pods on the integration bridge."""
+
+    vif_type = "ovs"
+
+    def __init__(self, ovsdb: Ovsdb, *, default_bridge: str = "br-int") -> None:
+        self.ovsdb = ovsdb
+        self.default_bridge = default_bridge
+
+    def _bridge(self, vif: Vif) -> tuple[str, str]:
+        bridge = vif.bridge or self.default_bridge
+        datapath = self.ovsdb.datapath_type(bridge)
+        if datapath is None:
+            raise BridgeMissing(f"bridge {bridge} does not exist in the OVS database")
+        return bridge, datapath
+
+    def plug(self, att: Attachment, vif: Vif) -> None:
+        bridge, datapath = self._bridge(vif)
+        self._drop_stale(att, vif)
+        try:
+            links.ensure_veth(
+                vif.host_ifname,
+                att.ifname,
+                att.netns,
+                mac=vif.mac_address,
+                mtu=vif.mtu,
+                alias=links.alias_for(att.container_id, att.ifname),
+            )
+            links.ensure_pod_l3(att.netns, att.ifname, vif.ips, vif.routes)
+            if datapath == "netdev":
+                links.ensure_tx_checksum_off(att.netns, att.ifname)
+            self.ovsdb.ensure_port(bridge, vif.host_ifname, external_ids(att, vif))
+        except BaseException:
+            self.unplug(Plugged(att.container_id, att.ifname, vif.host_ifname, att.netns))
+            raise
+
+    def _drop_stale(self, att: Attachment, vif: Vif) -> None:
+        """The port is plugged for another container (an old sandbox of the pod): unplug it."""
+        iface = self.ovsdb.interface(vif.host_ifname)
+        alias = links.link_alias(vif.host_ifname)
+        mine = links.alias_for(att.container_id, att.ifname)
+        other_row = iface is not None and (
+            iface.external_ids.get("kuryr-container-id"),
+            iface.external_ids.get("kuryr-ifname"),
+        ) != (att.container_id, att.ifname)
+        if other_row or (alias is not None and alias != mine):
+            LOG.info("%s: replacing a stale attachment of port %s", att.pod_key, vif.port_id)
+            self.unplug(Plugged("", "", vif.host_ifname))
+
+    def unplug(self, plugged: Plugged) -> None:
+        self.ovsdb.delete_port(plugged.host_ifname)
+        links.delete_link(plugged.host_ifname)
+
+    def plugged(self) -> list[Plugged]:
+        found = {i.name: _record(i) for i in self.ovsdb.owned_interfaces()}
+        for name, alias in links.host_aliases().items():
+            if name not in found:
+                ids = links.parse_alias(alias)
+                if ids:
+                    found[name] = Plugged(ids[0], ids[1], name)
+        return list(found.values())
+
+    def check(self, att: Attachment, vif: Vif) -> list[str]:
+        problems = []
+        link = links.pod_link(att.netns, att.ifname)
+        if link is None:
+            return [f"{att.ifname} is missing in {att.netns}"]
+        if link.mac.lower() != vif.mac_address:
+            problems.append(f"{att.ifname} has MAC {link.mac}, the VIF says {vif.mac_address}")
+        if link.mtu != vif.mtu:
+            problems.append(f"{att.ifname} has MTU {link.mtu}, the VIF says {vif.mtu}")
+        if not link.up:
+            problems.append(f"{att.ifname} is down")
+        for ip in vif.ips:
+            if ip.interface not in link.addresses:
+                problems.append(f"{att.ifname} lacks address {ip.interface}")
+        gateway = vif.default_gateway
+        if gateway and link.default_gateway != gateway:
+            problems.append(f"default route via {link.default_gateway}, the VIF says {gateway}")
+        iface = self.ovsdb.interface(vif.host_ifname)
+        if iface is None:
+            problems.append(f"OVS has no interface {vif.host_ifname}")
+        else:
+            want = external_ids(att, vif)
+            wrong = sorted(k for k, v in want.items() if iface.external_ids.get(k) != v)
+            if wrong:
+                problems.append(f"OVS interface {vif.host_ifname}: wrong {', '.join(wrong)}")
+        return problems
+
+    def ready(self, att: Attachment, vif: Vif) -> bool | None:
+        iface = self.ovsdb.interface(vif.host_ifname)
+        if iface is not None and iface.external_ids.get("ovn-installed") == "true":
+            return True
+        return False if self.ovsdb.is_ovn_chassis() else None
+
+    def healthy(self) -> str | None:
+        try:
+            if self.ovsdb.datapath_type(self.default_bridge) is None:
+                return f"bridge {self.default_bridge} does not exist"
+        except Exception as exc:
+            return f"OVSDB: {exc}"
+        return None
+
+
+def external_ids(att: Attachment, vif: Vif) -> dict[str, str]:
+    return {
+        "iface-id": vif.port_id,
+        "attached-mac": vif.mac_address,
+        "iface-status": "active",
+        "vm-uuid": att.pod_uid or att.pod_key,
+        "kuryr-owner": OWNER,
+        "kuryr-container-id": att.container_id,
+        "kuryr-ifname": att.ifname,
+        "kuryr-netns": att.netns,
+        "kuryr-pod": att.pod_key,
+    }
+
+
+def _record(iface: OvsInterface) -> Plugged:
+    ids = iface.external_ids
+    return Plugged(
+        container_id=ids.get("kuryr-container-id", ""),
+        ifname=ids.get("kuryr-ifname", ""),
+        host_ifname=iface.name,
+        netns=ids.get("kuryr-netns", ""),
+        pod_key=ids.get("kuryr-pod", ""),
+        port_id=ids.get("iface-id", ""),
+    )
