@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from kuryr_k8s.model.config import ConfigFile
 from kuryr_k8s.model.errors import ConfigError
 from kuryr_k8s.openstack.connection import NeutronSettings
+from kuryr_k8s.openstack.neutron import Neutron, NeutronNetwork, NeutronSubnet
 
 # --------------------------------------------------------------------------------------
 # Ports, pools, garbage collection (Neutron side)
@@ -162,6 +163,60 @@ def load_gc(cfg: ConfigFile) -> GcSettings:
             f"(got {settings.interval}, {settings.grace_period})"
         )
     return settings
+
+
+@dataclass(frozen=True)
+class ValidatedNeutron:
+    """``[neutron_defaults]`` as Neutron confirmed it at start."""
+
+    project_id: str
+    subnet: NeutronSubnet
+    network: NeutronNetwork
+    security_groups: tuple[str, ...]
+    mtu: int
+    """``network_device_mtu`` if set, else the network's MTU."""
+
+
+async def validate_against_neutron(
+    neutron: Neutron, defaults: NeutronDefaults, source: str = "kuryr.conf"
+) -> ValidatedNeutron:
+    """Check that the project, pod subnet and security groups exist in Neutron.
+
+    Raises ConfigError naming the option and value (refuse to start); Neutron being
+    unreachable is a TemporaryError (retry, or exit and let the supervisor restart)."""
+
+    def bad(option: str, value: object, why: str) -> ConfigError:
+        return ConfigError(f"{source}: [neutron_defaults] {option} = {value}: {why}")
+
+    subnet = await neutron.get_subnet(defaults.pod_subnet)
+    if subnet is None:
+        raise bad("pod_subnet", defaults.pod_subnet, "no such subnet in Neutron")
+    network = await neutron.get_network(subnet.network_id)
+    if network is None:
+        raise bad("pod_subnet", defaults.pod_subnet, f"its network {subnet.network_id} is gone")
+    sg_projects = set()
+    for sg_id in defaults.pod_security_groups:
+        sg = await neutron.get_security_group(sg_id)
+        if sg is None:
+            raise bad("pod_security_groups", sg_id, "no such security group in Neutron")
+        sg_projects.add(sg.project_id)
+    project = defaults.project
+    if (
+        project != subnet.project_id
+        and project not in sg_projects
+        and not await neutron.project_has_resources(project)
+    ):
+        raise bad("project", project, "Neutron knows no network or security group of it")
+    if subnet.project_id != project and not (subnet.shared or network.shared):
+        raise bad(
+            "pod_subnet",
+            defaults.pod_subnet,
+            f"belongs to project {subnet.project_id} and is not shared with {project}",
+        )
+    mtu = defaults.network_device_mtu or network.mtu
+    if network.mtu and mtu > network.mtu:
+        raise bad("network_device_mtu", mtu, f"larger than the pod network's MTU ({network.mtu})")
+    return ValidatedNeutron(project, subnet, network, defaults.pod_security_groups, mtu)
 
 
 # --------------------------------------------------------------------------------------

@@ -9,11 +9,27 @@ a port in use also carries ``kuryr.owner:<pod uid>``; a pooled, free port carrie
 ``kuryr.pool:<pool key digest>`` instead. ``acquire`` first looks for a port already
 tagged with the owner, so a controller killed between "create" and "write status" finds
 its port again instead of making a second one.
+
+Changes since the first version (signatures of the Protocol unchanged):
+
+* :class:`NeutronPort` gained ``device_id``, ``project_id``, ``revision_number``,
+  ``created_at``, ``updated_at`` (all defaulted) and the ``owner_uid`` property.
+  ``device_id`` carries the owner pod uid too: a pool claim sets it under an ``If-Match``
+  revision constraint (Neutron's compare-and-swap), then flips the tags; the owner lookup
+  is by ``device_id`` within the cluster tag, so it also finds a port whose tags a crash
+  left half-flipped. Ports handed out always carry the ``kuryr.owner:<uid>`` tag.
+* Implementations: ``kuryr_k8s.openstack.provider.PlainPortProvider`` and
+  ``kuryr_k8s.controller.pool.PooledPortProvider`` (``make_provider`` picks one); both
+  also have ``start()``/``stop()``/``ready``; the pooled one raises ResourceNotReady
+  until its rebuild from Neutron is done.
+* :func:`kuryr_k8s.openstack.provider.find_owned` answers "which port does this pod
+  own?" without creating one (better than ``acquire`` for a release after a crash).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 CLUSTER_TAG_PREFIX = "kuryr.cluster:"
@@ -60,6 +76,23 @@ class NeutronPort:
     tags: tuple[str, ...] = field(default=())
     device_owner: str = DEVICE_OWNER
     name: str = ""
+    device_id: str = ""
+    """The owner pod's uid while in use (mirrors the owner tag), empty when free. Claims
+    set it with an ``If-Match`` revision constraint, so two claimers cannot both win."""
+    project_id: str = ""
+    revision_number: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def owner_uid(self) -> str:
+        """The pod uid this port belongs to ('' when free): device_id, else the owner tag."""
+        if self.device_id:
+            return self.device_id
+        for tag in self.tags:
+            if tag.startswith(OWNER_TAG_PREFIX):
+                return tag[len(OWNER_TAG_PREFIX) :]
+        return ""
 
 
 class PortProvider(Protocol):

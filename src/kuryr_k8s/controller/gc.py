@@ -1,0 +1,110 @@
+"""Garbage collection of the Neutron ports of our cluster.
+
+Each pass lists the ports tagged ``kuryr.cluster:<cluster id>`` (one call), *then* asks
+who is alive, and deletes:
+
+* **orphans**: ports whose owner (``device_id``, else the ``kuryr.owner:`` tag) is not a
+  live pod uid;
+* **stranded pool ports**: free ports bound to a node that no longer exists;
+
+but only when Neutron's ``updated_at`` of the port is older than the grace period. The
+grace period is measured on Neutron's own timestamps, so it also covers the time the
+controller was down, and it absorbs the lag of the caches behind ``live_owners`` and
+``live_nodes``: a port is claimed only after its KuryrPort exists, and the live sets are
+read after the port list, so a port listed with a live owner is always seen as live unless
+that owner's KuryrPort is really gone. Compare upstream: dead ports were collected only
+when ``resource_tags`` was set, after 600 s DOWN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from kuryr_k8s.controller.settings import GcSettings
+from kuryr_k8s.model.errors import KuryrError
+from kuryr_k8s.openstack.neutron import Neutron
+from kuryr_k8s.openstack.provider import PortTagging
+
+LOG = logging.getLogger(__name__)
+
+LiveSet = Callable[[], Awaitable[Collection[str]]]
+
+
+@dataclass
+class GcResult:
+    deleted_orphans: list[str] = field(default_factory=list)
+    deleted_stranded: list[str] = field(default_factory=list)
+    waiting: int = 0
+    """Ports that qualify but are still inside the grace period."""
+
+
+class GarbageCollector:
+    """``live_owners``: uids of every live KuryrPort's pod. ``live_nodes``: names of the
+    nodes that exist (None: never collect by node). Both must raise rather than answer
+    from an unsynced cache. ``on_deleted`` is told each deleted port id (the pool forgets
+    it)."""
+
+    def __init__(
+        self,
+        neutron: Neutron,
+        tagging: PortTagging,
+        settings: GcSettings,
+        live_owners: LiveSet,
+        live_nodes: LiveSet | None = None,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_deleted: Callable[[str], None] | None = None,
+    ) -> None:
+        self.neutron = neutron
+        self.tagging = tagging
+        self.settings = settings
+        self._live_owners = live_owners
+        self._live_nodes = live_nodes
+        self._now = now
+        self._on_deleted = on_deleted
+        self.deleted_total = 0
+
+    async def run_once(self) -> GcResult:
+        result = GcResult()
+        ports = await self.neutron.list_ports(tags=[self.tagging.cluster_tag])
+        owners = set(await self._live_owners())
+        nodes = None if self._live_nodes is None else set(await self._live_nodes())
+        if nodes is not None and not nodes:
+            LOG.warning("no nodes known: not collecting pool ports by node this pass")
+            nodes = None
+        cutoff = self._now() - timedelta(seconds=self.settings.grace_period)
+        for port in ports:
+            owner = port.owner_uid
+            if owner:
+                if owner in owners:
+                    continue
+                bucket = result.deleted_orphans
+                why = f"owner {owner} is gone"
+            elif nodes is not None and port.binding_host_id not in nodes:
+                bucket = result.deleted_stranded
+                why = f"free pool port of node {port.binding_host_id!r}, which is gone"
+            else:
+                continue
+            if port.updated_at is None or port.updated_at > cutoff:
+                result.waiting += 1
+                continue
+            if await self.neutron.delete_port(port.id):
+                LOG.info("deleted port %s: %s", port.id, why)
+            bucket.append(port.id)
+            self.deleted_total += 1
+            if self._on_deleted is not None:
+                self._on_deleted(port.id)
+        return result
+
+    async def run_forever(self) -> None:
+        """A pass every ``interval`` seconds (the first one right away) until cancelled."""
+        while True:
+            try:
+                await self.run_once()
+            except KuryrError as exc:
+                LOG.warning("garbage collection pass failed: %s", exc)
+            await asyncio.sleep(self.settings.interval)

@@ -1,0 +1,419 @@
+"""Pools of pre-created, pre-bound Neutron ports per (node, project, network, SG set).
+
+The :class:`~kuryr_k8s.openstack.ports.PortProvider` used when
+``[kubernetes] vif_pool_driver = neutron``; semantics follow upstream's ``[vif_pool]``
+(``ports_pool_min/batch/max/update_frequency``). See ``docs/design/ports-and-pools.md``.
+
+Invariants:
+
+* **One owner per port.** In memory, a free port sits in exactly one pool's deque and is
+  popped under that pool's lock, so two acquirers in this process never get the same
+  one. In Neutron, the claim is ``PUT /ports/{id}`` with ``device_id = <pod uid>`` and
+  ``If-Match: revision_number=<seen>``: if anything touched the port since we read it
+  (another controller, a human), Neutron answers 412 and we re-read: a port that is no
+  longer free is dropped from the pool, never shared.
+* **Look up before create.** ``acquire`` first asks Neutron for the port whose
+  ``device_id`` is the owner (within our cluster tag), so a retry after a crash gets the
+  same port; acquires of one owner are serialized.
+* **Neutron is the truth.** :meth:`PooledPortProvider.rebuild` (run by :meth:`start`
+  before :attr:`ready`) forgets everything and lists our ports: a port with no owner is
+  free (its tags are repaired if a crash left them half-flipped); a port whose owner is
+  alive is in use; a port whose owner is gone is left to garbage collection.
+* A released port is reset (name cleared, security groups back to those of the pool it
+  came from, ``device_id`` cleared, tags flipped owner → pool) and recycled, or deleted
+  when its pool already holds ``ports_pool_max`` free ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from kuryr_k8s.controller.settings import VifPoolSettings
+from kuryr_k8s.model.errors import KuryrError, ResourceNotReady
+from kuryr_k8s.openstack.neutron import Neutron, NeutronNotFound, RevisionConflict
+from kuryr_k8s.openstack.ports import NeutronPort, PortRequest
+from kuryr_k8s.openstack.provider import (
+    OwnerLocks,
+    PlainPortProvider,
+    PoolKey,
+    PortTagging,
+    ensure_owned,
+    find_owned,
+    pool_key_of,
+    spec_for,
+)
+
+LOG = logging.getLogger(__name__)
+
+LiveOwners = Callable[[], Awaitable[Collection[str]]]
+"""The uids of pods that own (or may own) a port: every live KuryrPort's ``spec.podUid``.
+Must raise rather than answer from a cache that has not synced yet."""
+
+MAX_BULK = 20
+"""Largest bulk create we send: bigger ones make Neutron's IPAM retry (upstream pain)."""
+CLAIM_ATTEMPTS = 5
+"""Re-reads after a lost ``If-Match`` before giving a port up (Neutron bumps a new
+port's revision by itself once, when the binding completes)."""
+
+
+@dataclass
+class _Pool:
+    key: PoolKey
+    subnet_id: str
+    free: deque[NeutronPort] = field(default_factory=deque)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+    refill: asyncio.Task[None] | None = None
+
+    @property
+    def request(self) -> PortRequest:
+        node, project, network, sgs = self.key
+        return PortRequest(node, project, network, self.subnet_id, sgs)
+
+
+class PooledPortProvider:
+    """Pooled :class:`~kuryr_k8s.openstack.ports.PortProvider`; also see :func:`make_provider`.
+
+    Lifecycle: ``await start()`` (rebuild, then the maintenance loop) before the first
+    ``acquire``; until then ``acquire``/``release`` raise ResourceNotReady. ``stop()``
+    cancels background work (in-flight Neutron calls finish in their threads).
+    """
+
+    def __init__(
+        self,
+        neutron: Neutron,
+        tagging: PortTagging,
+        settings: VifPoolSettings,
+        live_owners: LiveOwners,
+    ) -> None:
+        self.neutron = neutron
+        self.tagging = tagging
+        self.settings = settings
+        self._live_owners = live_owners
+        self._pools: dict[PoolKey, _Pool] = {}
+        self._origin: dict[str, PoolKey] = {}
+        """In-use port id -> the pool it was taken from (its SGs are restored on release)."""
+        self._owners = OwnerLocks()
+        self._ready = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self.refill_errors = 0
+        """Background refills that failed (Neutron errors); details are in the log."""
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def start(self) -> None:
+        await self.rebuild()
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._maintain_forever(), name="port-pools")
+
+    async def stop(self) -> None:
+        self._ready = False
+        tasks = [p.refill for p in self._pools.values() if p.refill is not None]
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+            self._loop_task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def rebuild(self) -> None:
+        """Forget the in-memory pools and rebuild them from Neutron and the live owners."""
+        self._ready = False
+        ports = await self.neutron.list_ports(tags=[self.tagging.cluster_tag])
+        live = set(await self._live_owners())
+        self._pools.clear()
+        self._origin.clear()
+        free = in_use = orphans = 0
+        for port in ports:
+            owner = port.owner_uid
+            if owner and (port.device_id or owner in live):
+                # In use, or an orphan (owner gone) that garbage collection will delete;
+                # an owner tag without device_id is a release a crash interrupted.
+                if owner in live:
+                    self._origin[port.id] = pool_key_of(port)
+                    in_use += 1
+                else:
+                    orphans += 1
+                continue
+            if not port.binding_host_id or not port.fixed_ips:
+                continue  # not a pool port (never bound); garbage collection's business
+            key = pool_key_of(port)
+            ready: NeutronPort | None = port
+            if set(port.tags) != set(self.tagging.free(key)) or port.name:
+                ready = await self._reset(port, key)
+            if ready is None:
+                continue
+            self._pool_for(key, ready.fixed_ips[0].subnet_id).free.append(ready)
+            free += 1
+        LOG.info(
+            "port pools rebuilt: %d free in %d pools, %d in use, %d orphans left to GC",
+            free,
+            len(self._pools),
+            in_use,
+            orphans,
+        )
+        self._ready = True
+
+    # ---- the PortProvider contract ------------------------------------------------------
+
+    async def acquire(self, request: PortRequest, owner_uid: str, name: str) -> NeutronPort:
+        self._check_ready()
+        async with self._owners.hold(owner_uid):
+            port = await find_owned(self.neutron, self.tagging, owner_uid)
+            if port is not None:
+                port = await ensure_owned(
+                    self.neutron, self.tagging, port, request, owner_uid, name
+                )
+                self._origin.setdefault(port.id, request.pool_key)
+                return port
+            pool = self._pool_for(request.pool_key, request.subnet_id)
+            while True:
+                candidate = await self._take(pool)
+                claimed = await self._claim(candidate, request, owner_uid, name, pool)
+                if claimed is not None:
+                    break
+            self._origin[claimed.id] = request.pool_key
+            self._schedule_refill(pool)
+            return claimed
+
+    async def release(self, port_id: str, owner_uid: str) -> None:
+        self._check_ready()
+        async with self._owners.hold(owner_uid):
+            port = await self.neutron.get_port(port_id)
+            if port is None or port.owner_uid != owner_uid:
+                self._origin.pop(port_id, None)
+                return
+            key = self._origin.pop(port_id, None) or pool_key_of(port)
+            pool = self._pool_for(key, port.fixed_ips[0].subnet_id if port.fixed_ips else "")
+            maximum = self.settings.ports_pool_max
+            if (maximum and len(pool.free) >= maximum) or not port.fixed_ips:
+                await self.neutron.delete_port(port_id)
+                return
+            reset = await self._reset(port, key)
+            if reset is not None:
+                pool.free.append(reset)
+
+    async def get(self, port_id: str) -> NeutronPort | None:
+        return await self.neutron.get_port(port_id)
+
+    # ---- for metrics, GC and the pool-manager -------------------------------------------
+
+    def sizes(self) -> dict[PoolKey, int]:
+        """Free ports per pool key."""
+        return {key: len(pool.free) for key, pool in self._pools.items()}
+
+    def forget(self, port_id: str) -> None:
+        """Drop a port from the free lists (garbage collection deleted it)."""
+        for pool in self._pools.values():
+            for port in list(pool.free):
+                if port.id == port_id:
+                    pool.free.remove(port)
+
+    def forget_node(self, node: str) -> list[str]:
+        """Drop the pools of a node that is gone; returns their free port ids."""
+        dropped = []
+        for key in [k for k in self._pools if k[0] == node]:
+            dropped += [p.id for p in self._pools.pop(key).free]
+        return dropped
+
+    async def maintain_once(self) -> None:
+        """Refill every pool below ``ports_pool_min``; trim every pool above the maximum."""
+        for pool in list(self._pools.values()):
+            if len(pool.free) < self.settings.ports_pool_min and not pool.lock.locked():
+                await self._refill(pool)
+            extra = self._trim(pool)
+            for port in extra:
+                await self.neutron.delete_port(port.id)
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _check_ready(self) -> None:
+        if not self._ready:
+            raise ResourceNotReady("port pools are being rebuilt from Neutron", delay=1.0)
+
+    def _pool_for(self, key: PoolKey, subnet_id: str) -> _Pool:
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(key, subnet_id)
+        elif not pool.subnet_id:
+            pool.subnet_id = subnet_id
+        return pool
+
+    def _trim(self, pool: _Pool) -> list[NeutronPort]:
+        maximum = self.settings.ports_pool_max
+        extra = []
+        while maximum and len(pool.free) > maximum:
+            extra.append(pool.free.pop())
+        return extra
+
+    async def _take(self, pool: _Pool) -> NeutronPort:
+        """A free port for ``pool``: its own, else one of a sibling pool (same node, project
+        and network, other SGs: the claim sets the SGs), else a fresh bulk of ports."""
+        pool.waiting += 1
+        try:
+            async with pool.lock:
+                if pool.free:
+                    return pool.free.popleft()
+                sibling = self._sibling_with_free(pool.key)
+                if sibling is not None:
+                    return sibling.free.popleft()
+                count = max(self.settings.ports_pool_batch, min(pool.waiting, MAX_BULK))
+                pool.free.extend(await self._create(pool, count))
+                return pool.free.popleft()
+        finally:
+            pool.waiting -= 1
+
+    def _sibling_with_free(self, key: PoolKey) -> _Pool | None:
+        for other in self._pools.values():
+            if other.key[:3] == key[:3] and other.key != key and other.free:
+                return other
+        return None
+
+    async def _create(self, pool: _Pool, count: int) -> list[NeutronPort]:
+        spec = spec_for(pool.request, self.tagging.free(pool.key))
+        created = await self.neutron.create_ports([spec] * min(count, MAX_BULK))
+        LOG.info("created %d ports for pool %s", len(created), pool.key)
+        return created
+
+    async def _claim(
+        self,
+        port: NeutronPort,
+        request: PortRequest,
+        owner_uid: str,
+        name: str,
+        pool: _Pool,
+    ) -> NeutronPort | None:
+        """Make ``port`` the owner's, or None if it is not free any more (then dropped)."""
+        current = port
+        for _ in range(CLAIM_ATTEMPTS):
+            try:
+                claimed = await self.neutron.update_port(
+                    port.id,
+                    if_revision=current.revision_number,
+                    device_id=owner_uid,
+                    name=name,
+                    security_groups=request.security_groups,
+                )
+            except RevisionConflict:
+                fresh = await self.neutron.get_port(port.id)
+                if fresh is None or fresh.owner_uid:
+                    LOG.warning("pool port %s was taken outside this pool; dropped", port.id)
+                    return None
+                current = fresh
+                continue
+            except NeutronNotFound:
+                LOG.warning("pool port %s is gone; dropped", port.id)
+                return None
+            except KuryrError:
+                pool.free.appendleft(port)
+                raise
+            return await self.neutron.set_tags(claimed.id, self.tagging.in_use(owner_uid))
+        LOG.warning("pool port %s kept changing under us; put back", port.id)
+        pool.free.append(current)
+        return None
+
+    async def _reset(self, port: NeutronPort, key: PoolKey) -> NeutronPort | None:
+        """Clear owner and name, restore the pool's SGs, flip tags to the pool's. None if
+        the port vanished or was claimed by someone else meanwhile."""
+        current = port
+        for _ in range(CLAIM_ATTEMPTS):
+            if current.owner_uid and current.owner_uid != port.owner_uid:
+                return None
+            try:
+                current = await self.neutron.update_port(
+                    port.id,
+                    if_revision=current.revision_number,
+                    device_id="",
+                    name="",
+                    security_groups=key[3],
+                )
+            except RevisionConflict:
+                fresh = await self.neutron.get_port(port.id)
+                if fresh is None:
+                    return None
+                current = fresh
+                continue
+            except NeutronNotFound:
+                return None
+            return await self.neutron.set_tags(port.id, self.tagging.free(key))
+        return None
+
+    def _schedule_refill(self, pool: _Pool) -> None:
+        if len(pool.free) >= self.settings.ports_pool_min:
+            return
+        if pool.refill is not None and not pool.refill.done():
+            return
+        pool.refill = asyncio.create_task(self._refill(pool), name=f"refill {pool.key[0]}")
+
+    async def _refill(self, pool: _Pool) -> None:
+        try:
+            async with pool.lock:
+                missing = self.settings.ports_pool_min - len(pool.free)
+                if missing <= 0:
+                    return
+                count = max(missing, self.settings.ports_pool_batch)
+                if self.settings.ports_pool_max:
+                    count = min(count, self.settings.ports_pool_max - len(pool.free))
+                if count > 0:
+                    pool.free.extend(await self._create(pool, count))
+        except KuryrError as exc:
+            self.refill_errors += 1
+            LOG.warning("could not refill pool %s: %s", pool.key, exc)
+
+    async def _maintain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ports_pool_update_frequency)
+            try:
+                await self.maintain_once()
+            except KuryrError as exc:
+                LOG.warning("pool maintenance failed: %s", exc)
+
+
+def make_provider(
+    neutron: Neutron,
+    tagging: PortTagging,
+    settings: VifPoolSettings,
+    live_owners: LiveOwners,
+) -> PooledPortProvider | PlainPortProvider:
+    """The provider ``[kubernetes] vif_pool_driver`` asks for. Both have ``start()``,
+    ``stop()`` and ``ready`` besides the PortProvider contract."""
+    if settings.enabled:
+        return PooledPortProvider(neutron, tagging, settings, live_owners)
+    return PlainPortProvider(neutron, tagging)
+
+
+def pool_ports(ports: Iterable[NeutronPort]) -> list[NeutronPort]:
+    """The free pool ports among ``ports`` (no owner, bound to a node)."""
+    return [p for p in ports if not p.owner_uid and p.binding_host_id]
+
+
+class PoolCollector(Collector):
+    """``kuryr_port_pool_free{node,network}``: free ports per pool (SG sets summed)."""
+
+    def __init__(self, provider: PooledPortProvider) -> None:
+        self.provider = provider
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "kuryr_port_pool_free", "Free pre-created ports per pool", labels=["node", "network"]
+        )
+        totals: dict[tuple[str, str], int] = {}
+        for (node, _project, network, _sgs), size in self.provider.sizes().items():
+            totals[(node, network)] = totals.get((node, network), 0) + size
+        for labels, size in sorted(totals.items()):
+            family.add_metric(list(labels), size)
+        yield family

@@ -1,0 +1,290 @@
+"""An in-memory Neutron behind the :class:`~kuryr_k8s.openstack.neutron.Transport` seam.
+
+For unit tests of everything above the adapter (providers, pools, GC, reconcilers): it
+speaks the same JSON as Neutron for the calls we make, keeps ports, tags, revision
+numbers and timestamps, allocates addresses from subnet CIDRs, enforces a per-project
+port quota and ``If-Match`` revision constraints, and answers with Neutron's error types
+(``OverQuota``, ``IpAddressGenerationFailure``, ``SubnetNotFound``, ...). Use it as
+``Neutron(FakeNeutron(), inline=True)``.
+
+Failures can be injected with :meth:`FakeNeutron.fail_next`. It is deliberately small: a
+request it does not know is a 400, so a test never passes on a silently ignored call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+_MAC = itertools.count(1)
+
+
+def _err(status: int, kind: str, message: str) -> tuple[int, Any]:
+    return status, {"NeutronError": {"type": kind, "message": message, "detail": ""}}
+
+
+@dataclass
+class _Failure:
+    method: str
+    path_prefix: str
+    status: int
+    kind: str
+    message: str
+    times: int
+
+
+class FakeNeutron:
+    """Callable as a :class:`~kuryr_k8s.openstack.neutron.Transport`."""
+
+    def __init__(
+        self,
+        *,
+        port_quota: int = 500,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.now = now
+        self.port_quota = port_quota
+        self.networks: dict[str, dict[str, Any]] = {}
+        self.subnets: dict[str, dict[str, Any]] = {}
+        self.security_groups: dict[str, dict[str, Any]] = {}
+        self.ports: dict[str, dict[str, Any]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self._failures: list[_Failure] = []
+        self.on_request: Callable[[str, str], None] | None = None
+        """Called before each request is served (to simulate concurrent changes)."""
+
+    # ---- set-up helpers -----------------------------------------------------------------
+
+    def add_network(self, project_id: str, mtu: int = 1442) -> str:
+        net_id = str(uuid.uuid4())
+        self.networks[net_id] = {"id": net_id, "project_id": project_id, "mtu": mtu}
+        return net_id
+
+    def add_subnet(self, network_id: str, cidr: str) -> str:
+        sub_id = str(uuid.uuid4())
+        net = ipaddress.ip_network(cidr)
+        hosts = list(net.hosts())
+        self.subnets[sub_id] = {
+            "id": sub_id,
+            "network_id": network_id,
+            "project_id": self.networks[network_id]["project_id"],
+            "cidr": cidr,
+            "ip_version": net.version,
+            "gateway_ip": str(hosts[0]),
+            "host_routes": [],
+            "_free": [str(h) for h in hosts[1:]],
+        }
+        return sub_id
+
+    def add_security_group(self, project_id: str, name: str = "default") -> str:
+        sg_id = str(uuid.uuid4())
+        self.security_groups[sg_id] = {"id": sg_id, "project_id": project_id, "name": name}
+        return sg_id
+
+    def fail_next(
+        self,
+        method: str,
+        path_prefix: str,
+        status: int,
+        kind: str = "HTTPInternalServerError",
+        message: str = "injected failure",
+        *,
+        times: int = 1,
+    ) -> None:
+        self._failures.append(_Failure(method, path_prefix, status, kind, message, times))
+
+    def touch(self, port_id: str) -> None:
+        """What Neutron does on its own (binding, status): bump the revision."""
+        port = self.ports[port_id]
+        port["revision_number"] += 1
+        port["updated_at"] = self._stamp()
+
+    # ---- the transport ------------------------------------------------------------------
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        self.requests.append((method, path))
+        if self.on_request is not None:
+            self.on_request(method, path)
+        for failure in self._failures:
+            if failure.method == method and path.startswith(failure.path_prefix):
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.remove(failure)
+                return _err(failure.status, failure.kind, failure.message)
+        parts = [p for p in path.split("/") if p]
+        params = dict(params or {})
+        headers = dict(headers or {})
+        if parts[0] == "ports":
+            return self._ports(method, parts[1:], body, params, headers)
+        if parts[0] in ("subnets", "networks", "security-groups"):
+            return self._read_only(method, parts, params)
+        return _err(400, "HTTPBadRequest", f"fake Neutron does not know {method} {path}")
+
+    def _stamp(self) -> str:
+        return self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _read_only(self, method: str, parts: list[str], params: dict[str, str]) -> tuple[int, Any]:
+        table, singular, missing = {
+            "subnets": (self.subnets, "subnet", "SubnetNotFound"),
+            "networks": (self.networks, "network", "NetworkNotFound"),
+            "security-groups": (self.security_groups, "security_group", "SecurityGroupNotFound"),
+        }[parts[0]]
+        if method != "GET":
+            return _err(400, "HTTPBadRequest", "read-only in the fake")
+        public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in table.values()]
+        if len(parts) == 1:
+            project = params.get("project_id")
+            found = [r for r in public if project is None or r["project_id"] == project]
+            return 200, {parts[0].replace("-", "_"): found}
+        for res in public:
+            if res["id"] == parts[1]:
+                return 200, {singular: res}
+        return _err(404, missing, f"{singular} {parts[1]} could not be found.")
+
+    def _ports(
+        self,
+        method: str,
+        rest: list[str],
+        body: Any,
+        params: dict[str, str],
+        headers: dict[str, str],
+    ) -> tuple[int, Any]:
+        if not rest:
+            if method == "GET":
+                return 200, {"ports": [dict(p) for p in self.ports.values() if _match(p, params)]}
+            if method == "POST":
+                return self._create(body)
+        else:
+            port = self.ports.get(rest[0])
+            if port is None:
+                return _err(404, "PortNotFound", f"Port {rest[0]} could not be found.")
+            if len(rest) == 2 and rest[1] == "tags" and method == "PUT":
+                port["tags"] = list(body["tags"])
+                self.touch(port["id"])
+                return 200, {"tags": list(port["tags"])}
+            if len(rest) == 1 and method == "GET":
+                return 200, {"port": dict(port)}
+            if len(rest) == 1 and method == "DELETE":
+                self._free_ips(port)
+                del self.ports[port["id"]]
+                return 204, None
+            if len(rest) == 1 and method == "PUT":
+                return self._update(port, body["port"], headers)
+        return _err(400, "HTTPBadRequest", f"fake Neutron does not know {method} /ports/{rest}")
+
+    def _update(
+        self, port: dict[str, Any], changes: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        wanted = headers.get("If-Match")
+        if wanted is not None:
+            expected = int(wanted.split("=", 1)[1])
+            if expected != port["revision_number"]:
+                return _err(
+                    412,
+                    "RevisionNumberConstraintFailed",
+                    f"Constrained to {expected}, but current revision is {port['revision_number']}",
+                )
+        if "tags" in changes:
+            return _err(400, "HTTPBadRequest", "Cannot update read-only attribute tags")
+        for sg in changes.get("security_groups", ()):
+            if sg not in self.security_groups:
+                return _err(404, "SecurityGroupNotFound", f"Security group {sg} does not exist")
+        port.update(changes)
+        self.touch(port["id"])
+        return 200, {"port": dict(port)}
+
+    def _create(self, body: dict[str, Any]) -> tuple[int, Any]:
+        bulk = "ports" in body
+        items: list[dict[str, Any]] = body["ports"] if bulk else [body["port"]]
+        owned = sum(1 for p in self.ports.values() if p["project_id"] == items[0]["project_id"])
+        if owned + len(items) > self.port_quota:
+            return _err(409, "OverQuota", "Quota exceeded for resources: ['port'].")
+        made: list[dict[str, Any]] = []
+        for item in items:
+            status, result = self._one_port(item)
+            if status != 201:
+                for port in made:  # bulk create is all-or-nothing
+                    self._free_ips(port)
+                    del self.ports[port["id"]]
+                return status, result
+            made.append(result)
+        if bulk:
+            return 201, {"ports": [dict(p) for p in made]}
+        return 201, {"port": dict(made[0])}
+
+    def _one_port(self, item: dict[str, Any]) -> tuple[int, Any]:
+        if "project_id" not in item:
+            return _err(
+                400,
+                "HTTPBadRequest",
+                "Running without keystone AuthN requires that tenant_id is specified",
+            )
+        if item["network_id"] not in self.networks:
+            return _err(404, "NetworkNotFound", f"Network {item['network_id']} could not be found.")
+        for sg in item.get("security_groups", ()):
+            if sg not in self.security_groups:
+                return _err(404, "SecurityGroupNotFound", f"Security group {sg} does not exist")
+        fixed_ips = []
+        for req in item.get("fixed_ips", ()):
+            subnet = self.subnets.get(req["subnet_id"])
+            if subnet is None:
+                return _err(404, "SubnetNotFound", f"Subnet {req['subnet_id']} could not be found.")
+            if not subnet["_free"]:
+                return _err(
+                    409,
+                    "IpAddressGenerationFailure",
+                    f"No more IP addresses available on network {item['network_id']}.",
+                )
+            fixed_ips.append({"subnet_id": subnet["id"], "ip_address": subnet["_free"].pop(0)})
+        n = next(_MAC)
+        stamp = self._stamp()
+        port = {
+            "id": str(uuid.uuid4()),
+            "name": item.get("name", ""),
+            "network_id": item["network_id"],
+            "project_id": item["project_id"],
+            "mac_address": f"fa:16:3e:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}",
+            "status": "DOWN",
+            "device_id": item.get("device_id", ""),
+            "device_owner": item.get("device_owner", ""),
+            "fixed_ips": fixed_ips,
+            "security_groups": list(item.get("security_groups", ())),
+            "binding:host_id": item.get("binding:host_id", ""),
+            "tags": list(item.get("tags", ())),
+            "revision_number": 1,
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        self.ports[port["id"]] = port
+        return 201, port
+
+    def _free_ips(self, port: dict[str, Any]) -> None:
+        for ip in port["fixed_ips"]:
+            subnet = self.subnets.get(ip["subnet_id"])
+            if subnet is not None:
+                subnet["_free"].append(ip["ip_address"])
+
+
+def _match(port: dict[str, Any], params: dict[str, str]) -> bool:
+    for key, value in params.items():
+        if key == "fields":
+            continue
+        if key == "tags":
+            if not set(value.split(",")) <= set(port["tags"]):
+                return False
+        elif str(port.get(key, "")) != value:
+            return False
+    return True

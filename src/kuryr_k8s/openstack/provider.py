@@ -1,0 +1,183 @@
+"""Owner bookkeeping shared by both port providers, and the plain (pool-less) provider.
+
+Ownership lives in Neutron, twice: ``device_id`` = the pod uid (set with an ``If-Match``
+revision constraint when a free port is claimed, so two claimers cannot both win) and the
+tag ``kuryr.owner:<uid>`` (what the reconciler and humans look at). :func:`find_owned`
+looks a pod's port up by ``device_id`` within our cluster tag, which also finds a port
+whose tags were not flipped yet because the controller died in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from kuryr_k8s.openstack.neutron import Neutron, PortSpec
+from kuryr_k8s.openstack.ports import (
+    CLUSTER_TAG_PREFIX,
+    OWNER_TAG_PREFIX,
+    POOL_TAG_PREFIX,
+    NeutronPort,
+    PortRequest,
+)
+
+LOG = logging.getLogger(__name__)
+
+PoolKey = tuple[str, str, str, tuple[str, ...]]
+"""(node, project id, network id, sorted security group ids)."""
+
+
+@dataclass(frozen=True)
+class PortTagging:
+    """Which tags our ports carry."""
+
+    cluster_id: str
+    resource_tags: tuple[str, ...] = ()
+    """``[neutron_defaults] resource_tags``: extra tags on every port."""
+
+    @property
+    def cluster_tag(self) -> str:
+        return CLUSTER_TAG_PREFIX + self.cluster_id
+
+    def in_use(self, owner_uid: str) -> tuple[str, ...]:
+        return (self.cluster_tag, OWNER_TAG_PREFIX + owner_uid, *self.resource_tags)
+
+    def free(self, key: PoolKey) -> tuple[str, ...]:
+        return (self.cluster_tag, POOL_TAG_PREFIX + pool_digest(key), *self.resource_tags)
+
+
+def pool_digest(key: PoolKey) -> str:
+    """A short, stable name of a pool key for the ``kuryr.pool:`` tag."""
+    node, project, network, sgs = key
+    text = "\n".join((node, project, network, *sgs))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pool_key_of(port: NeutronPort) -> PoolKey:
+    return (port.binding_host_id, port.project_id, port.network_id, port.security_groups)
+
+
+def spec_for(
+    request: PortRequest, tags: tuple[str, ...], *, owner_uid: str = "", name: str = ""
+) -> PortSpec:
+    return PortSpec(
+        network_id=request.network_id,
+        subnet_id=request.subnet_id,
+        project_id=request.project_id,
+        security_groups=request.security_groups,
+        host=request.node,
+        tags=tags,
+        name=name,
+        device_id=owner_uid,
+    )
+
+
+async def find_owned(neutron: Neutron, tagging: PortTagging, owner_uid: str) -> NeutronPort | None:
+    """The port of ``owner_uid`` in our cluster, if any.
+
+    Should there ever be more than one (nothing we do makes two), the oldest wins and the
+    others are left to garbage collection once their owner is gone."""
+    ports = await neutron.list_ports(tags=[tagging.cluster_tag], device_id=owner_uid)
+    if not ports:
+        return None
+    ports.sort(key=lambda p: (p.created_at is None, p.created_at, p.id))
+    if len(ports) > 1:
+        LOG.warning(
+            "owner %s has %d ports %s; using %s",
+            owner_uid,
+            len(ports),
+            [p.id for p in ports],
+            ports[0].id,
+        )
+    return ports[0]
+
+
+async def ensure_owned(
+    neutron: Neutron,
+    tagging: PortTagging,
+    port: NeutronPort,
+    request: PortRequest,
+    owner_uid: str,
+    name: str,
+) -> NeutronPort:
+    """Make an owned port look exactly as requested (name, SGs, owner and tags).
+
+    Finishes a claim that a crash interrupted; a no-op (no call) when all is in place."""
+    if (
+        port.name != name
+        or port.security_groups != request.security_groups
+        or port.device_id != owner_uid
+    ):
+        port = await neutron.update_port(
+            port.id, name=name, security_groups=request.security_groups, device_id=owner_uid
+        )
+    wanted = tagging.in_use(owner_uid)
+    if set(port.tags) != set(wanted):
+        port = await neutron.set_tags(port.id, wanted)
+    return port
+
+
+class OwnerLocks:
+    """One asyncio lock per owner uid, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, owner_uid: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(owner_uid, (asyncio.Lock(), 0))
+        self._locks[owner_uid] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[owner_uid]
+            if users <= 1:
+                del self._locks[owner_uid]
+            else:
+                self._locks[owner_uid] = (lock, users - 1)
+
+
+class PlainPortProvider:
+    """Pool disabled (``[kubernetes] vif_pool_driver = noop``): a port is created when a pod
+    needs one (already tagged with its owner, bound to the node) and deleted on release."""
+
+    def __init__(self, neutron: Neutron, tagging: PortTagging) -> None:
+        self.neutron = neutron
+        self.tagging = tagging
+        self._owners = OwnerLocks()
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        """Nothing to rebuild: every port we own is found by its owner when needed."""
+
+    async def stop(self) -> None:
+        """Nothing runs in the background."""
+
+    async def acquire(self, request: PortRequest, owner_uid: str, name: str) -> NeutronPort:
+        async with self._owners.hold(owner_uid):
+            port = await find_owned(self.neutron, self.tagging, owner_uid)
+            if port is not None:
+                return await ensure_owned(
+                    self.neutron, self.tagging, port, request, owner_uid, name
+                )
+            spec = spec_for(request, self.tagging.in_use(owner_uid), owner_uid=owner_uid, name=name)
+            (port,) = await self.neutron.create_ports([spec])
+            return port
+
+    async def release(self, port_id: str, owner_uid: str) -> None:
+        async with self._owners.hold(owner_uid):
+            port = await self.neutron.get_port(port_id)
+            if port is None or port.owner_uid != owner_uid:
+                return
+            await self.neutron.delete_port(port_id)
+
+    async def get(self, port_id: str) -> NeutronPort | None:
+        return await self.neutron.get_port(port_id)
