@@ -93,10 +93,15 @@ def test_status_subresource(kube_client: KubeClient, ns: str) -> None:
     )
     assert ignored["status"]["phase"] == "Running"
     assert ignored["metadata"]["labels"] == {"a": "b"}
-    # ...and spec/metadata changes through status are ignored too.
-    through_status = {"metadata": {"labels": {"a": "changed"}}, "status": {"phase": "Running"}}
+    # ...and spec changes through status are ignored (pods keep metadata changes there).
+    through_status = {
+        "metadata": {"labels": {"a": "changed"}},
+        "spec": {"restartPolicy": "Never"},
+        "status": {"phase": "Running"},
+    }
     out = ok(kube_client.patch(pods_path(ns, "st", "status"), through_status))
-    assert out["metadata"]["labels"] == {"a": "b"}
+    assert out["spec"]["restartPolicy"] == "Always"
+    assert out["metadata"]["labels"] == {"a": "changed"}
     status_put = ok(kube_client.get(pods_path(ns, "st", "status")))
     status_put["status"]["phase"] = "Succeeded"
     assert (

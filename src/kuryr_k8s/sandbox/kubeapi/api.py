@@ -206,7 +206,8 @@ class Api:
             out_meta["continue"] = _encode_continue(
                 (last.get("namespace", ""), last["name"]), list_rv
             )
-            out_meta["remainingItemCount"] = remaining
+            if labels.empty and not fields.requirements:
+                out_meta["remainingItemCount"] = remaining  # not known with selectors
         list_kind = f"{rt.kind}List"
         if rt.crd is not None:
             list_kind = rt.crd["spec"]["names"].get("listKind") or list_kind
@@ -347,21 +348,15 @@ class Api:
         return old if opts.dry_run else self.commit_update(rt, old, new)
 
     def _carry_over(self, rt: ResourceType, old: Obj, new: Obj, subresource: str) -> Obj:
-        if subresource == "status":
-            status = new.get("status")
-            new = copy.deepcopy(old)
-            if status is None:
-                new.pop("status", None)
-            else:
-                new["status"] = status
-            return new
         meta, old_meta = new["metadata"], old["metadata"]
         for key in _SERVER_META:
             if key in old_meta:
                 meta[key] = old_meta[key]
             else:
                 meta.pop(key, None)
-        if rt.has_status and subresource == "":
+        if subresource == "status":
+            return _status_update(rt, old, new)
+        if rt.has_status:
             if "status" in old:
                 new["status"] = copy.deepcopy(old["status"])
             else:
@@ -590,6 +585,32 @@ class Api:
         if _same(old, new):
             return old
         return self.commit_update(nss, old, new)
+
+
+def _status_update(rt: ResourceType, old: Obj, new: Obj) -> Obj:
+    """What a ``/status`` write may change.
+
+    Custom resources and CRDs: only ``status``. Built-in kinds reset ``spec`` (and pods
+    their owner references) but keep metadata changes, as their status strategies do.
+    """
+    if rt.crd is not None or rt.key == CRD_KEY:
+        out = copy.deepcopy(old)
+        if "status" in new:
+            out["status"] = new["status"]
+        else:
+            out.pop("status", None)
+        return out
+    out = dict(new)
+    if "spec" in old:
+        out["spec"] = copy.deepcopy(old["spec"])
+    else:
+        out.pop("spec", None)
+    if rt.key == "/pods":
+        refs = old["metadata"].get("ownerReferences")
+        out["metadata"] = {k: v for k, v in new["metadata"].items() if k != "ownerReferences"}
+        if refs:
+            out["metadata"]["ownerReferences"] = refs
+    return out
 
 
 def _fields_match(fields: FieldSelector, obj: Obj) -> bool:
