@@ -21,6 +21,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,13 +167,14 @@ class CniRuntime:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
+            start_new_session=True,  # its own process group: a timeout kills its children too
         )
         try:
             async with asyncio.timeout(self.timeout):
                 out, err = await proc.communicate(json.dumps(conf).encode())
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             raise CniError(ptype, command, 11, f"timed out after {self.timeout}s") from None
         return _parse_output(ptype, command, proc.returncode or 0, out, err)
