@@ -393,6 +393,7 @@ class Neutron:
         started = self._clock()
         try:
             if self._executor is None:
+                await asyncio.sleep(0)  # a suspension point, as a real call has
                 status, data = call()
             else:
                 loop = asyncio.get_running_loop()
