@@ -140,3 +140,31 @@ def test_bad_resource_version_is_400(kube_client: KubeClient, ns: str) -> None:
     resp = kube_client.get(cm_path(ns), params={"watch": "1", "resourceVersion": "abc"})
     assert resp.status_code == 400
     assert resp.json()["reason"] == "BadRequest"
+
+
+def test_legacy_watch_path(kube_client: KubeClient, ns: str) -> None:
+    start = ok(kube_client.get(cm_path(ns)))["metadata"]["resourceVersion"]
+    created(kube_client.post(cm_path(ns), configmap("legacy")))
+    events = list(
+        kube_client.watch(
+            f"/api/v1/watch/namespaces/{ns}/configmaps",
+            {"resourceVersion": start, "timeoutSeconds": 1},
+        )
+    )
+    assert ("ADDED", "legacy") in _summary(events)
+
+
+def test_send_initial_events(kube_client: KubeClient, ns: str) -> None:
+    created(kube_client.post(cm_path(ns), configmap("initial")))
+    events = _events(
+        kube_client,
+        cm_path(ns),
+        sendInitialEvents="true",
+        resourceVersionMatch="NotOlderThan",
+        allowWatchBookmarks="true",
+    )
+    assert ("ADDED", "initial") in _summary(events)
+    marks = [e for e in events if e["type"] == "BOOKMARK"]
+    assert marks
+    annotations = marks[0]["object"]["metadata"].get("annotations", {})
+    assert annotations.get("k8s.io/initial-events-end") == "true"
