@@ -230,6 +230,17 @@ class PooledPortProvider:
             dropped += [p.id for p in self._pools.pop(key).free]
         return dropped
 
+    async def free_all(self) -> int:
+        """Delete every free port of every pool (upstream's ``freePool``); returns how many.
+        In-use ports are untouched."""
+        deleted = 0
+        for pool in list(self._pools.values()):
+            async with pool.lock:
+                while pool.free:
+                    port = pool.free.popleft()
+                    deleted += await self.neutron.delete_port(port.id)
+        return deleted
+
     async def maintain_once(self) -> None:
         """Refill every pool below ``ports_pool_min``; trim every pool above the maximum."""
         for pool in list(self._pools.values()):

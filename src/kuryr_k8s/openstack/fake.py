@@ -280,7 +280,7 @@ class FakeNeutron:
 
 def _match(port: dict[str, Any], params: dict[str, str]) -> bool:
     for key, value in params.items():
-        if key == "fields":
+        if key in ("fields", "limit"):
             continue
         if key == "tags":
             if not set(value.split(",")) <= set(port["tags"]):

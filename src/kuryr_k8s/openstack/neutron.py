@@ -521,13 +521,18 @@ class Neutron:
         )
 
     async def project_has_resources(self, project_id: str) -> bool:
-        """Whether Neutron knows the project (it owns a network or a security group).
+        """Whether Neutron knows the project (it owns a network or a port).
 
         Neutron has no project list of its own (that is Keystone's, and unavailable with
-        noauth); a project that owns nothing in Neutron is almost surely a typo."""
-        for kind, path in (("networks", "/networks"), ("security_groups", "/security-groups")):
+        noauth); a project that owns nothing in Neutron is almost surely a typo. Security
+        groups are not listed on purpose: listing them filtered by project makes Neutron
+        create that project's default group."""
+        for kind in ("networks", "ports"):
             data = await self._call(
-                f"list_{kind}", "GET", path, params={"project_id": project_id, "fields": "id"}
+                f"list_{kind}",
+                "GET",
+                f"/{kind}",
+                params={"project_id": project_id, "fields": "id", "limit": "1"},
             )
             if data[kind]:
                 return True

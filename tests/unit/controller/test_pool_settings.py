@@ -133,7 +133,7 @@ async def test_validation_refuses_unknown_values_naming_option_and_value(
 async def test_validation_refuses_a_subnet_of_another_project() -> None:
     world = make_world()
     other = "o" * 32
-    world.fake.add_security_group(other)
+    world.fake.add_network(other)
     defaults = load_neutron_defaults(_conf(_defaults_text(world, project=other)))
     with pytest.raises(ConfigError, match="is not shared"):
         await validate_against_neutron(world.neutron, defaults)
