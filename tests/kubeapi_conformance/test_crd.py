@@ -266,3 +266,29 @@ def test_invalid_crd_is_rejected(kube_client: KubeClient) -> None:
     crd = _crd("bad.conformance.kuryr.openstack.org", "Thing", "things", "Namespaced", False)
     crd["metadata"]["name"] = "wrong-name.conformance.kuryr.openstack.org"
     status_of(kube_client.post(CRDS, crd), 422, "Invalid")
+
+
+def test_terminating_crd_refuses_new_resources(kube_client: KubeClient, ns: str) -> None:
+    group = f"t{secrets.token_hex(4)}.conformance.kuryr.openstack.org"
+    _install(kube_client, _crd(group, "Widget", "widgets", "Namespaced", True))
+    held = _widget(group, "held")
+    held["metadata"]["finalizers"] = ["conformance.kuryr.openstack.org/hold"]
+    _create_when_served(kube_client, _widgets(group, ns), held)
+    kube_client.delete(f"{CRDS}/widgets.{group}")
+
+    def terminating() -> bool:
+        widget = kube_client.get(_widgets(group, ns, "held")).json()
+        return bool(widget["metadata"].get("deletionTimestamp"))
+
+    eventually(terminating, 60, "instances deleted by the CRD cleanup")
+    status_of(
+        kube_client.post(_widgets(group, ns), _widget(group, "late")), 405, "MethodNotAllowed"
+    )
+    ok(kube_client.patch(_widgets(group, ns, "held"), {"metadata": {"finalizers": None}}))
+    assert kube_client.wait_gone(f"{CRDS}/widgets.{group}", 120)
+
+
+def test_protected_groups_need_approval(kube_client: KubeClient) -> None:
+    crd = _crd("conformance.k8s.io", "Thing", "things", "Namespaced", False)
+    body = status_of(kube_client.post(CRDS, crd), 422, "Invalid")
+    assert "api-approved.kubernetes.io" in body["message"]

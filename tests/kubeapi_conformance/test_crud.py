@@ -214,6 +214,13 @@ def test_service_gets_cluster_ip(kube_client: KubeClient, ns: str) -> None:
     assert obj["spec"]["ports"][0]["targetPort"] == 80
 
 
+def test_cluster_ip_conflict(kube_client: KubeClient, ns: str) -> None:
+    first = {"metadata": {"name": "first"}, "spec": {"ports": [{"port": 80}]}}
+    ip = created(kube_client.post(f"/api/v1/namespaces/{ns}/services", first))["spec"]["clusterIP"]
+    second = {"metadata": {"name": "second"}, "spec": {"clusterIP": ip, "ports": [{"port": 80}]}}
+    status_of(kube_client.post(f"/api/v1/namespaces/{ns}/services", second), 422, "Invalid")
+
+
 def test_default_service_account_appears(kube_client: KubeClient, ns: str) -> None:
     from kubeapi_conformance.helpers import eventually
 

@@ -266,12 +266,42 @@ class Api:
         if rt.has_status and rt.key != "/nodes":
             obj.pop("status", None)
         obj = self._admit(rt, obj, None, opts)
+        self._check_create_rules(rt, obj)
         if self.store.get(rt.key, ns, meta["name"]) is not None:
             raise errors.already_exists(rt.plural, rt.group, meta["name"])
         defaulter = DEFAULTERS.get(rt.key)
-        if defaulter is not None:
+        if defaulter is not None and not (opts.dry_run and rt.key == "/services"):
             defaulter(obj, self.ips)
         return obj if opts.dry_run else self.commit_create(rt, obj)
+
+    def _check_create_rules(self, rt: ResourceType, obj: Obj) -> None:
+        """Rules that need the store: taken cluster IPs, names owned by built-in kinds,
+        custom resources of a terminating CRD."""
+        name = obj["metadata"]["name"]
+        if rt.key == "/services":
+            ip = (obj.get("spec") or {}).get("clusterIP")
+            if ip and ip != "None" and self.ips.used(ip):
+                self._invalid(
+                    rt,
+                    name,
+                    [
+                        errors.invalid_value(
+                            "spec.clusterIPs",
+                            ip,
+                            f"failed to allocate IP {ip}: provided IP is already allocated",
+                        )
+                    ],
+                )
+        if rt.key == CRD_KEY:
+            self._invalid(rt, name, validation.crd_create_rules(obj, self.registry))
+        if rt.crd is not None:
+            crd = self.store.get(CRD_KEY, "", f"{rt.plural}.{rt.group}")
+            if crd is not None and crd["metadata"].get("deletionTimestamp"):
+                raise errors.ApiError(
+                    405,
+                    "MethodNotAllowed",
+                    "create not allowed while custom resource definition is terminating",
+                )
 
     def commit_create(self, rt: ResourceType, obj: Obj) -> Obj:
         meta = obj["metadata"]

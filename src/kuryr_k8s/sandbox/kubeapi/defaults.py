@@ -40,6 +40,9 @@ class IpAllocator:
     def reserve(self, ips: Iterable[str]) -> None:
         self._used.update(ip for ip in ips if ip and ip != "None")
 
+    def used(self, ip: str) -> bool:
+        return ip in self._used
+
     def release(self, ip: str | None) -> None:
         if ip:
             self._used.discard(ip)

@@ -14,7 +14,7 @@ from typing import Any
 from kuryr_k8s.sandbox.kubeapi import errors, schema
 from kuryr_k8s.sandbox.kubeapi import validation_names as names
 from kuryr_k8s.sandbox.kubeapi.errors import Cause
-from kuryr_k8s.sandbox.kubeapi.resources import ResourceType, crd_version
+from kuryr_k8s.sandbox.kubeapi.resources import Registry, ResourceType, crd_version
 
 Obj = dict[str, Any]
 Validator = Callable[[Obj, Obj | None], list[Cause]]
@@ -342,6 +342,34 @@ def _validate_crd_versions(versions: Any) -> list[Cause]:
                 if not isinstance(col, dict) or not col.get(key):
                     causes.append(errors.required(f"{path}.additionalPrinterColumns[{j}].{key}"))
     return causes
+
+
+_PROTECTED = ("k8s.io", "kubernetes.io")
+APPROVAL = "api-approved.kubernetes.io"
+
+
+def crd_create_rules(obj: Obj, registry: Registry) -> list[Cause]:
+    """CRDs may not shadow a built-in kind, nor use a protected group without approval."""
+    spec = obj.get("spec") or {}
+    group, plural = str(spec.get("group", "")), str((spec.get("names") or {}).get("plural", ""))
+    existing = registry.get(f"{group}/{plural}")
+    if existing is not None and existing.crd is None:
+        return [
+            errors.invalid_value("spec.names.plural", plural, "is already served by a built-in API")
+        ]
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    protected = any(group == p or group.endswith("." + p) for p in _PROTECTED)
+    if protected and APPROVAL not in annotations:
+        return [
+            errors.Cause(
+                "FieldValueRequired",
+                f"metadata.annotations[{APPROVAL}]",
+                f"Required value: protected groups must have approval annotation "
+                f'"{APPROVAL}", see https://github.com/kubernetes/enhancements/'
+                "pull/1111",
+            )
+        ]
+    return []
 
 
 def custom_schema(rt: ResourceType, version: str | None = None) -> Obj | None:
