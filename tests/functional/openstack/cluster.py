@@ -1,9 +1,11 @@
 """A per-test cluster id against the sandbox Neutron, for provider/pool/GC tests.
 
-Import the fixture into a test module (``from functional.openstack.cluster import
-cluster``). Every port the code under test makes carries ``kuryr.cluster:<random id>``,
-so tests never see each other's ports; at teardown anything still tagged is deleted and
-the test fails if there was anything (tests must release or free what they make).
+Import the fixture into a test module
+(``from functional.openstack.cluster import cluster_fixture  # noqa: F401``); it is
+registered under the name ``cluster``. Every port the code under test makes carries
+``kuryr.cluster:<random id>``, so tests never see each other's ports; at teardown
+anything still tagged is deleted and the test fails if there was anything (tests must
+release or free what they make).
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ class Cluster:
         return self.sandbox.conn.network.get_port(port_id)
 
 
-@pytest.fixture
-def cluster(sandbox: Sandbox) -> Iterator[Cluster]:
+@pytest.fixture(name="cluster")
+def cluster_fixture(sandbox: Sandbox) -> Iterator[Cluster]:
     tagging = PortTagging(f"kt-{uuid.uuid4().hex[:12]}", ("kuryr-functional",))
     neutron = Neutron.connect(
         NeutronSettings(endpoint=sandbox.settings.neutron_url, timeout=TIMEOUT)

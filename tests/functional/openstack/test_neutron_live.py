@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from fixtures.sandbox import NeutronTracker, Sandbox
-from functional.openstack.cluster import Cluster, cluster  # noqa: F401  (fixture)
+from functional.openstack.cluster import Cluster, cluster_fixture  # noqa: F401
 from kuryr_k8s.controller.settings import NeutronDefaults, validate_against_neutron
 from kuryr_k8s.model.errors import ConfigError, PermanentError
 from kuryr_k8s.openstack.neutron import (
