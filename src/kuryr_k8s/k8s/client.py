@@ -93,6 +93,8 @@ class KubeClient:
             verify=verify,
             transport=transport,
             timeout=timeout,
+            # Every informer holds one connection for its watch: leave room beyond them.
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
             headers={"Accept": "application/json", "User-Agent": "kuryr-k8s"},
         )
         return cls(http, default_namespace=settings.namespace)

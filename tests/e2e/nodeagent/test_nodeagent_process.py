@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +26,6 @@ from kuryr_k8s.k8s import NODES, PODS, KubeClient, NotFound, load_kubeconfig
 from kuryr_k8s.sandbox.nodeagent import NodeAgent, NodeAgentConfig, exec_in_pod, find_sandbox
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    with leak_guard():
-        yield
 
 
 @pytest.fixture
@@ -79,6 +73,13 @@ async def test_agent_process_runs_pods_and_survives_restarts(
     kube_api: KubeApi, kube: KubeClient, kube_namespace: str, tmp_path: Path
 ) -> None:
     cni: CniSetup = make_cni(tmp_path)
+    with leak_guard(kube_namespace, cni):
+        await _run_agent_process(kube_api, kube, kube_namespace, tmp_path, cni)
+
+
+async def _run_agent_process(
+    kube_api: KubeApi, kube: KubeClient, kube_namespace: str, tmp_path: Path, cni: CniSetup
+) -> None:
     node = f"na-e2e-{uuid.uuid4().hex[:6]}"
     state = tmp_path / "state"
     argv = [

@@ -18,10 +18,10 @@ from kuryr_k8s.k8s import KubeClient, load_kubeconfig
 from kuryr_k8s.sandbox.nodeagent import NodeAgentConfig
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
+@pytest.fixture
+def no_leaks(namespace: str, cni: CniSetup) -> Iterator[None]:
     """Remove whatever netns/veth a test leaves behind, then insist nothing was left."""
-    with leak_guard():
+    with leak_guard(namespace, cni):
         yield
 
 
@@ -52,8 +52,9 @@ def cni(tmp_path: Path) -> CniSetup:
 
 @pytest.fixture
 async def agents(
-    kube_client_factory: ClientFactory, cni: CniSetup, tmp_path: Path
+    kube_client_factory: ClientFactory, cni: CniSetup, tmp_path: Path, no_leaks: None
 ) -> AsyncIterator[Agents]:
+    """Agents of one fresh node; stopped and cleaned up (then checked for leaks) after."""
     base = NodeAgentConfig(
         nodes=(f"na-node-{uuid.uuid4().hex[:6]}",),
         node_ip="192.0.2.10",

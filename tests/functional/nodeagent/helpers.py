@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import random
 import shutil
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
@@ -59,6 +61,7 @@ class CniSetup:
     log: Path
     fail_file: Path
     data_dir: Path
+    subnet: str
 
     def calls(self) -> list[dict[str, Any]]:
         if not self.log.exists():
@@ -74,8 +77,12 @@ def make_cni(tmp_path: Path) -> CniSetup:
     conf_dir.mkdir()
     for name in ("kuryr-test-veth", "kuryr-test-passthrough"):
         (bin_dir / name).symlink_to(PLUGIN)
+    # A /24 of 100.64.0.0/10 (shared address space) per test: concurrent runs on this host
+    # must not steal each other's host routes.
+    r = random.randrange(64 * 256)
+    subnet = f"100.{64 + r // 256}.{r % 256}.0/24"
     setup = CniSetup(
-        conf_dir, bin_dir, tmp_path / "cni.log", tmp_path / "fail-add", tmp_path / "ipam"
+        conf_dir, bin_dir, tmp_path / "cni.log", tmp_path / "fail-add", tmp_path / "ipam", subnet
     )
     common = {"logFile": str(setup.log)}
     conflist = {
@@ -86,7 +93,7 @@ def make_cni(tmp_path: Path) -> CniSetup:
                 "type": "kuryr-test-veth",
                 "cniVersion": "0.0.0-overridden",
                 "name": "overridden",
-                "subnet": "10.234.0.0/24",
+                "subnet": setup.subnet,
                 "dataDir": str(setup.data_dir),
                 "failAddFile": str(setup.fail_file),
                 **common,
@@ -102,22 +109,31 @@ def make_cni(tmp_path: Path) -> CniSetup:
 
 
 @contextlib.contextmanager
-def leak_guard() -> Iterator[None]:
-    """Remove whatever netns/veth the block leaves behind, then insist nothing was left."""
-    netns_before, links_before = netns_list(), host_links()
+def leak_guard(namespace: str, cni: CniSetup) -> Iterator[None]:
+    """Remove the netns/veths the block leaves behind, then insist nothing was left.
+
+    Scoped to what this test owns, because other test runs may share the host: netns of
+    pods in ``namespace`` (unique per test; it is part of the netns name) and the host
+    veths the test plugin created (named after the container ids in its call log).
+    """
     try:
         yield
     finally:
-        leaked_ns = netns_list() - netns_before
-        leaked_links = host_links() - links_before
+        leaked_ns = {n for n in netns_list() if f"-{namespace}-" in n}
+        ours = {host_ifname(c["env"]["CNI_CONTAINERID"]) for c in cni.calls()}
+        leaked_links = ours & host_links()
         for name in leaked_ns:
             subprocess.run(["ip", "netns", "delete", name], check=False)
             shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
         for link in leaked_links:
             subprocess.run(["ip", "link", "del", link], check=False)
-    assert netns_list() == netns_before
     assert not leaked_ns, f"leaked network namespaces {sorted(leaked_ns)}"
     assert not leaked_links, f"leaked host interfaces {sorted(leaked_links)}"
+
+
+def host_ifname(container_id: str) -> str:
+    """The host-side veth name the test plugin derives from a container id."""
+    return "ktc" + hashlib.sha1(container_id.encode()).hexdigest()[:11]
 
 
 class Agents:
