@@ -1,0 +1,157 @@
+"""Port providers against the sandbox's real Neutron: pools, claims, restart, races.
+
+Sizes are small (one Neutron API worker: a bulk of 20 ports takes ~3.5 s); nothing is
+timed. Every test frees its pool and releases its ports; the ``cluster`` fixture fails
+the test if any port tagged with its cluster id is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+
+import pytest
+
+from functional.openstack.cluster import Cluster, cluster_fixture  # noqa: F401
+from kuryr_k8s.controller.pool import PooledPortProvider, make_provider
+from kuryr_k8s.controller.settings import VifPoolSettings
+from kuryr_k8s.openstack.provider import PlainPortProvider
+
+pytestmark = pytest.mark.functional
+
+
+class Owners:
+    def __init__(self) -> None:
+        self.uids: set[str] = set()
+
+    async def __call__(self) -> Collection[str]:
+        return set(self.uids)
+
+
+def _settings(min_: int = 0, batch: int = 3, max_: int = 0) -> VifPoolSettings:
+    return VifPoolSettings(True, min_, batch, max_, 3600.0)
+
+
+async def _pool(cluster: Cluster, owners: Owners, settings: VifPoolSettings) -> PooledPortProvider:
+    pool = PooledPortProvider(cluster.neutron, cluster.tagging, settings, owners)
+    await pool.rebuild()
+    return pool
+
+
+def _free_ids(cluster: Cluster) -> set[str]:
+    return {p.id for p in cluster.ports() if not p.device_id}
+
+
+async def test_pooled_ports_are_bound_tagged_and_claimed(cluster: Cluster) -> None:
+    pool = await _pool(cluster, Owners(), _settings(batch=3))
+    port = await pool.acquire(cluster.request(), "uid-1", "ns/pod-1")
+    seen = cluster.neutron_port(port.id)
+    assert (seen.device_id, seen.name) == ("uid-1", "ns/pod-1")
+    assert set(seen.tags) == set(cluster.tagging.in_use("uid-1"))
+    assert seen.binding_host_id == cluster.node
+    assert seen.binding_vif_type == "ovs"
+    assert seen.security_group_ids == [cluster.sandbox.topo.default_sg_id]
+    free = [p for p in cluster.ports() if not p.device_id]
+    assert len(free) == 2
+    for p in free:
+        assert set(p.tags) == set(cluster.tagging.free(cluster.request().pool_key))
+        assert p.binding_host_id == cluster.node
+    await pool.release(port.id, "uid-1")
+    assert await pool.free_all() == 3
+
+
+async def test_acquire_is_idempotent_across_a_crash(cluster: Cluster) -> None:
+    owners = Owners()
+    first = await (await _pool(cluster, owners, _settings(batch=2))).acquire(
+        cluster.request(), "uid-1", "ns/pod"
+    )
+    owners.uids.add("uid-1")
+    # a fresh provider instance: the controller was killed and restarted
+    restarted = await _pool(cluster, owners, _settings(batch=2))
+    again = await restarted.acquire(cluster.request(), "uid-1", "ns/pod")
+    assert again.id == first.id
+    assert [p.id for p in cluster.ports() if p.device_id] == [first.id]
+    await restarted.release(first.id, "uid-1")
+    await restarted.free_all()
+
+
+async def test_release_recycles_the_reset_port_or_deletes_above_max(cluster: Cluster) -> None:
+    pool = await _pool(cluster, Owners(), _settings(batch=2, max_=1))
+    a = await pool.acquire(cluster.request(), "uid-a", "ns/a")
+    b = await pool.acquire(cluster.request(), "uid-b", "ns/b")
+    assert _free_ids(cluster) == set()
+    await pool.release(a.id, "uid-a")
+    seen = cluster.neutron_port(a.id)
+    assert (seen.device_id, seen.name) == ("", "")
+    assert set(seen.tags) == set(cluster.tagging.free(cluster.request().pool_key))
+    assert seen.security_group_ids == [cluster.sandbox.topo.default_sg_id]
+    await pool.release(b.id, "uid-b")  # the pool already holds max = 1 free port
+    assert cluster.neutron_port(a.id) is not None
+    assert {p.id for p in cluster.ports()} == {a.id}
+    c = await pool.acquire(cluster.request(), "uid-c", "ns/c")
+    assert c.id == a.id  # recycled
+    await pool.release(c.id, "uid-c")
+    await pool.free_all()
+
+
+async def test_rebuild_finds_every_free_port_and_no_used_one(cluster: Cluster) -> None:
+    owners = Owners()
+    pool = await _pool(cluster, owners, _settings(batch=4))
+    used = await pool.acquire(cluster.request(), "alive", "ns/alive")
+    owners.uids.add("alive")
+    free_before = _free_ids(cluster)
+    assert len(free_before) == 3
+
+    restarted = await _pool(cluster, owners, _settings(batch=4))
+    assert restarted.sizes() == {cluster.request().pool_key: 3}
+    taken = [await restarted.acquire(cluster.request(), f"new-{i}", "ns/new") for i in range(3)]
+    assert {p.id for p in taken} == free_before
+    assert used.id not in {p.id for p in taken}
+    for i, port in enumerate(taken):
+        await restarted.release(port.id, f"new-{i}")
+    await restarted.release(used.id, "alive")
+    assert await restarted.free_all() == 4
+
+
+async def test_concurrent_acquires_for_20_owners_never_share_a_port(cluster: Cluster) -> None:
+    pool = await _pool(cluster, Owners(), _settings(batch=5))
+    owners = [f"uid-{i}" for i in range(20)]
+    ports = await asyncio.gather(
+        *(pool.acquire(cluster.request(), uid, f"ns/{uid}") for uid in owners)
+    )
+    assert len({p.id for p in ports}) == 20
+    assert len({p.fixed_ips[0].ip_address for p in ports}) == 20
+    by_owner = {p.device_id: p.id for p in cluster.ports() if p.device_id}
+    assert by_owner == {uid: port.id for uid, port in zip(owners, ports, strict=True)}
+    await asyncio.gather(
+        *(pool.release(port.id, uid) for uid, port in zip(owners, ports, strict=True))
+    )
+    await pool.free_all()
+
+
+async def test_plain_provider_creates_on_demand_and_deletes_on_release(cluster: Cluster) -> None:
+    provider = make_provider(cluster.neutron, cluster.tagging, VifPoolSettings(), Owners())
+    assert isinstance(provider, PlainPortProvider)
+    port = await provider.acquire(cluster.request(), "uid-1", "ns/pod")
+    crash_restarted = PlainPortProvider(cluster.neutron, cluster.tagging)
+    assert (await crash_restarted.acquire(cluster.request(), "uid-1", "ns/pod")).id == port.id
+    seen = cluster.neutron_port(port.id)
+    assert set(seen.tags) == set(cluster.tagging.in_use("uid-1"))
+    assert seen.binding_host_id == cluster.node
+    await crash_restarted.release(port.id, "uid-1")
+    assert cluster.ports() == []
+
+
+async def test_a_port_taken_behind_the_pools_back_is_never_handed_out(cluster: Cluster) -> None:
+    pool = await _pool(cluster, Owners(), _settings(batch=2))
+    first = await pool.acquire(cluster.request(), "uid-1", "ns/one")
+    (victim,) = _free_ids(cluster)
+    # another actor (a second controller, a human) takes the free port in Neutron
+    cluster.sandbox.conn.network.update_port(victim, device_id="intruder")
+    second = await pool.acquire(cluster.request(), "uid-2", "ns/two")
+    assert second.id not in (victim, first.id)
+    assert cluster.neutron_port(victim).device_id == "intruder"
+    await pool.release(first.id, "uid-1")
+    await pool.release(second.id, "uid-2")
+    await pool.free_all()
+    await cluster.neutron.delete_port(victim)
