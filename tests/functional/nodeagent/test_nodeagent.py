@@ -167,6 +167,17 @@ async def test_cni_failure_is_an_event_and_retried(
         ("DEL", "kuryr-test-passthrough"),
         ("DEL", "kuryr-test-veth"),
     ]
+
+    # Meanwhile the pod shows what kubelet shows: Pending, ContainerCreating.
+    async def pending() -> o.Obj | None:
+        found = await kube.get(PODS, "flaky", namespace)
+        return found if found.get("status", {}).get("containerStatuses") else None
+
+    pod = await eventually(pending, what="ContainerCreating status")
+    assert pod["status"]["phase"] == "Pending"
+    [waiting] = pod["status"]["containerStatuses"]
+    assert waiting["state"] == {"waiting": {"reason": "ContainerCreating"}}
+    assert waiting["ready"] is False
     # Retried with backoff; the repeats aggregate into the event's count.
     await eventually(lambda: _count_events(kube, namespace, 2), what="repeated events counted")
     assert not await running(kube, "flaky", namespace)

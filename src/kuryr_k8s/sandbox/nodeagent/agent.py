@@ -313,7 +313,54 @@ class NodeAgent:
             await self.events.emit(pod, "FailedCreatePodSandBox", message, type="Warning")
             # The spec: after a failed ADD, DEL every plugin of the list before retrying.
             await self._cni_del(record, cached=None, tolerate=True)
+            await self._mark_creating(pod)
             raise TemporaryError(message) from exc
+
+    async def _mark_creating(self, pod: Obj) -> None:
+        """What ``kubectl get pods`` shows while the sandbox fails: Pending/ContainerCreating."""
+        status = pod.get("status") or {}
+        waiting = [
+            (c.get("state") or {}).get("waiting", {}).get("reason")
+            for c in status.get("containerStatuses") or []
+        ]
+        if status.get("phase") == "Pending" and waiting and set(waiting) == {"ContainerCreating"}:
+            return
+        now = o.timestamp(self.clock.now())
+        conditions = [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+             "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady",
+             "lastTransitionTime": now},
+        ]  # fmt: skip
+        containers = [
+            {
+                "name": c.get("name", ""),
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+                "lastState": {},
+            }
+            for c in (pod.get("spec") or {}).get("containers") or []
+        ]
+        new_status: Obj = {
+            "phase": "Pending",
+            "conditions": conditions,
+            "hostIP": self.config.node_ip,
+            "hostIPs": [{"ip": self.config.node_ip}],
+            "startTime": status.get("startTime") or now,
+            "containerStatuses": containers,
+            "qosClass": status.get("qosClass") or "BestEffort",
+        }
+        with contextlib.suppress(NotFound):
+            await self.client.patch(
+                PODS, o.name(pod), {"status": new_status}, o.namespace(pod), subresource="status"
+            )
 
     async def _cni_del(
         self, record: SandboxRecord, *, cached: dict[str, Any] | None, tolerate: bool
