@@ -316,6 +316,20 @@ class NodeAgent:
             await self._mark_creating(pod)
             raise TemporaryError(message) from exc
 
+    def _status(
+        self, pod: Obj, phase: str, conditions: list[Obj], containers: list[Obj], start: str
+    ) -> Obj:
+        old = pod.get("status") or {}
+        return {
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": self.config.node_ip,
+            "hostIPs": [{"ip": self.config.node_ip}],
+            "startTime": old.get("startTime") or start,
+            "containerStatuses": containers,
+            "qosClass": old.get("qosClass") or "BestEffort",
+        }
+
     async def _mark_creating(self, pod: Obj) -> None:
         """What ``kubectl get pods`` shows while the sandbox fails: Pending/ContainerCreating."""
         status = pod.get("status") or {}
@@ -335,28 +349,8 @@ class NodeAgent:
             {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady",
              "lastTransitionTime": now},
         ]  # fmt: skip
-        containers = [
-            {
-                "name": c.get("name", ""),
-                "image": c.get("image", ""),
-                "imageID": "",
-                "ready": False,
-                "started": False,
-                "restartCount": 0,
-                "state": {"waiting": {"reason": "ContainerCreating"}},
-                "lastState": {},
-            }
-            for c in (pod.get("spec") or {}).get("containers") or []
-        ]
-        new_status: Obj = {
-            "phase": "Pending",
-            "conditions": conditions,
-            "hostIP": self.config.node_ip,
-            "hostIPs": [{"ip": self.config.node_ip}],
-            "startTime": status.get("startTime") or now,
-            "containerStatuses": containers,
-            "qosClass": status.get("qosClass") or "BestEffort",
-        }
+        creating: Obj = {"waiting": {"reason": "ContainerCreating"}}
+        new_status = self._status(pod, "Pending", conditions, _containers(pod, creating, None), now)
         with contextlib.suppress(NotFound):
             await self.client.patch(
                 PODS, o.name(pod), {"status": new_status}, o.namespace(pod), subresource="status"
@@ -432,34 +426,37 @@ class NodeAgent:
                 "PodScheduled",
             )
         ]
-        containers = [
-            {
-                "name": c.get("name", ""),
-                "image": c.get("image", ""),
-                "imageID": "",
-                "containerID": f"kuryr-sandbox://{record.container_id if record else ''}",
-                "ready": True,
-                "started": True,
-                "restartCount": 0,
-                "state": {"running": {"startedAt": started}},
-                "lastState": {},
-            }
-            for c in (pod.get("spec") or {}).get("containers") or []
-        ]
-        new_status: Obj = {
-            "phase": "Running",
-            "conditions": conditions,
-            "hostIP": self.config.node_ip,
-            "hostIPs": [{"ip": self.config.node_ip}],
-            "podIP": pod_ip,
-            "podIPs": [{"ip": ip} for ip in ips],
-            "startTime": status.get("startTime") or started,
-            "containerStatuses": containers,
-            "qosClass": status.get("qosClass") or "BestEffort",
-        }
+        running: Obj = {"running": {"startedAt": started}}
+        cid = record.container_id if record else None
+        new_status = self._status(
+            pod, "Running", conditions, _containers(pod, running, cid), started
+        )
+        new_status["podIP"] = pod_ip
+        new_status["podIPs"] = [{"ip": ip} for ip in ips]
         await self.client.patch(
             PODS, o.name(pod), {"status": new_status}, o.namespace(pod), subresource="status"
         )
+
+
+def _containers(pod: Obj, state: Obj, container_id: str | None) -> list[Obj]:
+    """containerStatuses: all running (with the sandbox id) or all waiting."""
+    running = "running" in state
+    statuses: list[Obj] = []
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        cs: Obj = {
+            "name": c.get("name", ""),
+            "image": c.get("image", ""),
+            "imageID": "",
+            "ready": running,
+            "started": running,
+            "restartCount": 0,
+            "state": state,
+            "lastState": {},
+        }
+        if container_id:
+            cs["containerID"] = f"kuryr-sandbox://{container_id}"
+        statuses.append(cs)
+    return statuses
 
 
 def _condition(status: Obj, kind: str) -> str | None:
