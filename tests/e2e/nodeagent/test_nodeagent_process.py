@@ -147,6 +147,8 @@ async def _run_agent_process(
         )
         with contextlib.suppress(Exception):
             await NodeAgent(kube, config).remove_all_sandboxes()
+        with contextlib.suppress(NotFound):
+            await kube.delete(NODES, node)
 
 
 async def _value(v: bool) -> bool:

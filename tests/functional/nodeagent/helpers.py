@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kuryr_k8s.k8s import KubeClient
+from kuryr_k8s.k8s import NODES, KubeClient, NotFound
 from kuryr_k8s.sandbox.nodeagent import NodeAgent, NodeAgentConfig
 
 DATA = Path(__file__).parent / "data"
@@ -143,10 +143,13 @@ class Agents:
         self.clients = clients
         self.base = base
         self._running: list[tuple[asyncio.Task[None], KubeClient]] = []
+        self.nodes: set[str] = set()
+        """Every Node the agents registered (deleted at cleanup)."""
 
     async def start(self, **overrides: Any) -> NodeAgent:
         client = self.clients()
         agent = NodeAgent(client, replace(self.base, **overrides))
+        self.nodes.update(agent.config.nodes)
         task = asyncio.create_task(agent.run())
         self._running.append((task, client))
         ready = asyncio.create_task(agent.ready.wait())
@@ -169,7 +172,12 @@ class Agents:
         """Stop the agents and tear down every sandbox they left (pods of a failed test)."""
         await self.stop_all()
         async with self.clients() as client:
-            await NodeAgent(client, self.base).remove_all_sandboxes()
+            await NodeAgent(
+                client, replace(self.base, nodes=tuple(self.nodes) or self.base.nodes)
+            ).remove_all_sandboxes()
+            for node in self.nodes:
+                with contextlib.suppress(NotFound):
+                    await client.delete(NODES, node)
 
 
 async def eventually(

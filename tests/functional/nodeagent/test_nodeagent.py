@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +274,46 @@ async def _count_events(kube: KubeClient, namespace: str, at_least: int) -> bool
         e.get("reason") == "FailedCreatePodSandBox" and int(e.get("count", 0)) >= at_least
         for e in evs
     )
+
+
+async def test_nodes_are_kept_alive_and_pods_spread_round_robin(
+    kube: KubeClient, namespace: str, agents: Agents
+) -> None:
+    base = agents.base.nodes[0]
+    nodes = (f"{base}-a", f"{base}-b")
+    await agents.start(nodes=nodes)
+
+    async def heartbeat(node: str) -> str:
+        ready = [c for c in (await kube.get(NODES, node))["status"]["conditions"]]
+        return str(next(c["lastHeartbeatTime"] for c in ready if c["type"] == "Ready"))
+
+    first = await heartbeat(nodes[0])
+    await eventually(
+        lambda: _async_call(heartbeat(nodes[0]), lambda t: t != first), what="a new heartbeat"
+    )
+    await kube.delete(NODES, nodes[1])
+    await eventually(lambda: _exists(kube, nodes[1]), what="deleted node registered again")
+
+    for name in ("p1", "p2"):
+        await kube.create(PODS, pod_body(name, namespace))
+    placed = set()
+    for name in ("p1", "p2"):
+        pod = await eventually(partial(running, kube, name, namespace), what=f"{name} Running")
+        placed.add(pod["spec"]["nodeName"])
+    assert placed == set(nodes)
+    for name in ("p1", "p2"):
+        await kube.delete(PODS, name, namespace)
+    for name in ("p1", "p2"):
+        await eventually(partial(_gone, kube, name, namespace), what=f"{name} deleted")
+
+
+async def _async_call(value: Awaitable[Any], check: Callable[[Any], bool]) -> bool:
+    return check(await value)
+
+
+async def _exists(kube: KubeClient, node: str) -> bool:
+    try:
+        await kube.get(NODES, node)
+    except NotFound:
+        return False
+    return True
