@@ -275,20 +275,24 @@ def test_terminating_crd_refuses_new_resources(kube_client: KubeClient, ns: str)
     held["metadata"]["finalizers"] = ["conformance.kuryr.openstack.org/hold"]
     _create_when_served(kube_client, _widgets(group, ns), held)
     kube_client.delete(f"{CRDS}/widgets.{group}")
+    try:
 
-    def terminating() -> bool:
-        widget = kube_client.get(_widgets(group, ns, "held")).json()
-        return bool(widget["metadata"].get("deletionTimestamp"))
+        def terminating() -> bool:
+            widget = kube_client.get(_widgets(group, ns, "held")).json()
+            return bool(widget["metadata"].get("deletionTimestamp"))
 
-    eventually(terminating, 60, "instances deleted by the CRD cleanup")
-    status_of(
-        kube_client.post(_widgets(group, ns), _widget(group, "late")), 405, "MethodNotAllowed"
-    )
-    ok(kube_client.patch(_widgets(group, ns, "held"), {"metadata": {"finalizers": None}}))
+        eventually(terminating, 60, "instances deleted by the CRD cleanup")
+        resp = kube_client.post(_widgets(group, ns), _widget(group, "late"))
+        status_of(resp, 405, "MethodNotAllowed")
+    finally:
+        kube_client.patch(_widgets(group, ns, "held"), {"metadata": {"finalizers": None}})
     assert kube_client.wait_gone(f"{CRDS}/widgets.{group}", 120)
 
 
 def test_protected_groups_need_approval(kube_client: KubeClient) -> None:
     crd = _crd("conformance.k8s.io", "Thing", "things", "Namespaced", False)
-    body = status_of(kube_client.post(CRDS, crd), 422, "Invalid")
+    resp = kube_client.post(CRDS, crd)
+    if resp.status_code == 201:
+        kube_client.delete(f"{CRDS}/things.conformance.k8s.io")
+    body = status_of(resp, 422, "Invalid")
     assert "api-approved.kubernetes.io" in body["message"]

@@ -164,6 +164,8 @@ def test_binding_assigns_node(kube_client: KubeClient, ns: str) -> None:
     status_of(again, 409, "Conflict")
     missing = dict(binding, metadata={"name": "nobody"})
     status_of(kube_client.post(pods_path(ns, "nobody", "binding"), missing), 404, "NotFound")
+    # No kubelet will ever finish a graceful deletion on that node.
+    kube_client.delete(pods_path(ns, "bind-me"), {"gracePeriodSeconds": 0})
 
 
 def test_bound_pod_deletion_is_graceful(kube_client: KubeClient, ns: str) -> None:

@@ -31,6 +31,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=60.0,
         help="seconds between watch BOOKMARK events",
     )
+    parser.add_argument(
+        "--orphan-pod-quarantine",
+        type=float,
+        default=40.0,
+        help="seconds before pods bound to a missing node are force-deleted",
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -42,6 +48,7 @@ async def serve(args: argparse.Namespace) -> None:
         args.state_file,
         history=args.history,
         bookmark_interval=args.bookmark_interval,
+        orphan_pod_quarantine=args.orphan_pod_quarantine,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

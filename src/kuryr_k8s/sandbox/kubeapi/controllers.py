@@ -6,7 +6,9 @@ Only the ones whose effects API clients observe, and never kubelet or scheduler 
   ``foregroundDeletion`` owners, strips owner references for ``orphan``;
 * namespace lifecycle: deletes the contents of a terminating namespace, then the namespace;
 * CRD cleanup: deletes the custom resources of a deleted CRD, then the CRD;
-* service accounts: a ``default`` ServiceAccount in every new namespace.
+* service accounts: a ``default`` ServiceAccount in every new namespace;
+* pod GC: pods bound to a node that does not exist are force-deleted after a quarantine
+  (40 s, like the kube-controller-manager), so pods of a vanished node agent go away.
 
 Work is queued from store events and done by one asyncio task (or by :meth:`run_pending`
 when the server is starting), so nothing runs inside another request.
@@ -31,8 +33,10 @@ LOG = logging.getLogger(__name__)
 
 
 class Controllers:
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, orphan_quarantine: float = 40.0) -> None:
         self.api = api
+        self.orphan_quarantine = orphan_quarantine
+        self._orphans_seen: dict[str, float] = {}
         self._pending: deque[tuple[str, Callable[[], None]]] = deque()
         self._queued: set[str] = set()
         self._wakeup = asyncio.Event()
@@ -64,6 +68,15 @@ class Controllers:
             self._wakeup.clear()
             self.run_pending()
             await asyncio.sleep(0)
+
+    async def run_pod_gc(self, interval: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.collect_orphaned_pods(loop.time())
+            except Exception:
+                LOG.exception("pod GC failed")
 
     # ------------------------------------------------------------ dispatch
 
@@ -185,6 +198,29 @@ class Controllers:
             if not refs:
                 del new["metadata"]["ownerReferences"]
             self.api.commit_update(rt, obj, new)
+
+    # ------------------------------------------------------------ pod GC
+
+    def collect_orphaned_pods(self, now: float) -> list[str]:
+        """Force-delete pods whose node has been missing for the quarantine period."""
+        pods = self._type("/pods")
+        if pods is None:
+            return []
+        seen: dict[str, float] = {}
+        deleted: list[str] = []
+        for pod in list(self.api.store.iter("/pods")):
+            node = (pod.get("spec") or {}).get("nodeName")
+            if not node or self.api.store.get("/nodes", "", node) is not None:
+                continue
+            uid = pod["metadata"]["uid"]
+            seen[uid] = self._orphans_seen.get(uid, now)
+            if now - seen[uid] >= self.orphan_quarantine:
+                meta = pod["metadata"]
+                self.api.delete(pods, meta["namespace"], meta["name"], DeleteOptions(grace=0))
+                deleted.append(f"{meta['namespace']}/{meta['name']}")
+                seen.pop(uid)
+        self._orphans_seen = seen
+        return deleted
 
     # ------------------------------------------------------------ namespaces
 

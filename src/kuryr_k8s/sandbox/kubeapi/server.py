@@ -74,13 +74,14 @@ class KubeApiServer:
         history: int = 10_000,
         bookmark_interval: float = 60.0,
         flush_interval: float = 0.2,
+        orphan_pod_quarantine: float = 40.0,
     ) -> None:
         self.host, self.port = host, port
         self.persist_path = Path(persist_path) if persist_path else None
         self.store = Store(history=history)
         self.registry = Registry()
         self.api = Api(self.store, self.registry)
-        self.controllers = Controllers(self.api)
+        self.controllers = Controllers(self.api, orphan_pod_quarantine)
         self.handlers = Handlers(self.api, bookmark_interval)
         self.flush_interval = flush_interval
         self._runner: web.AppRunner | None = None
@@ -115,6 +116,7 @@ class KubeApiServer:
             self.port = int(self._runner.addresses[0][1])
         self.handlers.address = f"{self.host}:{self.port}"
         self._tasks.append(asyncio.create_task(self.controllers.run()))
+        self._tasks.append(asyncio.create_task(self.controllers.run_pod_gc()))
         if self.persist_path is not None:
             self._tasks.append(asyncio.create_task(self._flusher()))
         LOG.info("Kubernetes API emulator listening on %s", self.url)
