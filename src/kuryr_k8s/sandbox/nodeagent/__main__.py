@@ -51,6 +51,11 @@ example:
 """
 
 
+def _first_kubeconfig(value: str) -> Path | None:
+    paths = [Path(p) for p in value.split(os.pathsep) if p]
+    return next((p for p in paths if p.is_file()), paths[0] if paths else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kuryr_k8s.sandbox.nodeagent",
@@ -61,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kubeconfig",
         type=Path,
-        default=os.environ.get("KUBECONFIG"),
-        help="kubeconfig of the API server (default: $KUBECONFIG; in-cluster config if unset)",
+        default=_first_kubeconfig(os.environ.get("KUBECONFIG", "")),
+        help="kubeconfig of the API server (default: the first file of $KUBECONFIG; "
+        "in-cluster config if unset)",
     )
     p.add_argument("--context", help="kubeconfig context (default: current-context)")
     p.add_argument(
