@@ -105,7 +105,7 @@ class NodeAgent:
         ]
         try:
             await self.pods.wait_synced()
-            self.engine.enqueue_all(record.key for record in self.records.all())
+            self.engine.enqueue_all(record.key for record in self._records())
             self.ready.set()
             await asyncio.gather(*tasks)
         finally:
@@ -114,6 +114,11 @@ class NodeAgent:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    def _records(self, key: str | None = None) -> list[SandboxRecord]:
+        """Sandbox records of our nodes (another agent may share the state directory)."""
+        found = self.records.all() if key is None else self.records.for_key(key)
+        return [r for r in found if r.node in self.config.nodes]
 
     async def _register_all(self) -> None:
         """Register every node, retrying while the API is unreachable or failing."""
@@ -130,10 +135,9 @@ class NodeAgent:
 
     async def remove_all_sandboxes(self) -> None:
         """Tear down every sandbox of our nodes on this host (CNI DEL, netns), pods or not."""
-        for record in self.records.all():
-            if record.node in self.config.nodes:
-                record.del_failures = max(record.del_failures, self.config.del_attempts - 1)
-                await self._teardown(record, None)
+        for record in self._records():
+            record.del_failures = max(record.del_failures, self.config.del_attempts - 1)
+            await self._teardown(record, None)
 
     # -- nodes ---------------------------------------------------------------------------
 
@@ -217,7 +221,7 @@ class NodeAgent:
 
     async def reconcile(self, key: str) -> Result:
         pod = self.pods.store.get(key)
-        for record in self.records.for_key(key):
+        for record in self._records(key):
             if pod is None or o.uid(pod) != record.uid or o.is_deleting(pod):
                 await self._teardown(record, pod)
         if pod is None:
@@ -270,7 +274,7 @@ class NodeAgent:
     async def _ensure_sandbox(self, pod: Obj, node: str) -> None:
         uid = o.uid(pod)
         spec = pod.get("spec") or {}
-        mine = [r for r in self.records.for_key(o.key(pod)) if r.uid == uid]
+        mine = [r for r in self._records(o.key(pod)) if r.uid == uid]
         if spec.get("hostNetwork"):
             await self._mark_running(pod, [self.config.node_ip], None)
             return
