@@ -226,3 +226,13 @@ def test_default_service_account_appears(kube_client: KubeClient, ns: str) -> No
 
     path = f"/api/v1/namespaces/{ns}/serviceaccounts/default"
     eventually(lambda: kube_client.get(path).status_code == 200, 30, "default SA")
+
+
+def test_list_items_of_builtin_kinds_have_no_type_meta(kube_client: KubeClient, ns: str) -> None:
+    created(kube_client.post(cm_path(ns), configmap("typed")))
+    listed = ok(kube_client.get(cm_path(ns), params={"fieldSelector": "metadata.name=typed"}))
+    assert listed["kind"] == "ConfigMapList"
+    assert listed["apiVersion"] == "v1"
+    [item] = listed["items"]
+    assert "kind" not in item and "apiVersion" not in item
+    assert ok(kube_client.get(cm_path(ns, "typed")))["kind"] == "ConfigMap"

@@ -309,6 +309,9 @@ class Handlers:
             return json_response(
                 tables.to_table(rt, target.version, items, listed["metadata"], include)
             )
+        if rt.crd is None:
+            # Typed lists of built-in kinds carry no kind/apiVersion on their items.
+            items = [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items]
         listed["items"] = items
         if rt.crd is not None:
             listed["apiVersion"] = f"{rt.group}/{target.version}"
