@@ -59,6 +59,10 @@ Must raise rather than answer from a cache that has not synced yet."""
 
 MAX_BULK = 20
 """Largest bulk create we send: bigger ones make Neutron's IPAM retry (upstream pain)."""
+REVISION_REFRESH_DELAY = 2.0
+"""Seconds after a bulk create before re-reading the new ports once: Neutron bumps a new
+port's revision when its binding completes, and a claim with the stale revision would
+cost a 412 and a re-read on the pod's critical path."""
 CLAIM_ATTEMPTS = 5
 """Re-reads after a lost ``If-Match`` before giving a port up (Neutron bumps a new
 port's revision by itself once, when the binding completes)."""
@@ -93,8 +97,12 @@ class PooledPortProvider:
         tagging: PortTagging,
         settings: VifPoolSettings,
         live_owners: LiveOwners,
+        *,
+        revision_refresh_delay: float = REVISION_REFRESH_DELAY,
     ) -> None:
         self.neutron = neutron
+        self._refresh_delay = revision_refresh_delay
+        self._background: set[asyncio.Task[None]] = set()
         self.tagging = tagging
         self.settings = settings
         self._live_owners = live_owners
@@ -121,6 +129,7 @@ class PooledPortProvider:
     async def stop(self) -> None:
         self._ready = False
         tasks = [p.refill for p in self._pools.values() if p.refill is not None]
+        tasks += self._background
         if self._loop_task is not None:
             tasks.append(self._loop_task)
             self._loop_task = None
@@ -298,7 +307,24 @@ class PooledPortProvider:
         spec = spec_for(pool.request, self.tagging.free(pool.key))
         created = await self.neutron.create_ports([spec] * min(count, MAX_BULK))
         LOG.info("created %d ports for pool %s", len(created), pool.key)
+        task = asyncio.create_task(self._refresh_revisions(pool), name="pool revisions")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         return created
+
+    async def _refresh_revisions(self, pool: _Pool) -> None:
+        """Re-read the pool's free ports once their bindings settled (saves claims a 412)."""
+        await asyncio.sleep(self._refresh_delay)
+        try:
+            ports = await self.neutron.list_ports(tags=list(self.tagging.free(pool.key)))
+        except KuryrError as exc:
+            LOG.debug("could not refresh pool %s: %s", pool.key, exc)
+            return
+        fresh = {p.id: p for p in ports if not p.owner_uid}
+        for i, port in enumerate(pool.free):
+            newer = fresh.get(port.id)
+            if newer is not None and newer.revision_number > port.revision_number:
+                pool.free[i] = newer
 
     async def _claim(
         self,
@@ -332,7 +358,7 @@ class PooledPortProvider:
             except KuryrError:
                 pool.free.appendleft(port)
                 raise
-            return await self.neutron.set_tags(claimed.id, self.tagging.in_use(owner_uid))
+            return await self.neutron.set_tags(claimed, self.tagging.in_use(owner_uid))
         LOG.warning("pool port %s kept changing under us; put back", port.id)
         pool.free.append(current)
         return None
@@ -360,7 +386,7 @@ class PooledPortProvider:
                 continue
             except NeutronNotFound:
                 return None
-            return await self.neutron.set_tags(port.id, self.tagging.free(key))
+            return await self.neutron.set_tags(current, self.tagging.free(key))
         return None
 
     def _schedule_refill(self, pool: _Pool) -> None:

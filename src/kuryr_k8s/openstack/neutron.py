@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import time
 from collections import Counter, defaultdict
@@ -443,7 +444,7 @@ class Neutron:
         fixed = []
         for spec, port in zip(specs, ports, strict=True):
             if spec.tags and set(port.tags) != set(spec.tags):
-                port = await self.set_tags(port.id, spec.tags)
+                port = await self.set_tags(port, spec.tags)
             fixed.append(port)
         return fixed
 
@@ -475,13 +476,15 @@ class Neutron:
         )
         return port_from_json(data["port"])
 
-    async def set_tags(self, port_id: str, tags: Iterable[str]) -> NeutronPort:
-        """Replace all tags of the port; returns the port as Neutron has it afterwards."""
-        await self._call("set_tags", "PUT", f"/ports/{port_id}/tags", body={"tags": list(tags)})
-        port = await self.get_port(port_id)
-        if port is None:
-            raise NeutronNotFound(f"Neutron set_tags: port {port_id} is gone", status=404)
-        return port
+    async def set_tags(self, port: NeutronPort, tags: Iterable[str]) -> NeutronPort:
+        """Replace all tags of the port; returns it with the tags Neutron stored (one call:
+        the revision is the one a tag update produces, ``port.revision_number + 1``)."""
+        data = await self._call(
+            "set_tags", "PUT", f"/ports/{port.id}/tags", body={"tags": list(tags)}
+        )
+        return dataclasses.replace(
+            port, tags=tuple(data["tags"]), revision_number=port.revision_number + 1
+        )
 
     async def delete_port(self, port_id: str) -> bool:
         """True if deleted now, False if it was already gone."""

@@ -117,7 +117,7 @@ async def ensure_owned(
         )
     wanted = tagging.in_use(owner_uid)
     if set(port.tags) != set(wanted):
-        port = await neutron.set_tags(port.id, wanted)
+        port = await neutron.set_tags(port, wanted)
     return port
 
 

@@ -130,8 +130,9 @@ async def test_update_with_stale_revision_conflicts() -> None:
 async def test_set_tags_replaces_all_and_list_filters_by_all_tags() -> None:
     world = make_world()
     a, _ = await world.neutron.create_ports([_spec(world, "t1")] * 2)
-    port = await world.neutron.set_tags(a.id, ["t1", "t2"])
+    port = await world.neutron.set_tags(a, ["t1", "t2"])
     assert port.tags == ("t1", "t2")
+    assert port.revision_number == world.fake.ports[a.id]["revision_number"]
     assert [p.id for p in await world.neutron.list_ports(tags=["t1", "t2"])] == [a.id]
     assert len(await world.neutron.list_ports(tags=["t1"])) == 2
 
