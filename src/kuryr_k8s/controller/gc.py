@@ -45,8 +45,9 @@ class GcResult:
 class GarbageCollector:
     """``live_owners``: uids of every live KuryrPort's pod. ``live_nodes``: names of the
     nodes that exist (None: never collect by node). Both must raise rather than answer
-    from an unsynced cache. ``on_deleted`` is told each deleted port id (the pool forgets
-    it)."""
+    from an unsynced cache. ``on_deleted`` is told each deleted port id and
+    ``on_node_gone`` each node whose pool ports were collected (wire them to the pool's
+    ``forget`` and ``forget_node``, so it neither hands out nor refills them)."""
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class GarbageCollector:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_deleted: Callable[[str], None] | None = None,
+        on_node_gone: Callable[[str], object] | None = None,
     ) -> None:
         self.neutron = neutron
         self.tagging = tagging
@@ -66,6 +68,7 @@ class GarbageCollector:
         self._live_nodes = live_nodes
         self._now = now
         self._on_deleted = on_deleted
+        self._on_node_gone = on_node_gone
         self.deleted_total = 0
 
     async def run_once(self) -> GcResult:
@@ -98,6 +101,8 @@ class GarbageCollector:
             self.deleted_total += 1
             if self._on_deleted is not None:
                 self._on_deleted(port.id)
+            if bucket is result.deleted_stranded and self._on_node_gone is not None:
+                self._on_node_gone(port.binding_host_id)
         return result
 
     async def run_forever(self) -> None:

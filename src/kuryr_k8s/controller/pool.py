@@ -191,8 +191,11 @@ class PooledPortProvider:
                 return port
             pool = self._pool_for(request.pool_key, request.subnet_id)
             while True:
-                candidate = await self._take(pool)
-                claimed = await self._claim(candidate, request, owner_uid, name, pool)
+                candidate, owned = await self._take(pool, owner_uid, name)
+                if owned:
+                    claimed: NeutronPort | None = candidate
+                else:
+                    claimed = await self._claim(candidate, request, owner_uid, name, pool)
                 if claimed is not None:
                     break
             self._origin[claimed.id] = request.pool_key
@@ -280,20 +283,23 @@ class PooledPortProvider:
             extra.append(pool.free.pop())
         return extra
 
-    async def _take(self, pool: _Pool) -> NeutronPort:
-        """A free port for ``pool``: its own, else one of a sibling pool (same node, project
-        and network, other SGs: the claim sets the SGs), else a fresh bulk of ports."""
+    async def _take(self, pool: _Pool, owner_uid: str, name: str) -> tuple[NeutronPort, bool]:
+        """A port for ``pool``'s next pod and whether it is already the owner's: a free one
+        of its own, else one of a sibling pool (same node, project and network, other SGs:
+        the claim sets the SGs), else a fresh bulk whose first port is created for the
+        owner outright (no claim on the critical path) and the rest go to the pool."""
         pool.waiting += 1
         try:
             async with pool.lock:
                 if pool.free:
-                    return pool.free.popleft()
+                    return pool.free.popleft(), False
                 sibling = self._sibling_with_free(pool.key)
                 if sibling is not None:
-                    return sibling.free.popleft()
+                    return sibling.free.popleft(), False
                 count = max(self.settings.ports_pool_batch, min(pool.waiting, MAX_BULK))
-                pool.free.extend(await self._create(pool, count))
-                return pool.free.popleft()
+                mine, *rest = await self._create(pool, count, owner=(owner_uid, name))
+                pool.free.extend(rest)
+                return mine, True
         finally:
             pool.waiting -= 1
 
@@ -303,9 +309,16 @@ class PooledPortProvider:
                 return other
         return None
 
-    async def _create(self, pool: _Pool, count: int) -> list[NeutronPort]:
-        spec = spec_for(pool.request, self.tagging.free(pool.key))
-        created = await self.neutron.create_ports([spec] * min(count, MAX_BULK))
+    async def _create(
+        self, pool: _Pool, count: int, owner: tuple[str, str] | None = None
+    ) -> list[NeutronPort]:
+        """``count`` new free ports (one bulk call); with ``owner`` = (uid, name) the first
+        one is made for that owner instead."""
+        specs = [spec_for(pool.request, self.tagging.free(pool.key))] * min(count, MAX_BULK)
+        if owner is not None:
+            uid, name = owner
+            specs[0] = spec_for(pool.request, self.tagging.in_use(uid), owner_uid=uid, name=name)
+        created = await self.neutron.create_ports(specs)
         LOG.info("created %d ports for pool %s", len(created), pool.key)
         task = asyncio.create_task(self._refresh_revisions(pool), name="pool revisions")
         self._background.add(task)

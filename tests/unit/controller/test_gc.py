@@ -124,15 +124,17 @@ async def test_live_sets_are_read_after_the_port_list() -> None:
 async def test_gc_tells_the_pool_to_forget_deleted_ports() -> None:
     world = make_world()
     pool = PooledPortProvider(
-        world.neutron, world.tagging, VifPoolSettings(True, 0, 2, 0, 3600), Live()
+        world.neutron, world.tagging, VifPoolSettings(True, 1, 2, 0, 3600), Live()
     )
     await pool.rebuild()
     await pool.acquire(world.request(node="node-b"), "a", "x")
     world.clock.advance(GRACE + 1)
     gc = GarbageCollector(
         world.neutron, world.tagging, GcSettings(1.0, GRACE), Live("a"), Live("node-a"),
-        now=world.clock, on_deleted=pool.forget,
+        now=world.clock, on_deleted=pool.forget, on_node_gone=pool.forget_node,
     )  # fmt: skip
     result = await gc.run_once()
     assert len(result.deleted_stranded) == 1
-    assert pool.sizes() == {world.request(node="node-b").pool_key: 0}
+    assert pool.sizes() == {}  # node-b's pool is gone: no refills for a dead node
+    await pool.maintain_once()
+    assert [p["binding:host_id"] for p in world.fake.ports.values()] == ["node-b"]  # in use
