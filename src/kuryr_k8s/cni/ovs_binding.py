@@ -28,8 +28,10 @@ class OvsBinding:
 
     vif_type = "ovs"
 
-    def __init__(self, ovsdb: Ovsdb, *, default_bridge: str = "br-int") -> None:
+    def __init__(self, ovsdb: Ovsdb, node: str, *, default_bridge: str = "br-int") -> None:
         self.ovsdb = ovsdb
+        self.node = node
+        """Rows and links are tagged with it; this driver touches only its node's."""
         self.default_bridge = default_bridge
 
     def _bridge(self, vif: Vif) -> tuple[str, str]:
@@ -49,12 +51,12 @@ class OvsBinding:
                 att.netns,
                 mac=vif.mac_address,
                 mtu=vif.mtu,
-                alias=links.alias_for(att.container_id, att.ifname),
+                alias=links.alias_for(self.node, att.container_id, att.ifname),
             )
             links.ensure_pod_l3(att.netns, att.ifname, vif.ips, vif.routes)
             if datapath == "netdev":
                 links.ensure_tx_checksum_off(att.netns, att.ifname)
-            self.ovsdb.ensure_port(bridge, vif.host_ifname, external_ids(att, vif))
+            self.ovsdb.ensure_port(bridge, vif.host_ifname, self.external_ids(att, vif))
         except BaseException:
             self.unplug(Plugged(att.container_id, att.ifname, vif.host_ifname, att.netns))
             raise
@@ -63,7 +65,7 @@ class OvsBinding:
         """The port is plugged for another container (an old sandbox of the pod): unplug it."""
         iface = self.ovsdb.interface(vif.host_ifname)
         alias = links.link_alias(vif.host_ifname)
-        mine = links.alias_for(att.container_id, att.ifname)
+        mine = links.alias_for(self.node, att.container_id, att.ifname)
         other_row = iface is not None and (
             iface.external_ids.get("kuryr-container-id"),
             iface.external_ids.get("kuryr-ifname"),
@@ -77,12 +79,11 @@ class OvsBinding:
         links.delete_link(plugged.host_ifname)
 
     def plugged(self) -> list[Plugged]:
-        found = {i.name: _record(i) for i in self.ovsdb.owned_interfaces()}
+        found = {i.name: _record(i) for i in self.ovsdb.owned_interfaces(self.node)}
         for name, alias in links.host_aliases().items():
-            if name not in found:
-                ids = links.parse_alias(alias)
-                if ids:
-                    found[name] = Plugged(ids[0], ids[1], name)
+            ids = links.parse_alias(alias)
+            if name not in found and ids and ids[0] == self.node:
+                found[name] = Plugged(ids[1], ids[2], name)
         return list(found.values())
 
     def check(self, att: Attachment, vif: Vif) -> list[str]:
@@ -106,7 +107,7 @@ class OvsBinding:
         if iface is None:
             problems.append(f"OVS has no interface {vif.host_ifname}")
         else:
-            want = external_ids(att, vif)
+            want = self.external_ids(att, vif)
             wrong = sorted(k for k, v in want.items() if iface.external_ids.get(k) != v)
             if wrong:
                 problems.append(f"OVS interface {vif.host_ifname}: wrong {', '.join(wrong)}")
@@ -118,6 +119,20 @@ class OvsBinding:
             return True
         return False if self.ovsdb.is_ovn_chassis() else None
 
+    def external_ids(self, att: Attachment, vif: Vif) -> dict[str, str]:
+        return {
+            "iface-id": vif.port_id,
+            "attached-mac": vif.mac_address,
+            "iface-status": "active",
+            "vm-uuid": att.pod_uid or att.pod_key,
+            "kuryr-owner": OWNER,
+            "kuryr-node": self.node,
+            "kuryr-container-id": att.container_id,
+            "kuryr-ifname": att.ifname,
+            "kuryr-netns": att.netns,
+            "kuryr-pod": att.pod_key,
+        }
+
     def healthy(self) -> str | None:
         try:
             if self.ovsdb.datapath_type(self.default_bridge) is None:
@@ -125,20 +140,6 @@ class OvsBinding:
         except Exception as exc:
             return f"OVSDB: {exc}"
         return None
-
-
-def external_ids(att: Attachment, vif: Vif) -> dict[str, str]:
-    return {
-        "iface-id": vif.port_id,
-        "attached-mac": vif.mac_address,
-        "iface-status": "active",
-        "vm-uuid": att.pod_uid or att.pod_key,
-        "kuryr-owner": OWNER,
-        "kuryr-container-id": att.container_id,
-        "kuryr-ifname": att.ifname,
-        "kuryr-netns": att.netns,
-        "kuryr-pod": att.pod_key,
-    }
 
 
 def _record(iface: OvsInterface) -> Plugged:

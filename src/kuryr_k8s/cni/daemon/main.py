@@ -82,7 +82,7 @@ async def run(settings: DaemonSettings, stop: asyncio.Event) -> None:
     client = KubeClient.from_settings(kube_settings(settings))
     informer = node_informer(client, settings.node_name)
     vifs = KuryrPortVifs(informer, ApiPods(client))
-    binding = OvsBinding(ovsdb, default_bridge=settings.bridge)
+    binding = OvsBinding(ovsdb, settings.node_name, default_bridge=settings.bridge)
     service = CniService(vifs, Drivers([binding]), settings.service)
 
     def ready() -> str | None:

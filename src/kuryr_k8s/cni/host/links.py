@@ -28,7 +28,7 @@ from kuryr_k8s.cni.errors import HostError, UnknownContainer
 from kuryr_k8s.model.vif import IpConfig, Route
 
 ALIAS_PREFIX = "kuryr-cni "
-"""Host ends are tagged ``kuryr-cni <container id> <ifname>`` in their ifalias."""
+"""Host ends are tagged ``kuryr-cni <node> <container id> <ifname>`` in their ifalias."""
 
 _SIOCETHTOOL = 0x8946
 _ETHTOOL_GTXCSUM = 0x16
@@ -47,16 +47,16 @@ class PodLink:
     default_gateway: str | None
 
 
-def alias_for(container_id: str, ifname: str) -> str:
-    return f"{ALIAS_PREFIX}{container_id} {ifname}"
+def alias_for(node: str, container_id: str, ifname: str) -> str:
+    return f"{ALIAS_PREFIX}{node} {container_id} {ifname}"
 
 
-def parse_alias(alias: str) -> tuple[str, str] | None:
-    """``(container_id, ifname)`` of a host end we made, else ``None``."""
+def parse_alias(alias: str) -> tuple[str, str, str] | None:
+    """``(node, container_id, ifname)`` of a host end we made, else ``None``."""
     if not alias.startswith(ALIAS_PREFIX):
         return None
     parts = alias[len(ALIAS_PREFIX) :].split(" ")
-    return (parts[0], parts[1]) if len(parts) == 2 else None
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
 def check_netns(path: str) -> None:

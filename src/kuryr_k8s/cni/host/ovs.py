@@ -18,12 +18,14 @@ from kuryr_k8s.model.errors import TemporaryError
 OWNER = "kuryr-cni"
 OWNER_KEYS = (
     "kuryr-owner",
+    "kuryr-node",
     "kuryr-container-id",
     "kuryr-ifname",
     "kuryr-netns",
     "kuryr-pod",
 )
-"""``kuryr-owner=kuryr-cni`` marks our rows; the rest identify the attachment."""
+"""``kuryr-owner=kuryr-cni`` marks our rows, ``kuryr-node`` the daemon (node) that owns
+them; the rest identify the attachment."""
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,14 @@ class Ovsdb:
             return iface
         return None
 
-    def owned_interfaces(self) -> list[OvsInterface]:
-        """Every interface we plugged (``kuryr-owner=kuryr-cni``), on any bridge."""
-        return [i for i in self._interfaces(None) if i.external_ids.get("kuryr-owner") == OWNER]
+    def owned_interfaces(self, node: str) -> list[OvsInterface]:
+        """Every interface the daemon of ``node`` plugged, on any bridge."""
+        return [
+            i
+            for i in self._interfaces(None)
+            if i.external_ids.get("kuryr-owner") == OWNER
+            and i.external_ids.get("kuryr-node") == node
+        ]
 
     def _interfaces(self, name: str | None) -> list[OvsInterface]:
         api = self.api()
