@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +11,10 @@ from fixtures.sandbox import NeutronTracker, Sandbox
 from functional.openstack.cluster import Cluster, cluster_fixture  # noqa: F401
 from kuryr_k8s.controller.settings import NeutronDefaults, validate_against_neutron
 from kuryr_k8s.model.errors import ConfigError, PermanentError
+from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.neutron import (
     IpExhausted,
+    Neutron,
     NeutronNotFound,
     PortSpec,
     QuotaExceeded,
@@ -117,3 +120,22 @@ async def test_startup_validation_against_live_neutron(cluster: Cluster) -> None
     bad = NeutronDefaults(stranger, topo.subnet1_id, (topo.default_sg_id,), "c")
     with pytest.raises(ConfigError, match=rf"project = {stranger}"):
         await validate_against_neutron(cluster.neutron, bad)
+
+
+async def test_connect_through_a_clouds_yaml_cloud(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = cluster.sandbox.settings.neutron_url
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n  kt:\n    auth_type: none\n"
+        f"    auth:\n      endpoint: {url}\n    network_endpoint_override: {url}\n"
+    )
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    neutron = Neutron.connect(NeutronSettings(cloud="kt", timeout=60.0))
+    try:
+        subnet = await neutron.get_subnet(cluster.sandbox.topo.subnet1_id)
+        assert subnet is not None and subnet.network_id == cluster.sandbox.topo.net1_id
+        assert neutron.stats.calls["get_subnet"] == 1
+    finally:
+        neutron.close()
