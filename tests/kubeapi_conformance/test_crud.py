@@ -236,3 +236,21 @@ def test_list_items_of_builtin_kinds_have_no_type_meta(kube_client: KubeClient, 
     [item] = listed["items"]
     assert "kind" not in item and "apiVersion" not in item
     assert ok(kube_client.get(cm_path(ns, "typed")))["kind"] == "ConfigMap"
+
+
+def test_unknown_fields_of_builtin_kinds(kube_client: KubeClient, ns: str) -> None:
+    body = pod("typo")
+    body["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    body["spec"]["restartPolicyy"] = "Never"
+    strict = kube_client.post(pods_path(ns), body, params={"fieldValidation": "Strict"})
+    failure = status_of(strict, 400, "BadRequest")
+    assert 'unknown field "spec.restartPolicyy"' in failure["message"]
+    assert 'unknown field "spec.containers[0].imagePullPolicyy"' in failure["message"]
+    resp = kube_client.post(pods_path(ns), body)
+    obj = created(resp)
+    assert "restartPolicyy" not in obj["spec"]
+    assert "imagePullPolicyy" not in obj["spec"]["containers"][0]
+    assert "unknown field" in resp.headers.get("Warning", "")
+    cm = configmap("typo-cm")
+    cm["dataa"] = {"x": "y"}
+    assert "dataa" not in created(kube_client.post(cm_path(ns), cm))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kuryr_k8s.sandbox.kubeapi import decode, errors, patch, schema, validation
+from kuryr_k8s.sandbox.kubeapi import decode, errors, known_fields, patch, schema, validation
 from kuryr_k8s.sandbox.kubeapi.defaults import DEFAULTERS, IpAllocator
 from kuryr_k8s.sandbox.kubeapi.resources import Registry, ResourceType, crd_resource_type
 from kuryr_k8s.sandbox.kubeapi.selectors import FieldSelector, LabelSelector
@@ -154,21 +154,27 @@ class Api:
         if causes:
             raise errors.invalid(rt.kind, rt.group, name, causes)
 
-    def _custom_admit(self, rt: ResourceType, obj: Obj, opts: WriteOptions) -> Obj:
-        body = validation.custom_schema(rt)
-        if body is None:
-            return obj
-        pruned, dropped = schema.prune(obj, body)
+    def _field_validation(self, dropped: list[str], opts: WriteOptions) -> None:
         if dropped and opts.strict:
             raise errors.bad_request(
                 "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in dropped)
             )
         opts.warnings += [f'unknown field "{p}"' for p in dropped]
+
+    def _custom_admit(self, rt: ResourceType, obj: Obj, opts: WriteOptions) -> Obj:
+        body = validation.custom_schema(rt)
+        if body is None:
+            return obj
+        pruned, dropped = schema.prune(obj, body)
+        self._field_validation(dropped, opts)
         return dict(schema.apply_defaults(pruned, body))
 
     def _admit(self, rt: ResourceType, obj: Obj, old: Obj | None, opts: WriteOptions) -> Obj:
         if rt.crd is not None:
             obj = self._custom_admit(rt, obj, opts)
+        else:
+            obj, dropped = known_fields.prune_unknown(rt.key, obj)
+            self._field_validation(dropped, opts)
         self._invalid(rt, _meta(obj).get("name", ""), validation.validate(rt, obj, old))
         return obj
 

@@ -26,8 +26,13 @@ LOG = logging.getLogger(__name__)
 _TRUE = ("1", "true", "True")
 
 
+def _warning(text: str) -> str:
+    """A ``Warning: 299 - "..."`` value; control and non-ASCII characters escaped."""
+    return f'299 - "{json.dumps(text)[1:-1]}"'
+
+
 def json_response(body: Obj, status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
+    headers = {"Warning": ", ".join(_warning(w) for w in warnings)} if warnings else None
     return web.Response(
         body=json.dumps(body, separators=(",", ":")).encode(),
         status=status,
