@@ -163,3 +163,58 @@ def test_structured_pod_and_configmap_bodies(
                         params={"gracePeriodSeconds": 0},
                     )
     assert kube_client.get("/healthz").status_code == 200
+
+
+QUERY_KEYS = st.sampled_from(
+    [
+        "labelSelector",
+        "fieldSelector",
+        "limit",
+        "continue",
+        "resourceVersion",
+        "includeObject",
+        "dryRun",
+        "fieldValidation",
+        "propagationPolicy",
+        "gracePeriodSeconds",
+        "timeoutSeconds",
+    ]
+)
+QUERY_VALUES = st.text(max_size=20) | st.sampled_from(
+    [
+        "a=b",
+        "a in (x",
+        "metadata.name=x",
+        "spec.nodeName!=",
+        "-1",
+        "0",
+        "abc",
+        "All",
+        "Strict",
+        "Orphan",
+        "eyJydiI6IDF9",
+        "!a,b",
+        "a==b,c!=d",
+    ]
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    params=st.dictionaries(QUERY_KEYS, QUERY_VALUES, max_size=4),
+    verb=st.sampled_from(["GET", "DELETE"]),
+    path=st.sampled_from(["pods", "configmaps", "pods/fuzz-pod", "events"]),
+)
+def test_random_query_parameters(
+    kube_client: KubeClient, fuzz_ns: str, params: dict[str, str], verb: str, path: str
+) -> None:
+    if verb == "DELETE" and path == "pods/fuzz-pod":
+        path = "configmaps"  # keep the pod the other fuzz tests patch
+    params.pop("timeoutSeconds", None)  # a watch would wait for it
+    resp = kube_client.request(verb, f"/api/v1/namespaces/{fuzz_ns}/{path}", params=params)
+    assert resp.status_code < 500, (verb, path, params, resp.text)
+    assert kube_client.get("/healthz").status_code == 200
