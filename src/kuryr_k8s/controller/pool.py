@@ -37,7 +37,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kuryr_k8s.controller.settings import VifPoolSettings
-from kuryr_k8s.model.errors import KuryrError, ResourceNotReady
+from kuryr_k8s.model.errors import KuryrError, ResourceNotReady, TemporaryError
 from kuryr_k8s.openstack.neutron import Neutron, NeutronNotFound, RevisionConflict
 from kuryr_k8s.openstack.ports import NeutronPort, PortRequest
 from kuryr_k8s.openstack.provider import (
@@ -64,6 +64,8 @@ REVISION_REFRESH_DELAY = 2.0
 port's revision when its binding completes, and a claim with the stale revision would
 cost a 412 and a re-read on the pod's critical path."""
 CLAIM_ATTEMPTS = 5
+MAX_CANDIDATES = 10
+"""Ports one ``acquire`` tries to claim before giving up with a TemporaryError."""
 """Re-reads after a lost ``If-Match`` before giving a port up (Neutron bumps a new
 port's revision by itself once, when the binding completes)."""
 
@@ -190,7 +192,7 @@ class PooledPortProvider:
                 self._origin.setdefault(port.id, request.pool_key)
                 return port
             pool = self._pool_for(request.pool_key, request.subnet_id)
-            while True:
+            for _ in range(MAX_CANDIDATES):
                 candidate, owned = await self._take(pool, owner_uid, name)
                 if owned:
                     claimed: NeutronPort | None = candidate
@@ -198,6 +200,12 @@ class PooledPortProvider:
                     claimed = await self._claim(candidate, request, owner_uid, name, pool)
                 if claimed is not None:
                     break
+            else:
+                raise TemporaryError(
+                    f"no pool port of {request.node} could be claimed after "
+                    f"{MAX_CANDIDATES} tries (ports keep changing in Neutron)",
+                    delay=1.0,
+                )
             self._origin[claimed.id] = request.pool_key
             self._schedule_refill(pool)
             return claimed
@@ -228,8 +236,14 @@ class PooledPortProvider:
         """Free ports per pool key."""
         return {key: len(pool.free) for key, pool in self._pools.items()}
 
+    async def find(self, owner_uid: str) -> NeutronPort | None:
+        """The owner's port, if it has one; never takes or creates a port (for releasing
+        after a crash that kept the port id out of the KuryrPort status)."""
+        return await find_owned(self.neutron, self.tagging, owner_uid)
+
     def forget(self, port_id: str) -> None:
         """Drop a port from the free lists (garbage collection deleted it)."""
+        self._origin.pop(port_id, None)
         for pool in self._pools.values():
             for port in list(pool.free):
                 if port.id == port_id:

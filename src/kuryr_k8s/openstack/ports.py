@@ -22,8 +22,11 @@ Changes since the first version (signatures of the Protocol unchanged):
   ``kuryr_k8s.controller.pool.PooledPortProvider`` (``make_provider`` picks one); both
   also have ``start()``/``stop()``/``ready``; the pooled one raises ResourceNotReady
   until its rebuild from Neutron is done.
-* :func:`kuryr_k8s.openstack.provider.find_owned` answers "which port does this pod
-  own?" without creating one (better than ``acquire`` for a release after a crash).
+* Both implementations have ``find(owner_uid)`` (also
+  :func:`kuryr_k8s.openstack.provider.find_owned`): "which port does this pod own?"
+  without taking or creating one. Prefer it to ``acquire`` when releasing after a crash
+  that kept the port id out of the status: ``acquire`` would claim a pool port (or create
+  one) just to release it. Not in the Protocol, so existing fakes stay valid.
 """
 
 from __future__ import annotations

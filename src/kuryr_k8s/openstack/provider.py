@@ -181,3 +181,7 @@ class PlainPortProvider:
 
     async def get(self, port_id: str) -> NeutronPort | None:
         return await self.neutron.get_port(port_id)
+
+    async def find(self, owner_uid: str) -> NeutronPort | None:
+        """The owner's port, if it has one; never creates one."""
+        return await find_owned(self.neutron, self.tagging, owner_uid)

@@ -10,7 +10,7 @@ import pytest
 
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
 from kuryr_k8s.controller.settings import VifPoolSettings
-from kuryr_k8s.model.errors import ResourceNotReady
+from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
 from kuryr_k8s.openstack.neutron import IpExhausted, NeutronUnavailable, PortSpec
 from kuryr_k8s.openstack.provider import PlainPortProvider
 from unit.openstack.world import PROJECT, World, make_world
@@ -310,3 +310,30 @@ def test_pool_disabled_is_the_plain_provider() -> None:
     on = make_provider(world.neutron, world.tagging, SETTINGS, Owners())
     assert isinstance(off, PlainPortProvider) and off.ready
     assert isinstance(on, PooledPortProvider) and not on.ready
+
+
+async def test_a_port_that_never_stops_changing_ends_in_a_temporary_error() -> None:
+    world = make_world()
+    provider = await _pool(world, settings=VifPoolSettings(True, 0, 2, 0, 3600))
+    await provider.acquire(world.request(), "first", "x")
+    (restless,) = [p["id"] for p in _free(world)]
+
+    def churn(method: str, path: str) -> None:
+        if method == "PUT" and path == f"/ports/{restless}":
+            world.fake.touch(restless)
+
+    world.fake.on_request = churn
+    with pytest.raises(TemporaryError, match="could be claimed"):
+        await provider.acquire(world.request(), "second", "x")
+    assert world.fake.ports[restless]["device_id"] == ""
+    assert provider.sizes()[world.request().pool_key] == 1  # kept for later
+
+
+async def test_find_never_takes_or_creates_a_port() -> None:
+    world = make_world()
+    provider = await _pool(world)
+    assert await provider.find("nobody") is None
+    assert world.fake.ports == {}
+    port = await provider.acquire(world.request(), "uid-1", "x")
+    found = await provider.find("uid-1")
+    assert found is not None and found.id == port.id

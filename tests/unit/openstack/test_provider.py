@@ -121,3 +121,13 @@ async def test_pool_key_of_a_port() -> None:
         world.request(), "uid-1", "ns/pod"
     )
     assert pool_key_of(port) == world.request().pool_key
+
+
+async def test_find_never_creates() -> None:
+    world = make_world()
+    provider = PlainPortProvider(world.neutron, world.tagging)
+    assert await provider.find("uid-1") is None
+    assert world.fake.ports == {}
+    port = await provider.acquire(world.request(), "uid-1", "ns/pod")
+    found = await provider.find("uid-1")
+    assert found is not None and found.id == port.id
