@@ -7,6 +7,8 @@ run against the emulator by default because it creates many objects.
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -218,3 +220,130 @@ def test_random_query_parameters(
     resp = kube_client.request(verb, f"/api/v1/namespaces/{fuzz_ns}/{path}", params=params)
     assert resp.status_code < 500, (verb, path, params, resp.text)
     assert kube_client.get("/healthz").status_code == 200
+
+
+CRD_SCHEMA = {
+    "type": "object",
+    "required": ["spec"],
+    "properties": {
+        "spec": {
+            "type": "object",
+            "required": ["size"],
+            "properties": {
+                "size": {"type": "integer", "minimum": 0},
+                "name": {"type": "string", "pattern": "^[a-z]+$", "maxLength": 8},
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"k": {"type": "string", "enum": ["a", "b"]}},
+                    },
+                },
+                "any": {"x-kubernetes-int-or-string": True},
+                "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                "map": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            },
+        },
+        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    },
+}
+CR_KEYS = st.sampled_from(
+    [
+        "spec",
+        "status",
+        "size",
+        "name",
+        "items",
+        "k",
+        "any",
+        "free",
+        "map",
+        "metadata",
+        "labels",
+        "apiVersion",
+        "kind",
+    ]
+)
+CR_JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(CR_KEYS, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_crd(kube_client: KubeClient, fuzz_ns: str) -> Iterator[str]:
+    group = f"fuzz{secrets.token_hex(3)}.conformance.kuryr.openstack.org"
+    crd = {
+        "metadata": {"name": f"blobs.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": "Blob", "plural": "blobs"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": CRD_SCHEMA},
+                }
+            ],
+        },
+    }
+    created(kube_client.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd))
+    path = f"/apis/{group}/v1/namespaces/{fuzz_ns}/blobs"
+    created(
+        kube_client.post(
+            path,
+            {
+                "apiVersion": f"{group}/v1",
+                "kind": "Blob",
+                "metadata": {"name": "blob"},
+                "spec": {"size": 1},
+            },
+        )
+    )
+    yield path
+    kube_client.delete(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/blobs.{group}")
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=st.dictionaries(CR_KEYS, CR_JSON, max_size=4),
+    how=st.sampled_from(["create", "merge", "json", "status", "put"]),
+)
+def test_random_custom_resources(
+    kube_client: KubeClient, fuzz_crd: str, body: dict[str, Any], how: str
+) -> None:
+    headers = {"Content-Type": "application/merge-patch+json"}
+    if how == "create":
+        body.setdefault("metadata", {"generateName": "fuzz-"})
+        resp = kube_client.request(
+            "POST",
+            fuzz_crd,
+            content=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+    elif how == "put":
+        resp = kube_client.request(
+            "PUT",
+            f"{fuzz_crd}/blob",
+            content=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+    else:
+        suffix = "/status" if how == "status" else ""
+        if how == "json":
+            headers = {"Content-Type": "application/json-patch+json"}
+            body = [{"op": "add", "path": "/spec", "value": body}]  # type: ignore[assignment]
+        resp = kube_client.request(
+            "PATCH", f"{fuzz_crd}/blob{suffix}", content=json.dumps(body).encode(), headers=headers
+        )
+    assert resp.status_code < 500, (how, body, resp.text)
+    blob = ok(kube_client.get(f"{fuzz_crd}/blob"))
+    assert isinstance(blob["spec"]["size"], int)
