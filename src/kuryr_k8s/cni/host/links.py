@@ -1,8 +1,9 @@
 """Links through netlink (pyroute2): the veth pair and the pod end's L3 configuration.
 
 The pod end is created *inside* the pod's namespace (the veth peer gets ``net_ns_fd``),
-never created on the host and moved. Netlink sockets inside a pod namespace come from
-``IPRoute(netns=path, flags=0)`` (``flags=0``: never create a missing namespace). The host
+never created on the host and moved. Netlink and ioctl sockets inside a pod namespace
+come from :func:`~kuryr_k8s.cni.host.netns.netns_socket` (no fork, never creates a
+missing namespace, unlike ``IPRoute(netns=...)``). The host
 end carries an ``ifalias`` naming its attachment, so a crash between "veth made" and "OVS
 row written" still leaves something we recognise and clean up.
 """
@@ -21,15 +22,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from kuryr_k8s.cni.errors import HostError, UnknownContainer
+from kuryr_k8s.cni.host.netns import check_netns, netns_socket
 from kuryr_k8s.model.vif import IpConfig, Route
 
 ALIAS_PREFIX = "kuryr-cni "
 """Host ends are tagged ``kuryr-cni <node> <container id> <ifname>`` in their ifalias."""
 
+_NETLINK_ROUTE = 0
 _SIOCETHTOOL = 0x8946
 _ETHTOOL_GTXCSUM = 0x16
 _ETHTOOL_STXCSUM = 0x17
@@ -59,26 +61,19 @@ def parse_alias(alias: str) -> tuple[str, str, str] | None:
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
-def check_netns(path: str) -> None:
-    """Raise :class:`UnknownContainer` unless ``path`` is an existing network namespace."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise UnknownContainer(f"network namespace {path} does not exist") from exc
-    os.close(fd)
-
-
 @contextlib.contextmanager
 def _netns_iproute(path: str) -> Iterator[Any]:
-    check_netns(path)
+    sock = netns_socket(path, socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_ROUTE)
     try:
-        ipr = IPRoute(netns=path, flags=0)
+        ipr = IPRoute(use_socket=sock)
     except OSError as exc:
-        raise UnknownContainer(f"cannot enter network namespace {path}: {exc}") from exc
+        sock.close()
+        raise UnknownContainer(f"cannot use network namespace {path}: {exc}") from exc
     try:
         yield ipr
     finally:
         ipr.close()
+        sock.close()
 
 
 def host_aliases() -> dict[str, str]:
@@ -226,8 +221,7 @@ def ensure_tx_checksum_off(netns: str, ifname: str) -> None:
     The userspace (netdev) OVS datapath never fills in the partial checksums a veth
     hands it, so TCP from the pod would silently fail.
     """
-    check_netns(netns)
-    sock = pr_netns.create_socket(netns, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+    sock = netns_socket(netns, socket.AF_INET, socket.SOCK_DGRAM)
     try:
         if _ethtool(sock, ifname, _ETHTOOL_GTXCSUM):
             _ethtool(sock, ifname, _ETHTOOL_STXCSUM, 0)
@@ -238,7 +232,7 @@ def ensure_tx_checksum_off(netns: str, ifname: str) -> None:
 
 
 def tx_checksum_on(netns: str, ifname: str) -> bool:
-    sock = pr_netns.create_socket(netns, socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+    sock = netns_socket(netns, socket.AF_INET, socket.SOCK_DGRAM)
     try:
         return bool(_ethtool(sock, ifname, _ETHTOOL_GTXCSUM))
     finally:
