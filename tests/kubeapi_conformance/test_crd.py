@@ -296,3 +296,23 @@ def test_protected_groups_need_approval(kube_client: KubeClient) -> None:
         kube_client.delete(f"{CRDS}/things.conformance.k8s.io")
     body = status_of(resp, 422, "Invalid")
     assert "api-approved.kubernetes.io" in body["message"]
+
+
+def test_served_versions_without_conversion(kube_client: KubeClient, ns: str) -> None:
+    group = f"t{secrets.token_hex(4)}.conformance.kuryr.openstack.org"
+    crd = _crd(group, "Widget", "widgets", "Namespaced", True)
+    beta = dict(crd["spec"]["versions"][0], name="v1beta1", storage=False)
+    crd["spec"]["versions"].append(beta)
+    _install(kube_client, crd)
+    try:
+        path = resource_path(group, "v1beta1", "widgets", ns)
+        body = dict(_widget(group, "multi"), apiVersion=f"{group}/v1beta1")
+        assert _create_when_served(kube_client, path, body)["apiVersion"] == f"{group}/v1beta1"
+        as_v1 = ok(kube_client.get(_widgets(group, ns, "multi")))
+        assert as_v1["apiVersion"] == f"{group}/v1"
+        assert as_v1["spec"]["size"] == 1
+        listed = ok(kube_client.get(path))
+        assert listed["apiVersion"] == f"{group}/v1beta1"
+        assert listed["items"][0]["apiVersion"] == f"{group}/v1beta1"
+    finally:
+        kube_client.delete(f"{CRDS}/widgets.{group}")

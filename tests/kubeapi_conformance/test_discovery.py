@@ -77,3 +77,23 @@ def test_system_namespaces_exist(kube_client: KubeClient) -> None:
     assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
     default = ok(kube_client.get("/api/v1/namespaces/default"))
     assert default["status"]["phase"] == "Active"
+
+
+def test_kubernetes_service_and_endpoints(kube_client: KubeClient) -> None:
+    svc = ok(kube_client.get("/api/v1/namespaces/default/services/kubernetes"))
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"][0]["port"] == 443
+    endpoints = ok(kube_client.get("/api/v1/namespaces/default/endpoints/kubernetes"))
+    assert endpoints["subsets"][0]["addresses"]
+    slices = ok(
+        kube_client.get(
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            params={"labelSelector": "kubernetes.io/service-name=kubernetes"},
+        )
+    )
+    assert slices["items"]
+
+
+def test_system_namespaces_cannot_be_deleted(kube_client: KubeClient) -> None:
+    status_of(kube_client.delete("/api/v1/namespaces/kube-system"), 403, "Forbidden")
+    assert ok(kube_client.get("/api/v1/namespaces/kube-system"))["status"]["phase"] == "Active"

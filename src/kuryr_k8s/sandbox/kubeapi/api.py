@@ -37,6 +37,7 @@ _SERVER_META = (
     "selfLink",
     "managedFields",
 )
+IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -144,10 +145,11 @@ class Api:
 
     def present(self, rt: ResourceType, version: str, obj: Obj) -> Obj:
         """The object as served in ``version`` (custom resources are stored once)."""
-        if version == rt.version:
+        wanted = f"{rt.group}/{version}" if rt.group else version
+        if obj.get("apiVersion") == wanted:
             return obj
         out = dict(obj)
-        out["apiVersion"] = f"{rt.group}/{version}"
+        out["apiVersion"] = wanted
         return out
 
     def _invalid(self, rt: ResourceType, name: str, causes: list[errors.Cause]) -> None:
@@ -501,6 +503,8 @@ class Api:
         opts = opts or DeleteOptions()
         old = self.require(rt, namespace, name)
         meta = old["metadata"]
+        if rt.key == "/namespaces" and name in IMMORTAL_NAMESPACES:
+            raise errors.forbidden("namespaces", "", name, "this namespace may not be deleted")
         if opts.uid and opts.uid != meta["uid"]:
             raise errors.conflict(
                 rt.plural,

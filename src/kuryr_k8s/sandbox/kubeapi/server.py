@@ -115,6 +115,7 @@ class KubeApiServer:
         if self.port == 0:
             self.port = int(self._runner.addresses[0][1])
         self.handlers.address = f"{self.host}:{self.port}"
+        self._publish_endpoints()
         self._tasks.append(asyncio.create_task(self.controllers.run()))
         self._tasks.append(asyncio.create_task(self.controllers.run_pod_gc()))
         if self.persist_path is not None:
@@ -186,6 +187,41 @@ class KubeApiServer:
             )
         self.controllers.run_pending()
         self.store.window_start = self.store.rv
+
+    def _publish_endpoints(self) -> None:
+        """Point ``default/kubernetes`` at this server, as a real apiserver does for itself."""
+        port: Obj = {"name": "https", "port": self.port, "protocol": "TCP"}
+        endpoints: Obj = {
+            "metadata": {
+                "name": "kubernetes",
+                "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+            },
+            "subsets": [{"addresses": [{"ip": self.host}], "ports": [port]}],
+        }
+        endpoint_slice: Obj = {
+            "metadata": {
+                "name": "kubernetes",
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": [port],
+            "endpoints": [{"addresses": [self.host], "conditions": {"ready": True}}],
+        }
+        for key, body in (
+            ("/endpoints", endpoints),
+            ("discovery.k8s.io/endpointslices", endpoint_slice),
+        ):
+            rt = self.registry.get(key)
+            assert rt is not None
+            old = self.store.get(key, "default", "kubernetes")
+            if old is None:
+                self.api.create(rt, rt.version, "default", body)
+            else:
+                body["metadata"] = {**old["metadata"], **body["metadata"]}
+                self.api.replace(rt, rt.version, "default", "kubernetes", {**old, **body})
 
     def flush(self) -> None:
         if self.persist_path is None or not self.store.changed:
