@@ -297,10 +297,10 @@ class FakeApi:
         sent = since
         while True:
             for rv, coll, kind, obj in list(self.history):
-                if rv > sent and coll == p.collection:
-                    sent = rv
+                if rv > sent:
+                    sent = rv  # other collections' events too, or we would spin on them
                     ns = obj["metadata"].get("namespace")
-                    if p.namespace in (None, ns) and _matches(
+                    if coll == p.collection and p.namespace in (None, ns) and _matches(
                         obj, q.get("labelSelector"), q.get("fieldSelector")
                     ):
                         yield (json.dumps({"type": kind, "object": obj}) + "\n").encode()
