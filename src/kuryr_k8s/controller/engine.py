@@ -27,12 +27,22 @@ import random
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from kuryr_k8s.k8s.timing import Clock, SystemClock
 from kuryr_k8s.model.errors import PermanentError, TemporaryError
 
 LOG = logging.getLogger(__name__)
+
+
+async def cancel_all(tasks: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait for them; their errors were reported where they ran."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 @dataclass(frozen=True)
@@ -207,11 +217,7 @@ class Engine:
         try:
             await asyncio.gather(*workers)
         finally:
-            for w in workers:
-                w.cancel()
-            for w in workers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w
+            await cancel_all(workers)
             self.queue.shutdown()
 
     async def wait_idle(self) -> None:

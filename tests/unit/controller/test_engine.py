@@ -4,6 +4,7 @@ delayed requeue, permanent errors. Time is a FakeClock: sleeps advance it instan
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -143,7 +144,7 @@ async def test_temporary_errors_back_off_exponentially_capped_and_jittered(
     await settle(engine)
     assert rec.calls["ns/a"] == 7
     starts = [t for k, t in rec.times if k == "ns/a"]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     ceilings = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     for gap, ceiling in zip(gaps, ceilings, strict=True):
         assert ceiling / 2 <= gap <= ceiling
@@ -160,9 +161,7 @@ async def test_a_temporary_errors_delay_is_honoured(
     assert starts[1] - starts[0] == pytest.approx(5.0)
 
 
-async def test_permanent_error_is_recorded_and_not_retried(
-    engine: Engine, rec: Recorder
-) -> None:
+async def test_permanent_error_is_recorded_and_not_retried(engine: Engine, rec: Recorder) -> None:
     rec.script["ns/a"] = [raise_(PermanentError("quota exceeded"))]
     engine.enqueue("ns/a")
     await settle(engine)

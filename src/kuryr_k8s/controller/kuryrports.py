@@ -1,0 +1,433 @@
+"""The KuryrPort reconciler: exactly one Neutron port per KuryrPort, published in its status.
+
+For a key ``namespace/name`` it converges to one of two states (level-triggered; nothing
+depends on which event woke it):
+
+* **live** (the pod exists with ``spec.podUid`` and neither is being deleted): the
+  KuryrPort finalizer is set; the pod's port is acquired (idempotent: the port tagged
+  ``kuryr.owner:<pod uid>`` if there is one); ``status.vifs.eth0`` describes exactly that
+  port; ``status.state`` is Allocated, then Active once Neutron says ACTIVE (polled with a
+  growing delay while DOWN). Whatever the status said before is never trusted: a port id
+  there is used only if Neutron confirms the port carries our owner tag, so a hand-edited
+  status cannot put a pod on somebody else's port; it is repaired and a ``Repaired``
+  condition and Event say why.
+* **gone** (the KuryrPort is being deleted, or its pod is gone / has another uid): the
+  port is released (to the pool, or deleted) and the finalizer dropped; an orphan
+  KuryrPort is deleted first.
+
+Before the first ``acquire`` the state is set to ``Pending``; a KuryrPort deleted in that
+state may own a port whose id never reached the status (a crash in between), so release
+then asks the provider for the owner's port (``acquire`` is idempotent by owner) and
+releases it. A KuryrPort with no state never asked for a port and releases nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kuryr_k8s.controller import logs
+from kuryr_k8s.controller.engine import Result
+from kuryr_k8s.controller.metrics import Metrics
+from kuryr_k8s.k8s import objects
+from kuryr_k8s.k8s.client import KubeClient, PatchType
+from kuryr_k8s.k8s.errors import NotFound
+from kuryr_k8s.k8s.informer import Store
+from kuryr_k8s.k8s.objects import Obj
+from kuryr_k8s.k8s.resources import KURYRPORTS, PODS
+from kuryr_k8s.k8s.timing import Clock, SystemClock
+from kuryr_k8s.model import kuryrport as kp_model
+from kuryr_k8s.model.errors import PermanentError
+from kuryr_k8s.model.vif import InvalidVif, IpConfig, Vif
+from kuryr_k8s.openstack.ports import OWNER_TAG_PREFIX, NeutronPort, PortProvider, PortRequest
+
+LOG = logging.getLogger(__name__)
+
+PENDING, ALLOCATED, ACTIVE, RELEASING, FAILED = (
+    "Pending",
+    "Allocated",
+    "Active",
+    "Releasing",
+    "Failed",
+)
+
+
+@dataclass(frozen=True)
+class PodSubnet:
+    """One subnet of the pod network, as every VIF needs it."""
+
+    id: str
+    cidr: str
+    gateway: str | None
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    """Where pod ports go, resolved from ``[neutron_defaults]`` and Neutron once at start."""
+
+    project_id: str
+    network_id: str
+    subnet_id: str
+    security_groups: tuple[str, ...]
+    subnets: tuple[PodSubnet, ...]
+    """The subnets a port's fixed IPs may come from (cidr and gateway for the VIF)."""
+    mtu: int
+    """``network_device_mtu`` if set, else the network's MTU."""
+    bridge: str = "br-int"
+
+    def request(self, node: str) -> PortRequest:
+        return PortRequest(
+            node=node,
+            project_id=self.project_id,
+            network_id=self.network_id,
+            subnet_id=self.subnet_id,
+            security_groups=tuple(sorted(self.security_groups)),
+        )
+
+    def vif(self, port: NeutronPort) -> Vif:
+        """The VIF of ``port``; raises PermanentError if an IP is on an unknown subnet."""
+        by_id = {s.id: s for s in self.subnets}
+        ips = []
+        for fip in port.fixed_ips:
+            subnet = by_id.get(fip.subnet_id)
+            if subnet is None:
+                raise PermanentError(
+                    f"port {port.id}: address {fip.ip_address} is on subnet {fip.subnet_id}, "
+                    "not on the pod network"
+                )
+            net = ipaddress.ip_network(subnet.cidr)
+            ips.append(
+                IpConfig(fip.ip_address, net.prefixlen, subnet.cidr, subnet.id, subnet.gateway)
+            )
+        if not ips:
+            raise PermanentError(f"port {port.id} has no fixed IP")
+        return Vif(
+            vif_type="ovs",
+            port_id=port.id,
+            mac_address=port.mac_address.lower(),
+            network_id=port.network_id,
+            mtu=self.mtu,
+            ips=tuple(ips),
+            bridge=self.bridge,
+            active=port.status == "ACTIVE",
+        )
+
+
+class EventSink(Protocol):
+    """:class:`kuryr_k8s.k8s.EventRecorder` satisfies it."""
+
+    async def emit(self, obj: Obj, reason: str, message: str, *, type: Any = "Normal") -> None: ...
+
+
+def condition(type_: str, ok: bool, reason: str, message: str, now: str) -> dict[str, str]:
+    return {
+        "type": type_,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }
+
+
+def merge_conditions(old: list[dict[str, Any]], new: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """``new`` by type, keeping an old condition's transition time when nothing changed."""
+    by_type = {c.get("type"): c for c in old if isinstance(c, dict)}
+    out: list[dict[str, Any]] = []
+    for c in new:
+        prev = by_type.pop(c["type"], None)
+        if prev and all(prev.get(k) == c[k] for k in ("status", "reason", "message")):
+            out.append(prev)
+        else:
+            out.append(c)
+    out.extend(c for t, c in by_type.items() if t == "Repaired")
+    return out
+
+
+def port_ids_in(kp: Obj) -> list[str]:
+    """Port ids named by ``status.vifs``, read leniently (for release only)."""
+    raw = (kp.get("status") or {}).get("vifs")
+    ids: list[str] = []
+    if isinstance(raw, dict):
+        for entry in raw.values():
+            vif = entry.get("vif") if isinstance(entry, dict) else None
+            pid = vif.get("portId") if isinstance(vif, dict) else None
+            if isinstance(pid, str) and pid:
+                ids.append(pid)
+    return ids
+
+
+class KuryrPortReconciler:
+    kind = "kuryrport"
+
+    def __init__(
+        self,
+        client: KubeClient,
+        pods: Store,
+        kuryrports: Store,
+        provider: PortProvider,
+        network: PodNetwork,
+        events: EventSink,
+        *,
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
+        poll_max: float = 10.0,
+    ) -> None:
+        self._client = client
+        self._pods = pods
+        self._kps = kuryrports
+        self._provider = provider
+        self._network = network
+        self._events = events
+        self._metrics = metrics
+        self._clock: Clock = clock or SystemClock()
+        self._poll_max = poll_max
+        self._polls: dict[str, int] = {}
+
+    async def reconcile(self, key: str) -> Result:
+        logs.bind(pod=key, port="-")
+        kp = self._kps.get(key)
+        if kp is None:
+            self._polls.pop(key, None)
+            return Result()
+        ids = port_ids_in(kp)
+        if ids:
+            logs.bind(port=ids[0])
+        pod = self._pods.get(key)
+        uid = str((kp.get("spec") or {}).get("podUid") or "")
+        if objects.is_deleting(kp):
+            await self._release(kp, uid)
+            return Result()
+        if pod is None or objects.uid(pod) != uid or objects.is_deleting(pod):
+            await self._delete_if_orphan(kp, uid)
+            return Result()
+        return await self._ensure(kp, pod)
+
+    # -- live ------------------------------------------------------------------------
+
+    async def _ensure(self, kp: Obj, pod: Obj) -> Result:
+        key = objects.key(kp)
+        kp = await self._ensure_finalizer(kp)
+        repairs = self._check_shape(kp, pod)
+        status: dict[str, Any] = dict(kp.get("status") or {})
+        if not status.get("state"):
+            status = await self._write_status(kp, {**status, "state": PENDING})
+        port = await self._known_port(kp, repairs)
+        if port is None:
+            port = await self._acquire(kp, pod)
+        logs.bind(port=port.id)
+        if OWNER_TAG_PREFIX + objects.uid(pod) not in port.tags:
+            raise PermanentError(
+                f"port provider returned port {port.id} without tag "
+                f"{OWNER_TAG_PREFIX}{objects.uid(pod)}: refusing to publish it"
+            )
+        vif = self._network.vif(port)
+        now = objects.timestamp(self._clock.now())
+        conds = [
+            condition("Allocated", True, "PortAllocated", f"port {port.id}", now),
+            condition(
+                "Active",
+                vif.active,
+                "PortActive" if vif.active else "PortDown",
+                f"Neutron reports the port {port.status}",
+                now,
+            ),
+        ]
+        conds += [condition("Repaired", True, reason, msg, now) for reason, msg in repairs]
+        old_state = status.get("state")
+        desired = {
+            **status,
+            "state": ACTIVE if vif.active else ALLOCATED,
+            "vifs": {kp_model.DEFAULT_IFNAME: {"default": True, "vif": vif.to_dict()}},
+            "conditions": merge_conditions(list(status.get("conditions") or []), conds),
+        }
+        if desired != status:
+            await self._write_status(kp, desired)
+        await self._announce(pod, port, vif, old_state, repairs)
+        if vif.active:
+            self._polls.pop(key, None)
+            return Result()
+        n = self._polls.get(key, 0)
+        self._polls[key] = n + 1
+        return Result(requeue_after=min(self._poll_max, 0.5 * 2.0**n))
+
+    def _check_shape(self, kp: Obj, pod: Obj) -> list[tuple[str, str]]:
+        """What is wrong with a KuryrPort that we will overwrite (reason, message)."""
+        problems: list[tuple[str, str]] = []
+        try:
+            kp_model.parse_vifs(kp)
+        except InvalidVif as exc:
+            problems.append(("InvalidVif", f"status.vifs was malformed ({exc}); rewritten"))
+        node = str((kp.get("spec") or {}).get("podNodeName") or "")
+        pod_node = str((pod.get("spec") or {}).get("nodeName") or "")
+        if node != pod_node:
+            problems.append(
+                ("NodeMismatch", f"spec.podNodeName was {node!r}, the pod is on {pod_node!r}")
+            )
+        return problems
+
+    async def _known_port(self, kp: Obj, repairs: list[tuple[str, str]]) -> NeutronPort | None:
+        """The port the status names, if Neutron confirms it is the pod's; else None."""
+        uid = str(kp["spec"]["podUid"])
+        for pid in port_ids_in(kp):
+            port = await self._provider.get(pid)
+            if port is not None and OWNER_TAG_PREFIX + uid in port.tags:
+                return port
+            why = "does not exist" if port is None else "is not tagged with this pod's uid"
+            repairs.append(("ForeignPort", f"status named port {pid}, which {why}; replaced"))
+            LOG.warning("status names port %s, which %s: ignoring it", pid, why)
+        return None
+
+    async def _acquire(self, kp: Obj, pod: Obj) -> NeutronPort:
+        node = str(pod["spec"]["nodeName"])
+        name = f"{objects.namespace(pod)}/{objects.name(pod)}"
+        try:
+            port = await self._provider.acquire(self._network.request(node), objects.uid(pod), name)
+        except PermanentError as exc:
+            await self._fail(kp, pod, exc)
+            raise
+        if self._metrics is not None:
+            self._metrics.port_allocation.observe(self._since_creation(pod))
+        return port
+
+    async def _fail(self, kp: Obj, pod: Obj, exc: PermanentError) -> None:
+        now = objects.timestamp(self._clock.now())
+        status = dict(kp.get("status") or {})
+        conds = [condition("Allocated", False, "NeutronError", str(exc)[:1000], now)]
+        desired = {
+            **status,
+            "state": FAILED,
+            "conditions": merge_conditions(list(status.get("conditions") or []), conds),
+        }
+        if desired != status:
+            await self._write_status(kp, desired)
+            await self._events.emit(pod, "PortAllocationFailed", f"Neutron: {exc}", type="Warning")
+        if self._metrics is not None:
+            self._metrics.ports_failed.labels(type(exc).__name__).inc()
+
+    async def _announce(
+        self,
+        pod: Obj,
+        port: NeutronPort,
+        vif: Vif,
+        old_state: Any,
+        repairs: list[tuple[str, str]],
+    ) -> None:
+        for _reason, msg in repairs:
+            await self._events.emit(pod, "KuryrPortRepaired", msg, type="Warning")
+        ips = ", ".join(ip.address for ip in vif.ips)
+        if old_state in (None, "", PENDING, FAILED):
+            LOG.info("allocated port %s (%s) on %s", port.id, ips, port.binding_host_id)
+            await self._events.emit(
+                pod,
+                "PortAllocated",
+                f"Neutron port {port.id} with {ips} bound to {port.binding_host_id}",
+            )
+        if vif.active and old_state != ACTIVE:
+            LOG.info("port %s is active", port.id)
+            if self._metrics is not None:
+                self._metrics.pod_wiring.observe(self._since_creation(pod))
+
+    def _since_creation(self, pod: Obj) -> float:
+        created = objects.meta(pod).get("creationTimestamp")
+        if not created:
+            return 0.0
+        delta = self._clock.now() - objects.parse_timestamp(str(created))
+        return max(0.0, delta.total_seconds())
+
+    # -- gone ------------------------------------------------------------------------
+
+    async def _delete_if_orphan(self, kp: Obj, uid: str) -> None:
+        """The pod is gone or replaced: delete the KuryrPort (release follows)."""
+        ns, name = objects.namespace(kp), objects.name(kp)
+        try:  # the cache may lag: ask the API before deleting anything
+            live = await self._client.get(PODS, name, ns)
+            if objects.uid(live) == uid and not objects.is_deleting(live):
+                return
+        except NotFound:
+            pass
+        LOG.info("pod %s/%s (uid %s) is gone or going: deleting its KuryrPort", ns, name, uid)
+        with contextlib.suppress(NotFound):
+            await self._client.delete(KURYRPORTS, name, ns, precondition_uid=objects.uid(kp))
+
+    async def _release(self, kp: Obj, uid: str) -> None:
+        if kp_model.KURYRPORT_FINALIZER not in (objects.meta(kp).get("finalizers") or []):
+            return
+        state = (kp.get("status") or {}).get("state")
+        if state != RELEASING:
+            kp = await self._patch_status(kp, {"state": RELEASING})
+        ids = port_ids_in(kp)
+        if not ids and uid and state in (PENDING, RELEASING):
+            ids = await self._find_owned(kp, uid)
+        for pid in ids:
+            logs.bind(port=pid)
+            await self._provider.release(pid, uid)
+            LOG.info("released port %s", pid)
+        await self._set_finalizers(
+            kp,
+            [
+                f
+                for f in objects.meta(kp).get("finalizers") or []
+                if f != kp_model.KURYRPORT_FINALIZER
+            ],
+        )
+        self._polls.pop(objects.key(kp), None)
+
+    async def _find_owned(self, kp: Obj, uid: str) -> list[str]:
+        """A port may have been made for ``uid`` before its id reached the status."""
+        node = str((kp.get("spec") or {}).get("podNodeName") or "")
+        if not node:
+            return []
+        try:
+            port = await self._provider.acquire(self._network.request(node), uid, objects.key(kp))
+        except PermanentError as exc:
+            LOG.info("no port to release (%s)", exc)
+            return []
+        return [port.id]
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def _ensure_finalizer(self, kp: Obj) -> Obj:
+        finalizers = list(objects.meta(kp).get("finalizers") or [])
+        if kp_model.KURYRPORT_FINALIZER in finalizers:
+            return kp
+        return await self._set_finalizers(kp, [*finalizers, kp_model.KURYRPORT_FINALIZER])
+
+    async def _set_finalizers(self, kp: Obj, finalizers: list[str]) -> Obj:
+        """Optimistic: carries the resourceVersion read, so a stale cache gets Conflict."""
+        patch = {
+            "metadata": {
+                "finalizers": finalizers or None,
+                "resourceVersion": objects.resource_version(kp),
+            }
+        }
+        try:
+            return await self._client.patch(
+                KURYRPORTS, objects.name(kp), patch, objects.namespace(kp)
+            )
+        except NotFound:
+            return kp
+
+    async def _write_status(self, kp: Obj, status: dict[str, Any]) -> dict[str, Any]:
+        """Replace ``status`` wholesale (a merge patch would keep hand-added junk)."""
+        ops = [{"op": "add", "path": "/status", "value": status}]
+        new = await self._client.patch(
+            KURYRPORTS,
+            objects.name(kp),
+            ops,
+            objects.namespace(kp),
+            patch_type=PatchType.JSON,
+            subresource="status",
+        )
+        return dict(new.get("status") or {})
+
+    async def _patch_status(self, kp: Obj, fields: dict[str, Any]) -> Obj:
+        return await self._client.patch(
+            KURYRPORTS,
+            objects.name(kp),
+            {"status": fields},
+            objects.namespace(kp),
+            subresource="status",
+        )

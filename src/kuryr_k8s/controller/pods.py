@@ -1,0 +1,142 @@
+"""The pod reconciler: a KuryrPort for every pod that needs a Neutron port.
+
+For a key ``namespace/name`` (level-triggered, whatever woke it):
+
+* pod absent, host-networked or not yet scheduled: nothing to do (a KuryrPort left by an
+  earlier pod of that name is the KuryrPort reconciler's to clean up);
+* pod live: the pod finalizer ``kuryr.openstack.org/pod-finalizer`` is set and a
+  KuryrPort of the same name exists with owner = the pod, label
+  ``kuryr.openstack.org/nodeName`` and ``spec.podUid``/``spec.podNodeName``; a KuryrPort
+  of the same name that belongs to an older pod is deleted first;
+* pod being deleted: its KuryrPort is deleted (the KuryrPort reconciler releases the port
+  and drops its own finalizer); once the KuryrPort is gone, the pod finalizer is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from kuryr_k8s.controller import logs
+from kuryr_k8s.controller.engine import Result
+from kuryr_k8s.k8s import objects
+from kuryr_k8s.k8s.client import KubeClient
+from kuryr_k8s.k8s.errors import AlreadyExists, NotFound
+from kuryr_k8s.k8s.informer import Store
+from kuryr_k8s.k8s.objects import Obj
+from kuryr_k8s.k8s.resources import KURYRPORTS, PODS
+from kuryr_k8s.model import kuryrport as kp_model
+
+LOG = logging.getLogger(__name__)
+
+STALE_KURYRPORT_RETRY = 1.0
+"""Seconds before looking again at a pod whose name is still held by an old KuryrPort."""
+
+
+def needs_port(pod: Obj) -> bool:
+    spec = pod.get("spec") or {}
+    return not spec.get("hostNetwork") and bool(spec.get("nodeName"))
+
+
+def kuryrport_for(pod: Obj) -> Obj:
+    """The KuryrPort a pod should have (upstream's shape)."""
+    node = str(pod["spec"]["nodeName"])
+    return {
+        "apiVersion": kp_model.API_VERSION,
+        "kind": kp_model.KIND,
+        "metadata": {
+            "name": objects.name(pod),
+            "namespace": objects.namespace(pod),
+            "labels": {kp_model.NODE_LABEL: node},
+            "finalizers": [kp_model.KURYRPORT_FINALIZER],
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": objects.name(pod),
+                    "uid": objects.uid(pod),
+                }
+            ],
+        },
+        "spec": {"podUid": objects.uid(pod), "podNodeName": node, "podStatic": _static(pod)},
+    }
+
+
+def _static(pod: Obj) -> bool:
+    annotations = objects.meta(pod).get("annotations") or {}
+    return bool(annotations.get("kubernetes.io/config.source", "api") != "api")
+
+
+class PodReconciler:
+    kind = "pod"
+
+    def __init__(self, client: KubeClient, pods: Store, kuryrports: Store) -> None:
+        self._client = client
+        self._pods = pods
+        self._kps = kuryrports
+
+    async def reconcile(self, key: str) -> Result:
+        logs.bind(pod=key, port="-")
+        pod = self._pods.get(key)
+        if pod is None:
+            return Result()
+        finalizers = list(objects.meta(pod).get("finalizers") or [])
+        ours = kp_model.POD_FINALIZER in finalizers
+        if not needs_port(pod) and not ours:
+            return Result()
+        kp = self._kps.get(key)
+        if objects.is_deleting(pod):
+            if kp is not None:
+                await self._delete_kuryrport(kp)
+                return Result()
+            if ours:
+                await self._drop_finalizer(pod, finalizers)
+            return Result()
+        if not ours:
+            pod = await self._set_finalizers(pod, [*finalizers, kp_model.POD_FINALIZER])
+        if kp is not None and (kp.get("spec") or {}).get("podUid") != objects.uid(pod):
+            LOG.info("KuryrPort %s belongs to an earlier pod of that name: deleting it", key)
+            await self._delete_kuryrport(kp)
+            return Result(requeue_after=STALE_KURYRPORT_RETRY)
+        if kp is None:
+            await self._create_kuryrport(pod)
+        return Result()
+
+    async def _create_kuryrport(self, pod: Obj) -> None:
+        try:
+            await self._client.create(KURYRPORTS, kuryrport_for(pod), objects.namespace(pod))
+            LOG.info("created KuryrPort")
+        except AlreadyExists:
+            pass  # our cache is behind; its event will bring us back
+
+    async def _delete_kuryrport(self, kp: Obj) -> None:
+        if objects.is_deleting(kp):
+            return
+        with contextlib.suppress(NotFound):
+            await self._client.delete(
+                KURYRPORTS,
+                objects.name(kp),
+                objects.namespace(kp),
+                precondition_uid=objects.uid(kp),
+            )
+            LOG.info("deleting KuryrPort (the port is released first)")
+
+    async def _drop_finalizer(self, pod: Obj, finalizers: list[str]) -> None:
+        with contextlib.suppress(NotFound):
+            # The KuryrPort may only be missing from our cache: ask the API.
+            await self._client.get(KURYRPORTS, objects.name(pod), objects.namespace(pod))
+            return
+        await self._set_finalizers(pod, [f for f in finalizers if f != kp_model.POD_FINALIZER])
+        LOG.info("KuryrPort gone: removed the pod finalizer")
+
+    async def _set_finalizers(self, pod: Obj, finalizers: list[str]) -> Obj:
+        patch = {
+            "metadata": {
+                "finalizers": finalizers or None,
+                "resourceVersion": objects.resource_version(pod),
+            }
+        }
+        try:
+            return await self._client.patch(PODS, objects.name(pod), patch, objects.namespace(pod))
+        except NotFound:
+            return pod
