@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from kuryr_k8s.controller import logs
 from kuryr_k8s.controller.engine import Result
+from kuryr_k8s.controller.finalizers import add_finalizer, finalizers_of, remove_finalizer
 from kuryr_k8s.controller.metrics import Metrics
 from kuryr_k8s.k8s import objects
 from kuryr_k8s.k8s.client import KubeClient, PatchType
@@ -209,7 +210,7 @@ class KuryrPortReconciler:
 
     async def _ensure(self, kp: Obj, pod: Obj) -> Result:
         key = objects.key(kp)
-        kp = await self._ensure_finalizer(kp)
+        kp = await add_finalizer(self._client, KURYRPORTS, kp, kp_model.KURYRPORT_FINALIZER)
         repairs = self._check_shape(kp, pod)
         status: dict[str, Any] = dict(kp.get("status") or {})
         if not status.get("state"):
@@ -353,7 +354,7 @@ class KuryrPortReconciler:
             await self._client.delete(KURYRPORTS, name, ns, precondition_uid=objects.uid(kp))
 
     async def _release(self, kp: Obj, uid: str) -> None:
-        if kp_model.KURYRPORT_FINALIZER not in (objects.meta(kp).get("finalizers") or []):
+        if kp_model.KURYRPORT_FINALIZER not in finalizers_of(kp):
             return
         state = (kp.get("status") or {}).get("state")
         if state != RELEASING:
@@ -365,14 +366,7 @@ class KuryrPortReconciler:
             logs.bind(port=pid)
             await self._provider.release(pid, uid)
             LOG.info("released port %s", pid)
-        await self._set_finalizers(
-            kp,
-            [
-                f
-                for f in objects.meta(kp).get("finalizers") or []
-                if f != kp_model.KURYRPORT_FINALIZER
-            ],
-        )
+        await remove_finalizer(self._client, KURYRPORTS, kp, kp_model.KURYRPORT_FINALIZER)
         self._polls.pop(objects.key(kp), None)
 
     async def _find_owned(self, kp: Obj, uid: str) -> list[str]:
@@ -388,27 +382,6 @@ class KuryrPortReconciler:
         return [port.id]
 
     # -- writes ----------------------------------------------------------------------
-
-    async def _ensure_finalizer(self, kp: Obj) -> Obj:
-        finalizers = list(objects.meta(kp).get("finalizers") or [])
-        if kp_model.KURYRPORT_FINALIZER in finalizers:
-            return kp
-        return await self._set_finalizers(kp, [*finalizers, kp_model.KURYRPORT_FINALIZER])
-
-    async def _set_finalizers(self, kp: Obj, finalizers: list[str]) -> Obj:
-        """Optimistic: carries the resourceVersion read, so a stale cache gets Conflict."""
-        patch = {
-            "metadata": {
-                "finalizers": finalizers or None,
-                "resourceVersion": objects.resource_version(kp),
-            }
-        }
-        try:
-            return await self._client.patch(
-                KURYRPORTS, objects.name(kp), patch, objects.namespace(kp)
-            )
-        except NotFound:
-            return kp
 
     async def _write_status(self, kp: Obj, status: dict[str, Any]) -> dict[str, Any]:
         """Replace ``status`` wholesale (a merge patch would keep hand-added junk)."""

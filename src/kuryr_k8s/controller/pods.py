@@ -19,6 +19,7 @@ import logging
 
 from kuryr_k8s.controller import logs
 from kuryr_k8s.controller.engine import Result
+from kuryr_k8s.controller.finalizers import add_finalizer, finalizers_of, remove_finalizer
 from kuryr_k8s.k8s import objects
 from kuryr_k8s.k8s.client import KubeClient
 from kuryr_k8s.k8s.errors import AlreadyExists, NotFound
@@ -80,8 +81,7 @@ class PodReconciler:
         pod = self._pods.get(key)
         if pod is None:
             return Result()
-        finalizers = list(objects.meta(pod).get("finalizers") or [])
-        ours = kp_model.POD_FINALIZER in finalizers
+        ours = kp_model.POD_FINALIZER in finalizers_of(pod)
         if not needs_port(pod) and not ours:
             return Result()
         kp = self._kps.get(key)
@@ -90,10 +90,10 @@ class PodReconciler:
                 await self._delete_kuryrport(kp)
                 return Result()
             if ours:
-                await self._drop_finalizer(pod, finalizers)
+                await self._drop_finalizer(pod)
             return Result()
         if not ours:
-            pod = await self._set_finalizers(pod, [*finalizers, kp_model.POD_FINALIZER])
+            pod = await add_finalizer(self._client, PODS, pod, kp_model.POD_FINALIZER)
         if kp is not None and (kp.get("spec") or {}).get("podUid") != objects.uid(pod):
             LOG.info("KuryrPort %s belongs to an earlier pod of that name: deleting it", key)
             await self._delete_kuryrport(kp)
@@ -121,22 +121,10 @@ class PodReconciler:
             )
             LOG.info("deleting KuryrPort (the port is released first)")
 
-    async def _drop_finalizer(self, pod: Obj, finalizers: list[str]) -> None:
+    async def _drop_finalizer(self, pod: Obj) -> None:
         with contextlib.suppress(NotFound):
             # The KuryrPort may only be missing from our cache: ask the API.
             await self._client.get(KURYRPORTS, objects.name(pod), objects.namespace(pod))
             return
-        await self._set_finalizers(pod, [f for f in finalizers if f != kp_model.POD_FINALIZER])
+        await remove_finalizer(self._client, PODS, pod, kp_model.POD_FINALIZER)
         LOG.info("KuryrPort gone: removed the pod finalizer")
-
-    async def _set_finalizers(self, pod: Obj, finalizers: list[str]) -> Obj:
-        patch = {
-            "metadata": {
-                "finalizers": finalizers or None,
-                "resourceVersion": objects.resource_version(pod),
-            }
-        }
-        try:
-            return await self._client.patch(PODS, objects.name(pod), patch, objects.namespace(pod))
-        except NotFound:
-            return pod
