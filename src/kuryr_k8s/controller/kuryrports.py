@@ -15,10 +15,10 @@ depends on which event woke it):
   port is released (to the pool, or deleted) and the finalizer dropped; an orphan
   KuryrPort is deleted first.
 
-Before the first ``acquire`` the state is set to ``Pending``; a KuryrPort deleted in that
-state may own a port whose id never reached the status (a crash in between), so release
-then asks the provider for the owner's port (``acquire`` is idempotent by owner) and
-releases it. A KuryrPort with no state never asked for a port and releases nothing.
+Before the first ``acquire`` the state is set to ``Pending``. A KuryrPort deleted with a
+state but no port id in its status may own a port whose id never reached the status (a
+crash in between), so release asks the provider for the owner's port (``find``, which
+never creates one). A KuryrPort with no state never asked for a port.
 """
 
 from __future__ import annotations
@@ -117,6 +117,17 @@ class PodNetwork:
         )
 
 
+class Ports(PortProvider, Protocol):
+    """The provider contract plus a look-up that never takes or creates a port."""
+
+    async def find(self, owner_uid: str) -> NeutronPort | None: ...
+
+
+def owned_by(port: NeutronPort, uid: str) -> bool:
+    """Both marks of ownership agree: ``device_id``/owner and the ``kuryr.owner:`` tag."""
+    return port.owner_uid == uid and OWNER_TAG_PREFIX + uid in port.tags
+
+
 class EventSink(Protocol):
     """:class:`kuryr_k8s.k8s.EventRecorder` satisfies it."""
 
@@ -168,7 +179,7 @@ class KuryrPortReconciler:
         client: KubeClient,
         pods: Store,
         kuryrports: Store,
-        provider: PortProvider,
+        provider: Ports,
         network: PodNetwork,
         events: EventSink,
         *,
@@ -219,10 +230,10 @@ class KuryrPortReconciler:
         if port is None:
             port = await self._acquire(kp, pod)
         logs.bind(port=port.id)
-        if OWNER_TAG_PREFIX + objects.uid(pod) not in port.tags:
+        if not owned_by(port, objects.uid(pod)):
             raise PermanentError(
-                f"port provider returned port {port.id} without tag "
-                f"{OWNER_TAG_PREFIX}{objects.uid(pod)}: refusing to publish it"
+                f"port provider returned port {port.id}, which is not marked as owned by "
+                f"pod uid {objects.uid(pod)} (tags {list(port.tags)}): refusing to publish it"
             )
         vif = self._network.vif(port)
         now = objects.timestamp(self._clock.now())
@@ -274,7 +285,7 @@ class KuryrPortReconciler:
         uid = str(kp["spec"]["podUid"])
         for pid in port_ids_in(kp):
             port = await self._provider.get(pid)
-            if port is not None and OWNER_TAG_PREFIX + uid in port.tags:
+            if port is not None and owned_by(port, uid):
                 return port
             why = "does not exist" if port is None else "is not tagged with this pod's uid"
             repairs.append(("ForeignPort", f"status named port {pid}, which {why}; replaced"))
@@ -360,26 +371,16 @@ class KuryrPortReconciler:
         if state != RELEASING:
             kp = await self._patch_status(kp, {"state": RELEASING})
         ids = port_ids_in(kp)
-        if not ids and uid and state in (PENDING, RELEASING):
-            ids = await self._find_owned(kp, uid)
+        if not ids and uid and state:
+            # Allocation was attempted: a crash may have kept the port id out of the status.
+            port = await self._provider.find(uid)
+            ids = [port.id] if port is not None else []
         for pid in ids:
             logs.bind(port=pid)
             await self._provider.release(pid, uid)
             LOG.info("released port %s", pid)
         await remove_finalizer(self._client, KURYRPORTS, kp, kp_model.KURYRPORT_FINALIZER)
         self._polls.pop(objects.key(kp), None)
-
-    async def _find_owned(self, kp: Obj, uid: str) -> list[str]:
-        """A port may have been made for ``uid`` before its id reached the status."""
-        node = str((kp.get("spec") or {}).get("podNodeName") or "")
-        if not node:
-            return []
-        try:
-            port = await self._provider.acquire(self._network.request(node), uid, objects.key(kp))
-        except PermanentError as exc:
-            LOG.info("no port to release (%s)", exc)
-            return []
-        return [port.id]
 
     # -- writes ----------------------------------------------------------------------
 

@@ -49,6 +49,9 @@ class FakePorts:
             binding_host_id=node,
             security_groups=("sg1",),
             tags=(CLUSTER_TAG_PREFIX + self.cluster, *tags),
+            device_id=next(
+                (t[len(OWNER_TAG_PREFIX) :] for t in tags if t.startswith(OWNER_TAG_PREFIX)), ""
+            ),
         )
         self.ports[port.id] = port
         return port
@@ -73,6 +76,11 @@ class FakePorts:
     async def get(self, port_id: str) -> NeutronPort | None:
         self.calls.append(f"get {port_id}")
         return self.ports.get(port_id)
+
+    async def find(self, owner_uid: str) -> NeutronPort | None:
+        self.calls.append(f"find {owner_uid}")
+        owned = self.owned_by(owner_uid)
+        return owned[0] if owned else None
 
     def set_status(self, port_id: str, status: str) -> None:
         self.ports[port_id] = replace(self.ports[port_id], status=status)
