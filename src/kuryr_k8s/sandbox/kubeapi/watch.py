@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,33 @@ from kuryr_k8s.sandbox.kubeapi.store import Store, TooOld, Watcher
 
 Obj = dict[str, Any]
 Transform = Callable[[str, Obj], Obj]
+
+
+class _EncodedEvents:
+    """Recently encoded events, shared by all streams: N watchers of one kind encode each
+    event once. Entries keep their object alive, so an ``id()`` cannot be reused meanwhile."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._lines: OrderedDict[tuple[int, str], tuple[Obj, bytes]] = OrderedDict()
+
+    def line(self, kind: str, obj: Obj) -> bytes:
+        key = (id(obj), kind)
+        hit = self._lines.get(key)
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        line = _encode(kind, obj)
+        self._lines[key] = (obj, line)
+        if len(self._lines) > self._size:
+            self._lines.popitem(last=False)
+        return line
+
+
+def _encode(kind: str, obj: Obj) -> bytes:
+    return (json.dumps({"type": kind, "object": obj}, separators=(",", ":")) + "\n").encode()
+
+
+ENCODED = _EncodedEvents()
 
 
 @dataclass
@@ -64,11 +92,14 @@ class WatchStream:
         self.response.enable_chunked_encoding()
 
     async def _send(self, kind: str, obj: Obj) -> None:
-        line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")) + "\n"
-        await self.response.write(line.encode())
+        await self.response.write(_encode(kind, obj))
 
     async def _event(self, kind: str, obj: Obj) -> None:
-        await self._send(kind, self.transform(kind, obj))
+        shown = self.transform(kind, obj)
+        if shown is obj:
+            await self.response.write(ENCODED.line(kind, obj))
+        else:
+            await self._send(kind, shown)
 
     def _bookmark(self, initial_end: bool = False) -> Obj:
         meta: Obj = {"resourceVersion": str(self.store.rv)}
