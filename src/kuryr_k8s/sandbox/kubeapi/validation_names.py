@@ -18,41 +18,44 @@ MAX_LABEL = 63
 MAX_SUBDOMAIN = 253
 
 
+def _check(value: str, limit: int, pattern: re.Pattern[str], message: str) -> str:
+    if len(value) > limit:
+        return f"must be no more than {limit} characters"
+    return "" if pattern.fullmatch(value) else message
+
+
 def dns1123_label_error(value: str) -> str:
-    if len(value) > MAX_LABEL:
-        return f"must be no more than {MAX_LABEL} characters"
-    if not _DNS1123_LABEL.fullmatch(value):
-        return (
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
-            "'-', and must start and end with an alphanumeric character (e.g. 'my-name',  or "
-            "'123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-        )
-    return ""
+    return _check(
+        value,
+        MAX_LABEL,
+        _DNS1123_LABEL,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
+        "'-', and must start and end with an alphanumeric character (e.g. 'my-name',  or "
+        "'123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+    )
 
 
 def dns1035_label_error(value: str) -> str:
-    if len(value) > MAX_LABEL:
-        return f"must be no more than {MAX_LABEL} characters"
-    if not _DNS1035_LABEL.fullmatch(value):
-        return (
-            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
-            "with an alphabetic character, and end with an alphanumeric character (e.g. "
-            "'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
-        )
-    return ""
+    return _check(
+        value,
+        MAX_LABEL,
+        _DNS1035_LABEL,
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
+        "with an alphabetic character, and end with an alphanumeric character (e.g. "
+        "'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
+    )
 
 
 def dns1123_subdomain_error(value: str) -> str:
-    if len(value) > MAX_SUBDOMAIN:
-        return f"must be no more than {MAX_SUBDOMAIN} characters"
-    if not _DNS1123_SUBDOMAIN.fullmatch(value):
-        return (
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-            "'-' or '.', and must start and end with an alphanumeric character (e.g. "
-            "'example.com', regex used for validation is "
-            "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-        )
-    return ""
+    return _check(
+        value,
+        MAX_SUBDOMAIN,
+        _DNS1123_SUBDOMAIN,
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+        "'-' or '.', and must start and end with an alphanumeric character (e.g. "
+        "'example.com', regex used for validation is "
+        "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+    )
 
 
 def label_key_error(key: str) -> str:
