@@ -74,14 +74,14 @@ def _daemon(args: argparse.Namespace) -> int:
     from kuryr_k8s.cni.daemon.main import DaemonSettings
     from kuryr_k8s.model.config import ConfigFile
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = DaemonSettings.from_config(ConfigFile.load(args.config_file))
     except KuryrError as exc:
         print(f"kuryr daemon: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     overrides: dict[str, Any] = {
         "kubeconfig": args.kubeconfig,
         "node_name": args.node_name,

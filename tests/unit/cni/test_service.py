@@ -212,3 +212,17 @@ async def test_daemon_revalidates_requests(req: Any, code: int) -> None:
     service, _, driver = make()
     assert await code_of(service, req) == code
     assert driver.host == {}
+
+
+async def test_requests_for_one_container_are_serialised(netns: str) -> None:
+    service, vifs, driver = make()
+    add = asyncio.create_task(service.handle(body("ADD", netns)))
+    await asyncio.sleep(0.02)  # ADD is waiting for its VIF, holding the container's lock
+    delete = asyncio.create_task(service.handle(body("DEL")))
+    await asyncio.sleep(0.02)
+    assert not delete.done()
+    vifs.put("ns/pod-a", make_vif())
+    await add
+    await delete
+    assert driver.host == {}, "DEL ran after ADD, so nothing stays plugged"
+    assert service._locks == {}

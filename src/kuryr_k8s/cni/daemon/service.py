@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,14 @@ class ServiceSettings:
 Sleep = Callable[[float], Awaitable[None]]
 
 
+@dataclass
+class _KeyLock:
+    """A per-container lock, dropped when its last user is done."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class CniService:
     def __init__(
         self,
@@ -55,7 +63,7 @@ class CniService:
         self.drivers = drivers
         self.settings = settings or ServiceSettings()
         self._sleep = sleep
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _KeyLock] = {}
 
     async def handle(self, body: Any) -> dict[str, Any] | None:
         """Run one request of the wire protocol; raises our errors or :class:`spec.CniError`."""
@@ -68,9 +76,10 @@ class CniService:
             await self.gc(req["config"])
             return None
         att = _attachment(req)
-        lock = self._locks.setdefault(att.container_id, asyncio.Lock())
+        key = self._locks.setdefault(att.container_id, _KeyLock())
+        key.users += 1
         try:
-            async with lock:
+            async with key.lock:
                 if command == "ADD":
                     return await self.add(att, req["cniVersion"])
                 if command == "DEL":
@@ -79,7 +88,8 @@ class CniService:
                 await self.check(att, req["config"])
                 return None
         finally:
-            if not lock.locked() and self._locks.get(att.container_id) is lock:
+            key.users -= 1
+            if not key.users:
                 del self._locks[att.container_id]
 
     async def add(self, att: Attachment, cni_version: str) -> dict[str, Any]:
