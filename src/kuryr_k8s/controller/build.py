@@ -1,0 +1,202 @@
+"""Assemble a controller from settings: the one place where the parts meet.
+
+``kuryr controller`` (``cli/controller_cmd.py``) reads the files and calls
+:func:`load_config` and :func:`build`; functional tests call :func:`build` with settings of
+their own. Every client, provider and reconciler is made here once and passed down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kuryr_k8s.controller import settings as s
+from kuryr_k8s.controller.crds import ensure_crds
+from kuryr_k8s.controller.engine import Engine, EngineSettings
+from kuryr_k8s.controller.gc import GarbageCollector
+from kuryr_k8s.controller.health import HealthServer, HealthState
+from kuryr_k8s.controller.kuryrports import KuryrPortReconciler, PodNetwork, PodSubnet
+from kuryr_k8s.controller.metrics import Metrics
+from kuryr_k8s.controller.pods import PodReconciler
+from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
+from kuryr_k8s.controller.service import Controller
+from kuryr_k8s.k8s import (
+    KURYRPORTS,
+    PODS,
+    EventRecorder,
+    Informer,
+    KubeClient,
+    KubeSettings,
+    LeaderElectionConfig,
+    LeaderElector,
+)
+from kuryr_k8s.model.config import ConfigFile
+from kuryr_k8s.model.errors import ResourceNotReady
+from kuryr_k8s.model.kuryrport import crd_manifests
+from kuryr_k8s.openstack.connection import NeutronSettings
+from kuryr_k8s.openstack.metrics import NeutronCollector
+from kuryr_k8s.openstack.neutron import Neutron
+from kuryr_k8s.openstack.provider import PlainPortProvider, PortTagging
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Every setting of the controller process, read once from ``kuryr.conf``."""
+
+    neutron: NeutronSettings
+    defaults: s.NeutronDefaults
+    pool: s.VifPoolSettings
+    gc: s.GcSettings
+    kubernetes: s.KubernetesSettings
+    source: str = "kuryr.conf"
+
+
+def load_config(path: Path) -> ControllerConfig:
+    """Parse and check ``kuryr.conf``; ConfigError names the section, option and value."""
+    cfg = ConfigFile.load(path)
+    config = ControllerConfig(
+        neutron=s.load_neutron(cfg),
+        defaults=s.load_neutron_defaults(cfg),
+        pool=s.load_vif_pool(cfg),
+        gc=s.load_gc(cfg),
+        kubernetes=s.load_kubernetes(cfg),
+        source=cfg.source,
+    )
+    cfg.reject_unknown()
+    return config
+
+
+@dataclass
+class App:
+    """A built controller: ``await run()`` until cancelled, then ``await close()``."""
+
+    controller: Controller
+    client: KubeClient
+    neutron: Neutron
+    provider: PooledPortProvider | PlainPortProvider
+    metrics: Metrics
+    health: HealthState
+    server: HealthServer | None
+    engines: list[Engine] = field(default_factory=list)
+
+    async def run(self) -> None:
+        await ensure_crds(self.client, crd_manifests())
+        if self.server is not None:
+            await self.server.start()
+        await self.controller.run()
+
+    async def close(self) -> None:
+        await self.provider.stop()
+        if self.server is not None:
+            await self.server.stop()
+        await self.client.aclose()
+        self.neutron.close()
+
+
+async def build(
+    config: ControllerConfig,
+    kube: KubeSettings,
+    identity: str,
+    *,
+    neutron: Neutron | None = None,
+) -> App:
+    """Connect, validate ``[neutron_defaults]`` against Neutron, and wire everything."""
+    k = config.kubernetes
+    neutron = neutron or Neutron.connect(config.neutron)
+    validated = await s.validate_against_neutron(neutron, config.defaults, config.source)
+    network = PodNetwork(
+        project_id=validated.project_id,
+        network_id=validated.network.id,
+        subnet_id=validated.subnet.id,
+        security_groups=validated.security_groups,
+        subnets=(
+            PodSubnet(validated.subnet.id, validated.subnet.cidr, validated.subnet.gateway_ip),
+        ),
+        mtu=validated.mtu,
+        bridge=config.defaults.ovs_bridge,
+    )
+    client = KubeClient.from_settings(kube)
+    pods = Informer(client, PODS)
+    kps = Informer(client, KURYRPORTS)
+
+    async def live_owners() -> Collection[str]:
+        if not kps.synced:
+            raise ResourceNotReady("the KuryrPort cache has not synced yet")
+        return {str((kp.get("spec") or {}).get("podUid") or "") for kp in kps.store.items()} - {""}
+
+    tagging = PortTagging(config.defaults.cluster_id, config.defaults.resource_tags)
+    provider = make_provider(neutron, tagging, config.pool, live_owners)
+    metrics = Metrics()
+    metrics.registry.register(NeutronCollector(neutron.stats))
+    gc_forget = None
+    if isinstance(provider, PooledPortProvider):
+        metrics.registry.register(PoolCollector(provider))
+        gc_forget = provider.forget
+    gc = GarbageCollector(neutron, tagging, config.gc, live_owners, on_deleted=gc_forget)
+    events = EventRecorder(client, "kuryr-controller", host=identity)
+    engine_settings = EngineSettings(workers=k.workers)
+    engines = [
+        Engine(PodReconciler(client, pods.store, kps.store), engine_settings, metrics=metrics),
+        Engine(
+            KuryrPortReconciler(
+                client,
+                pods.store,
+                kps.store,
+                provider,
+                network,
+                events,
+                metrics=metrics,
+                poll_max=k.port_status_poll_max,
+            ),
+            engine_settings,
+            metrics=metrics,
+        ),
+    ]
+    elector = None
+    if k.controller_ha:
+        elector = LeaderElector(
+            client,
+            LeaderElectionConfig(
+                namespace=k.leader_lease_namespace,
+                name=k.leader_lease_name,
+                identity=identity,
+                lease_duration=k.leader_lease_duration,
+                renew_deadline=k.leader_renew_deadline,
+                retry_period=k.leader_retry_period,
+            ),
+        )
+    health = HealthState()
+
+    async def lead_gauge_on() -> None:
+        metrics.leader.set(1)
+
+    async def lead_gauge_off() -> None:
+        metrics.leader.set(0)
+
+    controller = Controller(
+        informers=[pods, kps],
+        engines=engines,
+        elector=elector,
+        health=health,
+        resync_period=k.watch_reconcile_period,
+        startup=[lead_gauge_on, provider.start],
+        background=[gc.run_forever],
+        shutdown=[provider.stop, lead_gauge_off],
+    )
+    server = None
+    if k.health_server_port:
+        server = HealthServer(health, metrics.registry, k.health_server_host, k.health_server_port)
+    LOG.info(
+        "built: cluster %s, pod subnet %s (%s), pools %s, HA %s as %s",
+        config.defaults.cluster_id,
+        network.subnet_id,
+        validated.subnet.cidr,
+        "on" if config.pool.enabled else "off",
+        "on" if elector else "off",
+        identity,
+    )
+    return App(controller, client, neutron, provider, metrics, health, server, engines)
