@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -111,6 +112,12 @@ def test_daemon_restart_keeps_pods_working_and_cleans_up_gone_ones(
     add(cni_dirs, gone)
     assert_pingable(a, b.ip)
 
+    # A ping runs across the whole restart: the daemon is not in the data path.
+    pinger = subprocess.Popen(
+        ["ip", "netns", "exec", a.netns_name, "ping", "-c", "50", "-i", "0.1", b.ip],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     daemon.stop()
     # While the daemon is down: the runtime cannot reach it, and one pod goes away.
     rc, out = cni_dirs.exec("ADD", container_id="x1", netns=a.netns, pod=a.ident)
@@ -122,6 +129,8 @@ def test_daemon_restart_keeps_pods_working_and_cleans_up_gone_ones(
         a.vif.host_ifname,
         b.vif.host_ifname,
     }, "the restarted daemon must drop the gone pod's row and keep the others"
+    out, _ = pinger.communicate(timeout=60)
+    assert " 50 received, 0% packet loss" in out, out
     assert_pingable(a, b.ip)
     assert tcp_echo(b.netns_name, b.ip, a.netns_name, payload="after-restart") == (
         "echo:after-restart"
@@ -130,6 +139,20 @@ def test_daemon_restart_keeps_pods_working_and_cleans_up_gone_ones(
     delete(cni_dirs, a, res_a)
     delete(cni_dirs, b, res_b)
     delete(cni_dirs, b, res_b)
+    assert host.residue(netns=False) == {}
+
+
+def test_many_pods_plugged_in_parallel(
+    cni_dirs: Runtime, daemon_factory: Callable[..., Daemon], cluster: Cluster, host: HostScope
+) -> None:
+    daemon_factory()
+    pods = [cluster.pod(f"pod-{i}") for i in range(6)]
+    with ThreadPoolExecutor(len(pods)) as pool:
+        results = list(pool.map(lambda p: add(cni_dirs, p), pods))
+    assert [r["ips"][0]["address"] for r in results] == [p.vif.ips[0].interface for p in pods]
+    assert_pingable(pods[0], pods[-1].ip)
+    with ThreadPoolExecutor(len(pods)) as pool:
+        list(pool.map(lambda p: delete(cni_dirs, p), pods))
     assert host.residue(netns=False) == {}
 
 
