@@ -19,6 +19,7 @@ from kuryr_k8s.cni.binding import Drivers
 from kuryr_k8s.cni.daemon.server import DaemonServer, Metrics
 from kuryr_k8s.cni.daemon.service import CniService, ServiceSettings
 from kuryr_k8s.cni.plugin import Dispatcher
+from kuryr_k8s.model.errors import ConfigError
 from unit.cni.fakes import FakeDriver, FakeVifs, make_vif
 
 pytestmark = pytest.mark.unit
@@ -67,6 +68,28 @@ def env(command: str, netns: str, container: str = "c1") -> dict[str, str]:
 async def test_socket_is_root_only(daemon: Daemon) -> None:
     assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
     assert stat.S_IMODE(daemon.socket.parent.stat().st_mode) == 0o700
+
+
+async def test_a_second_daemon_does_not_steal_the_socket(daemon: Daemon, tmp_path: Path) -> None:
+    other = Daemon(tmp_path)
+    with pytest.raises(ConfigError, match="another kuryr daemon"):
+        await other.server.start(daemon.socket, None)
+    await other.server.stop()
+    async with daemon.http() as http:
+        assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    d.socket.parent.mkdir(mode=0o755)
+    with socket.socket(socket.AF_UNIX) as dead:  # bound, never listening: a dead daemon's
+        dead.bind(str(d.socket))
+    await d.server.start(d.socket, None)
+    try:
+        assert stat.S_IMODE(d.socket.stat().st_mode) == 0o600
+        assert stat.S_IMODE(d.socket.parent.stat().st_mode) == 0o755, "not ours to change"
+    finally:
+        await d.server.stop()
 
 
 async def test_add_check_del_through_the_socket(daemon: Daemon, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The daemon's HTTP front: the CNI API on a root-only unix socket, health and metrics.
 
-* unix socket (mode 0600, directory 0700): ``POST /v1/cni`` (:mod:`kuryr_k8s.cni.wire`),
-  plus ``/healthz``, ``/readyz``, ``/metrics``;
+* unix socket (mode 0600; its directory is made 0700 if missing): ``POST /v1/cni``
+  (:mod:`kuryr_k8s.cni.wire`), plus ``/healthz``, ``/readyz``, ``/metrics``;
 * optional TCP address (e.g. ``127.0.0.1:8091``) for probes and Prometheus: ``/healthz``,
   ``/readyz``, ``/metrics`` only, never the CNI API.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from kuryr_k8s.cni import spec, wire
 from kuryr_k8s.cni.daemon.service import CniService
 from kuryr_k8s.cni.errors import reason, to_cni_error
+from kuryr_k8s.model.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 
@@ -103,9 +105,7 @@ class DaemonServer:
         )
 
     async def start(self, socket_path: Path, tcp_address: str | None) -> None:
-        socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        socket_path.parent.chmod(0o700)
-        socket_path.unlink(missing_ok=True)  # noqa: ASYNC240 - once, at start
+        _prepare_socket_path(socket_path)
         runner = web.AppRunner(self.app(cni=True), access_log=None)
         await runner.setup()
         self._runners.append(runner)
@@ -126,3 +126,20 @@ class DaemonServer:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """Make the socket's directory (0700 when we create it; an existing one is left as it
+    is, the socket itself is 0600) and remove a stale socket, refusing to steal the socket
+    of a daemon that still answers on it."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    if not path.exists():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # nobody listens: a leftover of a daemon that died
+            return
+    raise ConfigError(f"another kuryr daemon is serving {path}; stop it first")
