@@ -347,3 +347,35 @@ def test_random_custom_resources(
     assert resp.status_code < 500, (how, body, resp.text)
     blob = ok(kube_client.get(f"{fuzz_crd}/blob"))
     assert isinstance(blob["spec"]["size"], int)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    payload=st.binary(max_size=200),
+    kind=st.sampled_from(["", "ConfigMap", "Secret", "ServiceAccount", "Namespace", "Pod"]),
+)
+def test_random_protobuf_bodies(
+    kube_client: KubeClient, fuzz_ns: str, payload: bytes, kind: str
+) -> None:
+    def field(number: int, data: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(data)]) + data
+
+    body = payload
+    if kind:
+        type_meta = field(1, b"v1") + field(2, kind.encode())
+        body = b"k8s\x00" + field(1, type_meta) + bytes([2 << 3 | 2]) + bytes([len(payload)])
+        body += payload
+    plural = {"Namespace": "/api/v1/namespaces"}.get(
+        kind, f"/api/v1/namespaces/{fuzz_ns}/{kind.lower() or 'configmap'}s"
+    )
+    resp = kube_client.request(
+        "POST",
+        plural,
+        content=body,
+        headers={"Content-Type": "application/vnd.kubernetes.protobuf"},
+    )
+    assert resp.status_code < 500, (body, resp.text)

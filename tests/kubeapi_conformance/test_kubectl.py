@@ -163,3 +163,26 @@ def test_kuryrport_printer_columns(kubectl: Kubectl, kuryrport_crd: None, ns: st
         kubectl("get", "kp", "-o", "name").stdout.strip() == "kuryrport.openstack.org/busybox-sleep"
     )
     kubectl("delete", "kp", "busybox-sleep")
+
+
+def test_imperative_create_commands(kubectl: Kubectl, kube_client: KubeClient, ns: str) -> None:
+    """kubectl's typed generators send protobuf bodies."""
+    kubectl("create", "configmap", "c1", "--from-literal=a=b", "--from-literal=empty=")
+    kubectl("create", "secret", "generic", "s1", "--from-literal=a=b", "--type=example.com/t")
+    kubectl("create", "serviceaccount", "sa1")
+    cm = ok(kube_client.get(f"/api/v1/namespaces/{ns}/configmaps/c1"))
+    assert cm["data"] == {"a": "b", "empty": ""}
+    assert "generateName" not in cm["metadata"]
+    secret = ok(kube_client.get(f"/api/v1/namespaces/{ns}/secrets/s1"))
+    assert secret["data"] == {"a": "Yg=="}
+    assert secret["type"] == "example.com/t"
+    assert (
+        ok(kube_client.get(f"/api/v1/namespaces/{ns}/serviceaccounts/sa1"))["metadata"]["name"]
+        == "sa1"
+    )
+    extra = f"{ns}-extra"
+    kubectl("create", "namespace", extra)
+    try:
+        assert ok(kube_client.get(f"/api/v1/namespaces/{extra}"))["status"]["phase"] == "Active"
+    finally:
+        kubectl("delete", "namespace", extra, "--wait=false")

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from kuryr_k8s.sandbox.kubeapi import decode, discovery, errors, routing, tables
+from kuryr_k8s.sandbox.kubeapi import decode, discovery, errors, protobuf, routing, tables
 from kuryr_k8s.sandbox.kubeapi.api import Api, DeleteOptions, WriteOptions
 from kuryr_k8s.sandbox.kubeapi.resources import ResourceType
 from kuryr_k8s.sandbox.kubeapi.selectors import (
@@ -49,6 +49,17 @@ def wants_table(request: web.Request) -> bool:
     accept = request.headers.get("Accept", "")
     first = accept.split(",")[0]
     return "as=Table" in first and "g=meta.k8s.io" in first
+
+
+def _decode_protobuf(raw: bytes) -> Obj:
+    try:
+        return protobuf.decode(raw)
+    except protobuf.UnsupportedKind as exc:
+        raise errors.unsupported_media(
+            protobuf.CONTENT_TYPE, ["application/json", "application/yaml"]
+        ) from exc
+    except protobuf.ProtobufError as exc:
+        raise errors.bad_request(f"error decoding protobuf body: {exc}") from exc
 
 
 @dataclass
@@ -148,6 +159,8 @@ class Handlers:
         ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
         if "yaml" in ctype:
             return decode.parse_yaml_or_json(raw)
+        if ctype == protobuf.CONTENT_TYPE:
+            return _decode_protobuf(raw)
         if ctype not in ("application/json", "", "*/*"):
             raise errors.unsupported_media(ctype, ["application/json", "application/yaml"])
         return decode.parse_json(raw)
