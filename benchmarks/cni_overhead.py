@@ -7,7 +7,12 @@
   the cache and a binding that does no host work: the protocol overhead, excluding the
   VIF wait and the plugging itself (those are Neutron/OVN's and the kernel's).
 
-Usage: ``python benchmarks/cni_overhead.py [-n RUNS]``. No root or sandbox needed.
+* ``ADD+plug`` (``--sandbox``, root): the same round trip with the real OVS binding on the
+  sandbox: a real Neutron port bound to this chassis, veth into a fresh netns, br-int row,
+  and the wait for ``ovn-installed``; each ADD is followed by a DEL (not timed).
+
+Usage: ``python benchmarks/cni_overhead.py [-n RUNS] [--sandbox]``. Without ``--sandbox``
+neither root nor the sandbox is needed.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -55,11 +59,14 @@ VIF = Vif.from_dict(
 class ReadyVifs:
     synced = True
 
+    def __init__(self, vif: Vif = VIF) -> None:
+        self.vif = vif
+
     async def wait_vif(self, *args: object) -> Vif:
-        return VIF
+        return self.vif
 
     def current_vif(self, *args: object) -> Vif:
-        return VIF
+        return self.vif
 
     def has_pod(self, pod_key: str) -> bool:
         return True
@@ -87,10 +94,9 @@ class NoopBinding:
         return None
 
 
-def serve(socket_path: Path) -> Callable[[], None]:
+def serve(socket_path: Path, service: CniService) -> Callable[[], None]:
     """A daemon server in a background thread; returns its stop function."""
     loop = asyncio.new_event_loop()
-    service = CniService(ReadyVifs(), Drivers([NoopBinding()]))
     server = DaemonServer(service, Metrics(), lambda: None)
     started = threading.Event()
 
@@ -113,13 +119,32 @@ def serve(socket_path: Path) -> Callable[[], None]:
     return stop
 
 
-def timed(argv: list[str], env: dict[str, str], stdin: str) -> float:
+TIMER = """
+import json, subprocess, sys, time
+out = []
+for job in json.load(sys.stdin):
     start = time.perf_counter()
-    proc = subprocess.run(argv, input=stdin, env=env, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv[0]} failed: {proc.stdout}{proc.stderr}")
-    return elapsed
+    proc = subprocess.run(job["argv"], input=job["stdin"], env=job["env"],
+                          capture_output=True, text=True)
+    out.append([time.perf_counter() - start, proc.returncode, proc.stdout[-300:]])
+print(json.dumps(out))
+"""
+
+
+def timed(jobs: list[tuple[list[str], dict[str, str], str]]) -> list[float]:
+    """Run the jobs one after another from a small, fresh timer process and return each
+    one's wall time. Forking from this (large) process would add its own cost, which a
+    runtime (a Go binary) does not pay."""
+    body = json.dumps([{"argv": a, "env": e, "stdin": i} for a, e, i in jobs])
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", TIMER], input=body, capture_output=True, text=True, check=True
+    )
+    out = []
+    for (argv, _, _), (elapsed, rc, stdout) in zip(jobs, json.loads(proc.stdout), strict=True):
+        if rc != 0:
+            raise SystemExit(f"{argv[0]} failed: {stdout}")
+        out.append(float(elapsed))
+    return out
 
 
 def summary(name: str, samples: list[float], baseline: float | None) -> str:
@@ -130,39 +155,131 @@ def summary(name: str, samples: list[float], baseline: float | None) -> str:
     return f"{name:<10} median {median * 1000:7.2f} ms   p95 {p95 * 1000:7.2f} ms   {ratio}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--runs", type=int, default=50)
-    args = parser.parse_args()
+def add_env(i: int, netns: Path, plugin: Path, command: str = "ADD") -> dict[str, str]:
+    return {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": f"bench{i}",
+        "CNI_NETNS": str(netns),
+        "CNI_IFNAME": "eth0",
+        "CNI_ARGS": "K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod",
+        "CNI_PATH": str(plugin.parent),
+    }
+
+
+def measure(runs: int, sandbox: bool) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        sock = root / "run" / "cni.sock"
+        sock, sock_real = root / "run" / "cni.sock", root / "run-real" / "cni.sock"
         plugin, conflist = install(
             InstallSettings(root / "bin", root / "net.d", daemon_socket=str(sock))
         )
         net = json.loads(conflist.read_text())
-        conf = json.dumps({**net["plugins"][0], "name": net["name"], "cniVersion": "1.1.0"})
+        plugin_conf = {**net["plugins"][0], "name": net["name"], "cniVersion": "1.1.0"}
+        conf = json.dumps(plugin_conf)
+        conf_real = json.dumps({**plugin_conf, "daemonSocket": str(sock_real)})
         netns = root / "netns"
-        netns.write_text("")  # the stub binding never enters it
-        stop = serve(sock)
+        netns.write_text("")  # the no-op binding never enters it
+        version_stdin = '{"cniVersion":"1.1.0"}'
+        results: dict[str, list[float]] = {"baseline": [], "VERSION": [], "ADD": []}
+        stop = serve(sock, CniService(ReadyVifs(), Drivers([NoopBinding()])))
         try:
-            results: dict[str, list[float]] = {"baseline": [], "VERSION": [], "ADD": []}
-            for i in range(args.runs):  # interleaved, so drift hits all three alike
-                results["baseline"].append(timed([sys.executable, "-c", "pass"], {}, ""))
-                results["VERSION"].append(
-                    timed([str(plugin)], {"CNI_COMMAND": "VERSION"}, '{"cniVersion":"1.1.0"}')
-                )
-                add_env = {
-                    "CNI_COMMAND": "ADD",
-                    "CNI_CONTAINERID": f"bench{i}",
-                    "CNI_NETNS": str(netns),
-                    "CNI_IFNAME": "eth0",
-                    "CNI_ARGS": "K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod",
-                    "CNI_PATH": str(plugin.parent),
-                }
-                results["ADD"].append(timed([str(plugin)], add_env, conf))
+            for i in range(runs):  # interleaved, so drift hits all alike
+                jobs = [
+                    ([sys.executable, "-c", "pass"], {}, ""),
+                    ([str(plugin)], {"CNI_COMMAND": "VERSION"}, version_stdin),
+                    ([str(plugin)], add_env(i, netns, plugin), conf),
+                ]
+                for name, elapsed in zip(results, timed(jobs), strict=True):
+                    results[name].append(elapsed)
         finally:
             stop()
+        if not sandbox:
+            return results
+        # Separately: OVS/OVN work after each plug would disturb the numbers above.
+        real = RealPlug()
+        stop = serve(sock_real, real.service())
+        results["ADD+plug"] = []
+        try:
+            for i in range(runs):
+                pod_ns = real.netns(i)
+                add, _ = timed(
+                    [
+                        ([str(plugin)], add_env(i, pod_ns, plugin), conf_real),
+                        ([str(plugin)], add_env(i, pod_ns, plugin, "DEL"), conf_real),
+                    ]
+                )
+                results["ADD+plug"].append(add)
+        finally:
+            stop()
+            real.close()
+    return results
+
+
+class RealPlug:
+    """A Neutron port bound to this chassis and the real OVS binding (``--sandbox``)."""
+
+    def __init__(self) -> None:
+        from kuryr_k8s.cni.host.ovs import Ovsdb
+        from kuryr_k8s.sandbox import topology
+        from kuryr_k8s.sandbox.paths import paths_for
+        from kuryr_k8s.sandbox.settings import settings_from_env
+
+        settings = settings_from_env()
+        self.conn = topology.connect(settings)
+        topo = topology.ensure_base_topology(self.conn, lambda msg: None)
+        subnet = self.conn.network.get_subnet(topo.subnet1_id)
+        self.port = self.conn.network.create_port(
+            network_id=topo.net1_id,
+            project_id=topo.project_id,
+            binding_host_id=settings.hostname,
+            device_owner="compute:kuryr-bench",
+            security_group_ids=[topo.default_sg_id],
+        )
+        fixed = self.port.fixed_ips[0]
+        doc = VIF.to_dict() | {
+            "portId": self.port.id,
+            "macAddress": self.port.mac_address,
+            "networkId": topo.net1_id,
+            "mtu": topo.mtu,
+            "ips": [
+                {
+                    "address": fixed["ip_address"],
+                    "cidr": subnet.cidr,
+                    "subnetId": subnet.id,
+                    "gateway": subnet.gateway_ip,
+                }
+            ],
+        }
+        self.vif = Vif.from_dict(doc)
+        self.ovsdb = Ovsdb(f"unix:{paths_for(settings).ovs_db_sock}")
+        self.namespaces: list[str] = []
+
+    def service(self) -> CniService:
+        from kuryr_k8s.cni.ovs_binding import OvsBinding
+
+        binding = OvsBinding(self.ovsdb, f"bench-{uuid.uuid4().hex[:8]}")
+        return CniService(ReadyVifs(self.vif), Drivers([binding]))
+
+    def netns(self, i: int) -> Path:
+        name = f"kbench-{uuid.uuid4().hex[:6]}-{i}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.namespaces.append(name)
+        return Path("/var/run/netns") / name
+
+    def close(self) -> None:
+        for name in self.namespaces:
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+        self.ovsdb.close()
+        self.conn.network.delete_port(self.port, ignore_missing=True)
+        self.conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--runs", type=int, default=50)
+    parser.add_argument("--sandbox", action="store_true", help="also ADD with real plugging")
+    args = parser.parse_args()
+    results = measure(args.runs, args.sandbox)
     base = statistics.median(results["baseline"])
     print(f"kuryr-cni overhead, {args.runs} runs each ({sys.executable})")
     for name, samples in results.items():
