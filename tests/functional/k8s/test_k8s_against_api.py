@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -230,3 +230,40 @@ async def test_custom_resources(kube: KubeClient, kube_namespace: str) -> None:
         assert got["spec"] == {"a": 1} and got["status"] == {"ok": True}
     finally:
         await kube.delete(CRDS, f"widgets.{group}")
+
+
+async def test_leader_election_run_hands_over_on_release(
+    kube: KubeClient, kube_namespace: str
+) -> None:
+    leading: list[str] = []
+    started = {who: asyncio.Event() for who in ("a", "b")}
+
+    def elector(who: str) -> LeaderElector:
+        cfg = LeaderElectionConfig(kube_namespace, "run", who, 3.0, 2.0, 0.2)
+        return LeaderElector(kube, cfg)
+
+    def lead(who: str) -> Callable[[], Awaitable[None]]:
+        async def body() -> None:
+            leading.append(who)
+            started[who].set()
+            await asyncio.Event().wait()  # lead until cancelled
+
+        return body
+
+    a = asyncio.create_task(elector("a").run(lead("a")))
+    async with asyncio.timeout(WAIT):
+        await started["a"].wait()
+    b = asyncio.create_task(elector("b").run(lead("b")))
+    await asyncio.sleep(1.0)  # b keeps retrying meanwhile: it must not lead while a renews
+    assert leading == ["a"]
+    a.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await a
+    async with asyncio.timeout(WAIT):
+        await started["b"].wait()  # released: b takes over without waiting for expiry
+    assert leading == ["a", "b"]
+    b.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await b
+    lease = await kube.get(LEASES, "run", kube_namespace)
+    assert lease["spec"].get("holderIdentity") in (None, "")
