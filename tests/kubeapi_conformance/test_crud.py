@@ -254,3 +254,37 @@ def test_unknown_fields_of_builtin_kinds(kube_client: KubeClient, ns: str) -> No
     cm = configmap("typo-cm")
     cm["dataa"] = {"x": "y"}
     assert "dataa" not in created(kube_client.post(cm_path(ns), cm))
+
+
+def test_defaults_apply_to_updates(kube_client: KubeClient, ns: str) -> None:
+    svc_path = f"/api/v1/namespaces/{ns}/services"
+    svc = created(
+        kube_client.post(
+            svc_path, {"metadata": {"name": "keep-ip"}, "spec": {"ports": [{"port": 80}]}}
+        )
+    )
+    bare = {
+        "metadata": {"name": "keep-ip", "resourceVersion": svc["metadata"]["resourceVersion"]},
+        "spec": {"ports": [{"port": 80}], "selector": {"app": "x"}},
+    }
+    updated = ok(kube_client.put(f"{svc_path}/keep-ip", bare))
+    assert updated["spec"]["clusterIP"] == svc["spec"]["clusterIP"]
+    assert updated["spec"]["sessionAffinity"] == "None"
+    assert updated["spec"]["ports"][0]["protocol"] == "TCP"
+
+    obj = created(kube_client.post(pods_path(ns), pod("redefault")))
+    del obj["spec"]["containers"][0]["imagePullPolicy"]
+    del obj["spec"]["restartPolicy"]
+    again = ok(kube_client.put(pods_path(ns, "redefault"), obj))
+    assert again["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+    assert again["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+
+
+def test_namespace_spec_changes_only_through_finalize(kube_client: KubeClient, ns: str) -> None:
+    path = f"/api/v1/namespaces/{ns}"
+    out = ok(
+        kube_client.patch(path, {"spec": {"finalizers": []}, "metadata": {"labels": {"a": "b"}}})
+    )
+    assert out["spec"]["finalizers"] == ["kubernetes"]
+    assert out["metadata"]["labels"]["a"] == "b"
+    assert out["metadata"]["labels"]["kubernetes.io/metadata.name"] == ns

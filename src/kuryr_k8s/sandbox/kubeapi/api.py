@@ -279,7 +279,7 @@ class Api:
             raise errors.already_exists(rt.plural, rt.group, meta["name"])
         defaulter = DEFAULTERS.get(rt.key)
         if defaulter is not None and not (opts.dry_run and rt.key == "/services"):
-            defaulter(obj, self.ips)
+            defaulter(obj, self.ips, None)
         return obj if opts.dry_run else self.commit_create(rt, obj)
 
     def _check_create_rules(self, rt: ResourceType, obj: Obj) -> None:
@@ -372,6 +372,9 @@ class Api:
         if want_rv and want_rv != old["metadata"]["resourceVersion"]:
             raise errors.conflict(rt.plural, rt.group, name, errors.STALE)
         new = self._carry_over(rt, old, new, subresource)
+        defaulter = DEFAULTERS.get(rt.key)
+        if defaulter is not None:
+            defaulter(new, self.ips, old)
         new = self._admit(rt, new, old, opts)
         self._check_finalizers(rt, old, new)
         if _same(old, new):

@@ -88,7 +88,8 @@ def _qos_class(spec: Obj) -> str:
     return "Guaranteed"
 
 
-def default_pod(obj: Obj, _: IpAllocator) -> None:
+def default_pod(obj: Obj, _: IpAllocator, old: Obj | None) -> None:
+    """Scheme defaults on every write; admission defaults and status on create only."""
     spec = obj.setdefault("spec", {})
     for field in ("containers", "initContainers"):
         for c in spec.get(field) or []:
@@ -98,9 +99,11 @@ def default_pod(obj: Obj, _: IpAllocator) -> None:
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("enableServiceLinks", True)
+    if old is not None:
+        return
     spec.setdefault("serviceAccountName", spec.get("serviceAccount") or "default")
     spec.setdefault("serviceAccount", spec["serviceAccountName"])
-    spec.setdefault("enableServiceLinks", True)
     spec.setdefault("priority", 0)
     spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     tolerations = spec.setdefault("tolerations", [])
@@ -112,41 +115,53 @@ def default_pod(obj: Obj, _: IpAllocator) -> None:
     status.setdefault("qosClass", _qos_class(spec))
 
 
-def default_service(obj: Obj, ips: IpAllocator) -> None:
+_SERVICE_IP_FIELDS = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
+
+
+def default_service(obj: Obj, ips: IpAllocator, old: Obj | None) -> None:
+    """Scheme defaults; cluster IPs allocated on create and kept from ``old`` on update."""
     spec = obj.setdefault("spec", {})
     kind = spec.setdefault("type", "ClusterIP")
     spec.setdefault("sessionAffinity", "None")
     for port in spec.get("ports") or []:
         port.setdefault("protocol", "TCP")
         port.setdefault("targetPort", port.get("port"))
-    if kind != "ExternalName":
-        if not spec.get("clusterIP"):
-            spec["clusterIP"] = ips.allocate()
-        else:
-            ips.reserve([spec["clusterIP"]])
-        spec.setdefault("clusterIPs", [spec["clusterIP"]])
-        spec.setdefault("internalTrafficPolicy", "Cluster")
-        spec.setdefault("ipFamilies", ["IPv4"])
-        spec.setdefault("ipFamilyPolicy", "SingleStack")
-    status = obj.setdefault("status", {})
-    status.setdefault("loadBalancer", {})
+    if kind == "ExternalName":
+        return
+    old_spec = (old or {}).get("spec") or {}
+    if old is not None and not spec.get("clusterIP"):
+        spec.update({k: old_spec[k] for k in _SERVICE_IP_FIELDS if k in old_spec})
+    if not spec.get("clusterIP"):
+        spec["clusterIP"] = ips.allocate()
+    elif old is None:
+        ips.reserve([spec["clusterIP"]])
+    spec.setdefault("clusterIPs", [spec["clusterIP"]])
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    spec.setdefault("ipFamilies", ["IPv4"])
+    spec.setdefault("ipFamilyPolicy", "SingleStack")
+    if old is None:
+        obj.setdefault("status", {}).setdefault("loadBalancer", {})
 
 
-def default_namespace(obj: Obj, _: IpAllocator) -> None:
+def default_namespace(obj: Obj, _: IpAllocator, old: Obj | None) -> None:
+    """The name label always; ``spec`` only changes through ``/finalize``."""
     name = obj["metadata"]["name"]
     obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+    if old is not None:
+        obj["spec"] = dict(old.get("spec") or {})
+        return
     obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
     obj["status"] = {"phase": "Active"}
 
 
-def default_netpol(obj: Obj, _: IpAllocator) -> None:
+def default_netpol(obj: Obj, _: IpAllocator, old: Obj | None) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("podSelector", {})
     if not spec.get("policyTypes"):
         spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
 
 
-def default_crd(obj: Obj, _: IpAllocator) -> None:
+def default_crd(obj: Obj, _: IpAllocator, old: Obj | None) -> None:
     spec = obj.setdefault("spec", {})
     names = spec.get("names") or {}
     names.setdefault("singular", str(names.get("kind", "")).lower())
@@ -177,7 +192,7 @@ def crd_status(obj: Obj) -> Obj:
     }
 
 
-DEFAULTERS: dict[str, Callable[[Obj, IpAllocator], None]] = {
+DEFAULTERS: dict[str, Callable[[Obj, IpAllocator, Obj | None], None]] = {
     "/pods": default_pod,
     "/services": default_service,
     "/namespaces": default_namespace,
