@@ -24,6 +24,7 @@ from kuryr_k8s.cni.wire import DEFAULT_SOCKET
 from kuryr_k8s.k8s.client import KubeClient
 from kuryr_k8s.k8s.config import KubeSettings, load_incluster, load_kubeconfig
 from kuryr_k8s.model.config import ConfigFile
+from kuryr_k8s.model.errors import KuryrError
 
 LOG = logging.getLogger(__name__)
 SECTION = "cni_daemon"
@@ -97,8 +98,11 @@ async def run(settings: DaemonSettings, stop: asyncio.Event) -> None:
             await asyncio.wait_for(informer.wait_synced(), settings.sync_timeout)
         except TimeoutError:
             LOG.warning("KuryrPort list not done in %gs; serving anyway", settings.sync_timeout)
-        removed = await service.reconcile()
-        LOG.info("reconciled host state: removed %d stale attachment(s)", len(removed))
+        try:
+            removed = await service.reconcile()
+            LOG.info("reconciled host state: removed %d stale attachment(s)", len(removed))
+        except KuryrError as exc:  # e.g. OVSDB down: serve anyway, /readyz says why
+            LOG.error("could not reconcile host state at start: %s", exc)
         await server.start(settings.socket_path, settings.metrics_address)
         LOG.info(
             "kuryr-daemon for node %s listening on %s", settings.node_name, settings.socket_path

@@ -74,7 +74,7 @@ class Ovsdb:
         try:
             return command.execute(check_error=True)
         except Exception as exc:
-            raise HostError(f"OVSDB: {what}: {exc}") from exc
+            raise _error(what, exc) from exc
 
     def datapath_type(self, bridge: str) -> str | None:
         """The bridge's ``datapath_type`` ("" means system), ``None`` if it does not exist."""
@@ -102,7 +102,7 @@ class Ovsdb:
                 txn.add(api.add_port(bridge, name, may_exist=True))
                 txn.add(api.db_set("Interface", name, ("external_ids", external_ids)))
         except Exception as exc:
-            raise HostError(f"OVSDB: add {name} to {bridge}: {exc}") from exc
+            raise _error(f"add {name} to {bridge}", exc) from exc
 
     def delete_port(self, name: str) -> None:
         """Remove the Port ``name`` (and its Interface); fine if it is already gone."""
@@ -139,3 +139,12 @@ class Ovsdb:
             for i in ifaces
             if i
         ]
+
+
+def _error(what: str, exc: Exception) -> Exception:
+    """OVSDB not answering in time is temporary (CNI 11); anything else is refused (102)."""
+    from ovsdbapp.exceptions import TimeoutException
+
+    if isinstance(exc, TimeoutException):
+        return TemporaryError(f"OVSDB: {what}: {exc}")
+    return HostError(f"OVSDB: {what}: {exc}")
