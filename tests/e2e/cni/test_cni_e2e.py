@@ -136,6 +136,7 @@ def test_daemon_restart_keeps_pods_working_and_cleans_up_gone_ones(
         "echo:after-restart"
     )
     assert check(cni_dirs, a, res_a) == (0, None)
+    delete(cni_dirs, gone)  # its netns is gone and so is its attachment: still success
     delete(cni_dirs, a, res_a)
     delete(cni_dirs, b, res_b)
     delete(cni_dirs, b, res_b)
