@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -379,3 +380,53 @@ def test_random_protobuf_bodies(
         headers={"Content-Type": "application/vnd.kubernetes.protobuf"},
     )
     assert resp.status_code < 500, (body, resp.text)
+
+
+SEGMENTS = st.sampled_from(
+    [
+        "api",
+        "apis",
+        "v1",
+        "namespaces",
+        "default",
+        "pods",
+        "status",
+        "binding",
+        "finalize",
+        "watch",
+        "configmaps",
+        "x",
+        "",
+        "..",
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "%2F",
+        "nodes",
+    ]
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    parts=st.lists(SEGMENTS | st.text(max_size=8), max_size=8),
+    verb=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+)
+def test_random_paths(kube_client: KubeClient, fuzz_ns: str, parts: list[str], verb: str) -> None:
+    path = "/" + "/".join(p.replace("default", fuzz_ns) for p in parts)
+    if verb == "DELETE" and "namespaces" in parts:
+        return  # may legitimately delete the fuzz namespace itself
+    try:
+        resp = kube_client.request(
+            verb,
+            path,
+            content=b"{}",
+            params={"timeoutSeconds": "1"},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+    except httpx.InvalidURL:
+        return
+    assert resp.status_code < 500, (verb, path, resp.text)
