@@ -157,3 +157,19 @@ async def test_thousand_pods_with_watchers() -> None:
         listed = (await c.get(path, params={"fieldSelector": "spec.nodeName=n1"})).json()
         assert len(listed["items"]) == count // 2
         assert elapsed < 30, f"1000 creates with {watchers} watchers took {elapsed:.1f}s"
+
+
+async def test_deleting_a_crd_ends_its_watches() -> None:
+    async with KubeApiServer() as srv, httpx.AsyncClient(base_url=srv.url, timeout=10) as c:
+        crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        assert (await c.post(crds, json=CRD)).status_code == 201
+
+        async def watch() -> list[str]:
+            path = "/apis/example.com/v1/things"
+            async with c.stream("GET", path, params={"watch": "1"}) as resp:
+                return [line async for line in resp.aiter_lines()]
+
+        task = asyncio.create_task(watch())
+        await asyncio.sleep(0.2)
+        assert (await c.delete(f"{crds}/things.example.com")).status_code == 200
+        assert await asyncio.wait_for(task, 5) == []

@@ -440,9 +440,11 @@ class Api:
             obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
         if rt.key == "/services":
             self.ips.release((obj.get("spec") or {}).get("clusterIP"))
-        if rt.key == CRD_KEY:
-            self.registry.remove(crd_resource_type(obj).key)
         self.store.remove(rt.key, obj, old)
+        if rt.key == CRD_KEY:
+            gone = crd_resource_type(obj).key
+            self.registry.remove(gone)
+            self.store.close_watchers(gone)  # like a real server tearing the storage down
         return obj
 
     # ------------------------------------------------------------ patch

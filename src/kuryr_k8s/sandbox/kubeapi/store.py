@@ -261,10 +261,12 @@ class Store:
     def watcher_count(self) -> int:
         return sum(len(v) for v in self._watchers.values())
 
-    def close_watchers(self) -> None:
-        for watchers in self._watchers.values():
-            for w in list(watchers):
-                w.close()
+    def close_watchers(self, key: str | None = None) -> None:
+        """End the watch streams of one resource (all when ``key`` is None)."""
+        for watched, watchers in self._watchers.items():
+            if key is None or watched == key:
+                for w in list(watchers):
+                    w.close()
 
     # ------------------------------------------------------------ persistence
 
