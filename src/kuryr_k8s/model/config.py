@@ -14,6 +14,70 @@ from pathlib import Path
 
 from kuryr_k8s.model.errors import ConfigError
 
+KNOWN_OPTIONS: dict[str, frozenset[str]] = {
+    "neutron": frozenset(
+        {"cloud", "auth_type", "endpoint_override", "region_name", "timeout", "max_concurrency"}
+    ),
+    "neutron_defaults": frozenset(
+        {
+            "project",
+            "pod_subnet",
+            "pod_security_groups",
+            "cluster_id",
+            "ovs_bridge",
+            "network_device_mtu",
+            "resource_tags",
+        }
+    ),
+    "vif_pool": frozenset(
+        {"ports_pool_min", "ports_pool_batch", "ports_pool_max", "ports_pool_update_frequency"}
+    ),
+    "garbage_collection": frozenset({"interval", "grace_period"}),
+    "kubernetes": frozenset(
+        {
+            "api_root",
+            "kubeconfig",
+            "pod_vif_driver",
+            "vif_pool_driver",
+            "port_debug",
+            "controller_ha",
+            "leader_lease_namespace",
+            "leader_lease_name",
+            "leader_lease_duration",
+            "leader_renew_deadline",
+            "leader_retry_period",
+            "workers",
+            "watch_reconcile_period",
+            "port_status_poll_max",
+            # upstream options accepted for compatibility, without effect:
+            "ssl_verify_server_crt",
+            "enabled_handlers",
+            "pod_subnets_driver",
+            "pod_security_groups_driver",
+            "pod_project_driver",
+            "service_project_driver",
+        }
+    ),
+    "health_server": frozenset({"host", "port"}),
+    "cni_daemon": frozenset(
+        {
+            "node_name",
+            "socket_path",
+            "metrics_address",
+            "ovsdb_connection",
+            "bridge",
+            "sync_timeout",
+            "vif_annotation_timeout",
+            "ready_timeout",
+        }
+    ),
+}
+"""Every section and option of ``kuryr.conf``, across all processes.
+
+One file serves the controller and the daemons (as upstream), so each process rejects
+what *no* process knows, not merely what it does not read itself. A unit test checks that
+every option any loader reads is listed here."""
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -123,11 +187,17 @@ class ConfigFile:
         for option in options:
             self._known.setdefault(section, set()).add(option)
 
+    @property
+    def read_options(self) -> dict[str, frozenset[str]]:
+        """What this process asked for (tests check it against :data:`KNOWN_OPTIONS`)."""
+        return {section: frozenset(opts) for section, opts in self._known.items()}
+
     def reject_unknown(self) -> None:
+        """Fail on sections and options that no process of the project knows."""
         problems = []
         for section in self._parser.sections():
-            known = self._known.get(section)
-            if known is None:
+            known = self._known.get(section, set()) | KNOWN_OPTIONS.get(section, frozenset())
+            if not known:
                 problems.append(f"unknown section [{section}]")
                 continue
             for option in self._parser.options(section):
