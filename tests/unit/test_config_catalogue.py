@@ -15,6 +15,7 @@ endpoint_override = http://127.0.0.1:9696
 project = p
 pod_subnet = s
 cluster_id = c
+pod_security_groups = sg1
 """
 
 
