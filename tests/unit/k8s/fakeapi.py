@@ -304,11 +304,12 @@ class FakeApi:
                         obj, q.get("labelSelector"), q.get("fieldSelector")
                     ):
                         yield (json.dumps({"type": kind, "object": obj}) + "\n").encode()
-            if bookmarks != self._bookmarks and q.get("allowWatchBookmarks") == "true":
-                bookmarks = self._bookmarks
-                bm = {"kind": "", "metadata": {"resourceVersion": str(self.rv)}}
-                sent = max(sent, self.rv)
-                yield (json.dumps({"type": "BOOKMARK", "object": bm}) + "\n").encode()
+            if bookmarks != self._bookmarks:
+                bookmarks = self._bookmarks  # also when not sent, or we would spin on it
+                if q.get("allowWatchBookmarks") == "true":
+                    bm = {"kind": "", "metadata": {"resourceVersion": str(self.rv)}}
+                    sent = max(sent, self.rv)
+                    yield (json.dumps({"type": "BOOKMARK", "object": bm}) + "\n").encode()
             async with self._changed:
                 if generation != self._generation:
                     return
