@@ -42,6 +42,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="also run Octavia with the OVN provider (needed for Services)",
     )
+    p.add_argument(
+        "--kuryr",
+        action="store_true",
+        default=None,
+        help="also run kuryr-controller, kuryr-daemon and a node agent (kubelet stand-in) "
+        "for this host, against the sandbox's Kubernetes API",
+    )
 
 
 def register(sub: Any) -> None:
@@ -65,12 +72,25 @@ def register(sub: Any) -> None:
         p = ssub.add_parser(name, help=helptext, description=helptext)
         _add_common(p)
         p.set_defaults(handler=func)
+    ex = ssub.add_parser(
+        "exec",
+        help="run a command in a sandbox pod's network namespace (like kubectl exec)",
+        description="Run CMD inside the network namespace of POD on this host, e.g. "
+        "'kuryr sandbox exec busybox-sleep -- ping -c 3 10.10.0.10'. Needs 'up --kuryr'.",
+    )
+    _add_common(ex)
+    ex.add_argument("-n", "--namespace", default="default", help="pod namespace")
+    ex.add_argument("pod", help="pod name")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    ex.set_defaults(handler=_exec)
 
 
 def _settings(args: argparse.Namespace) -> Any:
     from kuryr_k8s.sandbox.settings import settings_from_env
 
-    return settings_from_env(state_dir=args.state_dir, neutron=args.neutron, octavia=args.octavia)
+    return settings_from_env(
+        state_dir=args.state_dir, neutron=args.neutron, octavia=args.octavia, kuryr=args.kuryr
+    )
 
 
 def _progress(msg: str) -> None:
@@ -167,3 +187,22 @@ def _topology(args: argparse.Namespace) -> int:
     topo = topology.ensure_base_topology(topology.connect(settings), _progress)
     print(topology.format_topology(topo))
     return 0
+
+
+@_guarded
+def _exec(args: argparse.Namespace) -> int:
+    from kuryr_k8s.sandbox import manager
+    from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
+    from kuryr_k8s.sandbox.nodeagent import exec_in_pod
+
+    cmd = list(args.cmd)
+    if cmd[:1] == ["--"]:
+        cmd = cmd[1:]
+    if not cmd:
+        print(
+            "kuryr sandbox exec: error: give a command after --, e.g. -- ip addr", file=sys.stderr
+        )
+        return 2
+    ctx = manager.context(_settings(args))
+    proc = exec_in_pod(args.namespace, args.pod, cmd, state_dir=nodeagent_state(ctx))
+    return proc.returncode

@@ -715,6 +715,8 @@ class KubeApi(Component):
 
 def all_components(ctx: Context) -> list[Component]:
     """Every component in start order."""
+    from kuryr_k8s.sandbox.kuryr_components import kuryr_components
+
     return [
         OvsdbServer(ctx),
         OvsVswitchd(ctx),
@@ -727,6 +729,7 @@ def all_components(ctx: Context) -> list[Component]:
         OctaviaDriverAgent(ctx),
         OctaviaApi(ctx),
         KubeApi(ctx),
+        *kuryr_components(ctx),
     ]
 
 

@@ -98,6 +98,14 @@ def plug(
     )
 
 
+def is_plugged(ctx: Context, netns: str) -> bool:
+    """The netns exists and its host end is still a port of br-int."""
+    if netns not in run(["ip", "netns", "list"]).stdout.split():
+        return False
+    ports = ctx.vsctl("list-ports", "br-int").split()
+    return host_ifname(netns) in ports
+
+
 def ensure_netns(netns: str) -> None:
     existing = run(["ip", "netns", "list"]).stdout.split()
     if netns not in existing:

@@ -116,6 +116,10 @@ def down(settings: SandboxSettings, progress: Progress) -> list[str]:
 def reset(settings: SandboxSettings, progress: Progress) -> None:
     """Stop everything and wipe state (databases, OVS/OVN, config); keep logs and venvs."""
     down(settings, progress)
+    from kuryr_k8s.sandbox.kuryr_components import delete_pod_namespaces
+
+    for netns in delete_pod_namespaces(context(settings)):
+        progress(f"  removed pod network namespace {netns}")
     paths = paths_for(settings)
     for d in paths.state_dirs():
         if d.exists():

@@ -42,6 +42,10 @@ class SandboxSettings:
     octavia: bool = False
     """Also run Octavia (octavia-api + driver agent) with the OVN provider."""
 
+    kuryr: bool = False
+    """Also run the product on this host: kuryr-controller, kuryr-daemon (CNI plugin
+    installed in the state directory) and the node agent playing kubelet."""
+
     hostname: str = field(default_factory=socket.gethostname)
     """OVN chassis hostname; every port bound here needs ``binding:host_id`` equal to it."""
 
@@ -65,6 +69,7 @@ def settings_from_env(
     state_dir: str | None = None,
     neutron: str | None = None,
     octavia: bool | None = None,
+    kuryr: bool | None = None,
 ) -> SandboxSettings:
     """Explicit arguments win, then ``KURYR_SANDBOX_*`` variables, then what the last
     ``up`` recorded in the state directory, then defaults."""
@@ -86,7 +91,10 @@ def settings_from_env(
             octavia = env_octavia in ("1", "true", "yes")
         else:
             octavia = bool(recorded.get("octavia", False))
+    if kuryr is None:
+        kuryr = bool(recorded.get("kuryr", False))
     return SandboxSettings(
+        kuryr=kuryr,
         venv_dir=Path(os.environ.get("KURYR_SANDBOX_VENVS", "/opt/kuryr-sandbox/venvs")),
         state_dir=Path(sd).absolute(),
         neutron=flavour,
@@ -109,5 +117,8 @@ def load_recorded(state_dir: Path) -> dict[str, object]:
 def record(settings: SandboxSettings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     (settings.state_dir / RECORD_FILE).write_text(
-        json.dumps({"neutron": settings.neutron, "octavia": settings.octavia}) + "\n"
+        json.dumps(
+            {"neutron": settings.neutron, "octavia": settings.octavia, "kuryr": settings.kuryr}
+        )
+        + "\n"
     )
