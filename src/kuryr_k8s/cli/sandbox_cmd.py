@@ -68,6 +68,7 @@ def register(sub: Any) -> None:
         ("reset", _reset, "stop and wipe all state except logs and venvs"),
         ("env", _env, "print shell exports for openstack, ovs-vsctl, ovn-nbctl and kubectl"),
         ("topology", _topology, "create (or show) the seed's base topology in Neutron"),
+        ("demo", _demo, "the seed's scenario: VM, busybox pods via kubectl, connectivity checks"),
     ):
         p = ssub.add_parser(name, help=helptext, description=helptext)
         _add_common(p)
@@ -206,3 +207,21 @@ def _exec(args: argparse.Namespace) -> int:
     ctx = manager.context(_settings(args))
     proc = exec_in_pod(args.namespace, args.pod, cmd, state_dir=nodeagent_state(ctx))
     return proc.returncode
+
+
+@_guarded
+def _demo(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from kuryr_k8s.sandbox import demo, manager
+    from kuryr_k8s.sandbox.settings import record
+
+    manager.preflight()
+    settings = dataclasses.replace(_settings(args), kuryr=True)
+    if args.octavia is None:
+        settings = dataclasses.replace(settings, octavia=True)
+    ok, look_around = demo.run(settings, _progress)
+    record(settings)
+    print()
+    print(look_around)
+    return 0 if ok else 1

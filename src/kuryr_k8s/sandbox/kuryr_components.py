@@ -18,6 +18,8 @@ from kuryr_k8s.sandbox.nodeagent.records import RecordStore
 from kuryr_k8s.sandbox.process import run
 
 CLUSTER_ID = "kuryr-sandbox"
+DEMO_VM_NETNS = "kuryr-vm0"
+"""The demo's "VM": a network namespace plugged into br-int (see ``demo.py``)."""
 CONTROLLER_HEALTH = "127.0.0.1:8082"
 DAEMON_HEALTH = "127.0.0.1:8091"
 
@@ -191,9 +193,11 @@ def kuryr_components(ctx: Context) -> list[Component]:
 
 
 def delete_pod_namespaces(ctx: Context) -> list[str]:
-    """For ``reset``: remove the pods' network namespaces the node agent recorded."""
+    """For ``reset``: remove the network namespaces of the pods the node agent recorded
+    and of the demo's VM (their veths go with them)."""
+    names = [r.netns for r in RecordStore(nodeagent_state(ctx) / "sandboxes").all()]
     removed = []
-    for record in RecordStore(nodeagent_state(ctx) / "sandboxes").all():
-        if run(["ip", "netns", "del", record.netns], check=False).returncode == 0:
-            removed.append(record.netns)
+    for netns in [*names, DEMO_VM_NETNS]:
+        if run(["ip", "netns", "del", netns], check=False).returncode == 0:
+            removed.append(netns)
     return removed
