@@ -71,9 +71,7 @@ def test_neutron_conf_matches_the_sandbox_facts(tmp_path: Path, flavour: str) ->
     assert conf["DEFAULT"]["auth_strategy"] == "noauth"
     assert conf["DEFAULT"]["transport_url"] == "fake:/"
     assert conf["DEFAULT"]["bind_host"] == "127.0.0.1"
-    assert set(conf["DEFAULT"]["service_plugins"].split(",")) == {
-        "ovn-router", "trunk", "segments"
-    }
+    assert set(conf["DEFAULT"]["service_plugins"].split(",")) == {"ovn-router", "trunk", "segments"}
     assert str(paths.mysql_socket) in conf["database"]["connection"]
     assert conf.has_section("oslo_policy") == (flavour == "debian")
     ml2 = _parse(configs.ml2_conf(settings))
