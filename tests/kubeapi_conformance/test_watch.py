@@ -19,7 +19,7 @@ Obj = dict[str, Any]
 
 
 def _events(kube_client: KubeClient, path: str, **params: Any) -> list[Obj]:
-    params.setdefault("timeoutSeconds", 2)
+    params.setdefault("timeoutSeconds", 1)
     return list(kube_client.watch(path, params, timeout=params["timeoutSeconds"] + 30))
 
 
