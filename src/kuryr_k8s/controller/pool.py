@@ -38,7 +38,13 @@ from prometheus_client.registry import Collector
 
 from kuryr_k8s.controller.settings import VifPoolSettings
 from kuryr_k8s.model.errors import KuryrError, ResourceNotReady, TemporaryError
-from kuryr_k8s.openstack.neutron import Neutron, NeutronNotFound, RevisionConflict
+from kuryr_k8s.openstack.neutron import (
+    IpExhausted,
+    Neutron,
+    NeutronNotFound,
+    QuotaExceeded,
+    RevisionConflict,
+)
 from kuryr_k8s.openstack.ports import NeutronPort, PortRequest
 from kuryr_k8s.openstack.provider import (
     OwnerLocks,
@@ -311,7 +317,16 @@ class PooledPortProvider:
                 if sibling is not None:
                     return sibling.free.popleft(), False
                 count = max(self.settings.ports_pool_batch, min(pool.waiting, MAX_BULK))
-                mine, *rest = await self._create(pool, count, owner=(owner_uid, name))
+                try:
+                    mine, *rest = await self._create(pool, count, owner=(owner_uid, name))
+                except (IpExhausted, QuotaExceeded) as exc:
+                    if count == 1:
+                        raise
+                    # A bulk is all-or-nothing: room for this pod may remain.
+                    LOG.warning(
+                        "bulk of %d ports refused (%s); creating this pod's alone", count, exc
+                    )
+                    mine, *rest = await self._create(pool, 1, owner=(owner_uid, name))
                 pool.free.extend(rest)
                 return mine, True
         finally:
@@ -328,7 +343,15 @@ class PooledPortProvider:
     ) -> list[NeutronPort]:
         """``count`` new free ports (one bulk call); with ``owner`` = (uid, name) the first
         one is made for that owner instead."""
-        specs = [spec_for(pool.request, self.tagging.free(pool.key))] * min(count, MAX_BULK)
+        count = min(count, MAX_BULK)
+        if count > 1:
+            # A bulk that runs out of addresses fails as a whole *and* leaks the addresses
+            # it had allocated until the subnet is deleted (seen on Neutron Zed), so never
+            # ask for more than the subnet has left.
+            free = await self.neutron.free_ips(pool.key[2], pool.subnet_id)
+            if free is not None:
+                count = max(1, min(count, free))
+        specs = [spec_for(pool.request, self.tagging.free(pool.key))] * count
         if owner is not None:
             uid, name = owner
             specs[0] = spec_for(pool.request, self.tagging.in_use(uid), owner_uid=uid, name=name)

@@ -129,12 +129,35 @@ class FakeNeutron:
         headers = dict(headers or {})
         if parts[0] == "ports":
             return self._ports(method, parts[1:], body, params, headers)
+        if parts[0] == "network-ip-availabilities" and method == "GET" and len(parts) == 2:
+            return self._availability(parts[1])
         if parts[0] in ("subnets", "networks", "security-groups"):
             return self._read_only(method, parts, params)
         return _err(400, "HTTPBadRequest", f"fake Neutron does not know {method} {path}")
 
     def _stamp(self) -> str:
         return self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _availability(self, network_id: str) -> tuple[int, Any]:
+        if network_id not in self.networks:
+            return _err(404, "NetworkNotFound", f"Network {network_id} could not be found.")
+        subs = []
+        for sub in self.subnets.values():
+            if sub["network_id"] == network_id:
+                used = sum(
+                    1
+                    for p in self.ports.values()
+                    for ip in p["fixed_ips"]
+                    if ip["subnet_id"] == sub["id"]
+                )
+                subs.append(
+                    {
+                        "subnet_id": sub["id"],
+                        "used_ips": used,
+                        "total_ips": used + len(sub["_free"]),
+                    }
+                )
+        return 200, {"network_ip_availability": {"subnet_ip_availability": subs}}
 
     def _read_only(self, method: str, parts: list[str], params: dict[str, str]) -> tuple[int, Any]:
         table, singular, missing = {

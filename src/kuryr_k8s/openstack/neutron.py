@@ -523,6 +523,25 @@ class Neutron:
             id=sg["id"], project_id=sg.get("project_id") or "", name=sg.get("name") or ""
         )
 
+    async def free_ips(self, network_id: str, subnet_id: str) -> int | None:
+        """Addresses still free on the subnet (``network-ip-availability``, admin-only by
+        default policy), or None when this cloud will not tell us."""
+        try:
+            data = await self._call(
+                "ip_availability",
+                "GET",
+                f"/network-ip-availabilities/{network_id}",
+                missing_ok=True,
+            )
+        except NeutronRejected:
+            return None  # 403: not admin
+        if data is GONE:
+            return None
+        for sub in data["network_ip_availability"]["subnet_ip_availability"]:
+            if sub["subnet_id"] == subnet_id:
+                return max(0, int(sub["total_ips"]) - int(sub["used_ips"]))
+        return None
+
     async def project_has_resources(self, project_id: str) -> bool:
         """Whether Neutron knows the project (it owns a network or a port).
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
+from typing import Any
 
 import pytest
 
+from fixtures.sandbox import NeutronTracker
 from functional.openstack.cluster import Cluster, cluster_fixture  # noqa: F401
 from kuryr_k8s.controller.pool import PooledPortProvider, make_provider
 from kuryr_k8s.controller.settings import VifPoolSettings
+from kuryr_k8s.model.errors import PermanentError
+from kuryr_k8s.openstack.neutron import IpExhausted, Neutron, NeutronUnavailable, SdkTransport
 from kuryr_k8s.openstack.provider import PlainPortProvider
 
 pytestmark = pytest.mark.functional
@@ -155,3 +159,60 @@ async def test_a_port_taken_behind_the_pools_back_is_never_handed_out(cluster: C
     await pool.release(second.id, "uid-2")
     await pool.free_all()
     await cluster.neutron.delete_port(victim)
+
+
+async def test_ip_exhaustion_through_the_pool_is_permanent_with_neutrons_reason(
+    cluster: Cluster, neutron: NeutronTracker
+) -> None:
+    net = neutron.network(name="kt-pool-tiny")
+    sub = neutron.subnet(net.id, "192.0.2.0/29", name="kt-pool-tiny-sub")  # 5 addresses
+    request = cluster.request(network_id=net.id, subnet_id=sub.id)
+    pool = await _pool(cluster, Owners(), _settings(batch=3))
+    ports = []
+    with pytest.raises(IpExhausted, match="No more IP addresses available") as info:
+        for i in range(6):
+            ports.append(await pool.acquire(request, f"uid-{i}", f"ns/p{i}"))
+    assert isinstance(info.value, PermanentError)
+    # The second batch of 3 would not fit: it is capped to what is left. (An overflowing
+    # bulk would fail *and* leak its addresses on Zed, leaving 3 usable instead of 5.)
+    assert len(ports) == 5
+    assert len({p.fixed_ips[0].ip_address for p in ports}) == len(ports)
+    for i, port in enumerate(ports):
+        await pool.release(port.id, f"uid-{i}")
+    assert await pool.free_all() == len(ports)
+
+
+class DiesAfterClaim:
+    """A transport whose process 'dies' right after the claim (before the tag flip)."""
+
+    def __init__(self, inner: SdkTransport) -> None:
+        self.inner = inner
+
+    def __call__(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        if method == "PUT" and path.endswith("/tags"):
+            raise ConnectionAbortedError("killed between claim and tag flip")
+        return self.inner(method, path, **kw)
+
+
+async def test_a_crash_between_claim_and_tag_flip_keeps_one_port(cluster: Cluster) -> None:
+    owners = Owners()
+    pool = await _pool(cluster, owners, _settings(batch=2))
+    first = await pool.acquire(cluster.request(), "uid-1", "ns/one")
+    (free_id,) = _free_ids(cluster)
+    dying = Neutron(DiesAfterClaim(SdkTransport(cluster.sandbox.conn)), inline=True)
+    doomed = PooledPortProvider(dying, cluster.tagging, _settings(batch=2), owners)
+    await doomed.rebuild()
+    owners.uids.add("uid-1")
+    with pytest.raises(NeutronUnavailable):
+        await doomed.acquire(cluster.request(), "uid-2", "ns/two")
+    half = cluster.neutron_port(free_id)
+    assert half.device_id == "uid-2" and "kuryr.owner:uid-2" not in half.tags
+    owners.uids.add("uid-2")
+    restarted = await _pool(cluster, owners, _settings(batch=2))
+    second = await restarted.acquire(cluster.request(), "uid-2", "ns/two")
+    assert second.id == free_id
+    assert set(cluster.neutron_port(free_id).tags) == set(cluster.tagging.in_use("uid-2"))
+    assert len(cluster.ports()) == 2  # no second port was made
+    await restarted.release(first.id, "uid-1")
+    await restarted.release(second.id, "uid-2")
+    await restarted.free_all()

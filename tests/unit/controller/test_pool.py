@@ -11,7 +11,7 @@ import pytest
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
 from kuryr_k8s.controller.settings import VifPoolSettings
 from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
-from kuryr_k8s.openstack.neutron import IpExhausted, NeutronUnavailable, PortSpec
+from kuryr_k8s.openstack.neutron import IpExhausted, NeutronUnavailable, PortSpec, QuotaExceeded
 from kuryr_k8s.openstack.provider import PlainPortProvider
 from unit.openstack.world import PROJECT, World, make_world
 
@@ -245,11 +245,23 @@ async def test_a_sibling_pool_with_other_sgs_lends_a_port() -> None:
 async def test_ip_exhaustion_reaches_the_caller_and_keeps_the_pool_usable() -> None:
     world = make_world(cidr="10.0.0.0/29")  # 5 addresses
     provider = await _pool(world, settings=VifPoolSettings(True, 0, 3, 0, 3600))
-    ports = [await provider.acquire(world.request(), f"u{i}", "x") for i in range(3)]
+    ports = [await provider.acquire(world.request(), f"u{i}", "x") for i in range(5)]
+    # the second batch of 3 did not fit in the 2 addresses left: each pod got its own
+    assert len({p.fixed_ips[0].ip_address for p in ports}) == 5
     with pytest.raises(IpExhausted, match="No more IP addresses"):
-        await provider.acquire(world.request(), "u3", "x")
+        await provider.acquire(world.request(), "u5", "x")
     await provider.release(ports[0].id, "u0")
-    assert (await provider.acquire(world.request(), "u3", "x")).id == ports[0].id
+    assert (await provider.acquire(world.request(), "u5", "x")).id == ports[0].id
+
+
+async def test_quota_smaller_than_a_batch_still_serves_pods() -> None:
+    world = make_world(port_quota=2)
+    provider = await _pool(world, settings=VifPoolSettings(True, 0, 5, 0, 3600))
+    a = await provider.acquire(world.request(), "a", "x")
+    b = await provider.acquire(world.request(), "b", "x")
+    assert a.id != b.id
+    with pytest.raises(QuotaExceeded, match="Quota exceeded"):
+        await provider.acquire(world.request(), "c", "x")
 
 
 async def test_failed_refill_is_counted_not_raised() -> None:
@@ -337,3 +349,24 @@ async def test_find_never_takes_or_creates_a_port() -> None:
     port = await provider.acquire(world.request(), "uid-1", "x")
     found = await provider.find("uid-1")
     assert found is not None and found.id == port.id
+
+
+async def test_a_bulk_never_asks_for_more_addresses_than_are_left() -> None:
+    world = make_world(cidr="10.0.0.0/29")  # 5 addresses
+    provider = await _pool(world, settings=VifPoolSettings(True, 0, 4, 0, 3600))
+    await provider.acquire(world.request(), "a", "x")  # bulk of 4
+    for uid in "bcd":
+        await provider.acquire(world.request(), uid, "x")
+    failed_before = world.neutron.stats.errors[("create_ports", "IpExhausted")]
+    await provider.acquire(world.request(), "e", "x")  # 1 left: a bulk of 1, not of 4
+    assert world.neutron.stats.errors[("create_ports", "IpExhausted")] == failed_before == 0
+    assert len(world.fake.ports) == 5
+
+
+async def test_pools_work_where_ip_availability_is_forbidden() -> None:
+    world = make_world()
+    provider = await _pool(world)
+    world.fake.fail_next("GET", "/network-ip-availabilities", 403, "PolicyNotAuthorized")
+    port = await provider.acquire(world.request(), "a", "x")
+    assert port.device_id == "a"
+    assert len(world.fake.ports) == SETTINGS.ports_pool_batch

@@ -244,3 +244,12 @@ async def test_project_known_by_its_resources() -> None:
 def test_fake_refuses_what_it_does_not_know() -> None:
     fake = FakeNeutron()
     assert fake("GET", "/routers")[0] == 400
+
+
+async def test_free_ips_from_network_ip_availability_or_none_when_forbidden() -> None:
+    world = make_world(cidr="10.0.0.0/29")
+    await world.neutron.create_ports([_spec(world)] * 2)
+    assert await world.neutron.free_ips(world.network, world.subnet) == 3
+    world.fake.fail_next("GET", "/network-ip-availabilities", 403, "PolicyNotAuthorized")
+    assert await world.neutron.free_ips(world.network, world.subnet) is None
+    assert await world.neutron.free_ips("no-such-network", world.subnet) is None
