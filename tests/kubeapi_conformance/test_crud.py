@@ -288,3 +288,20 @@ def test_namespace_spec_changes_only_through_finalize(kube_client: KubeClient, n
     assert out["spec"]["finalizers"] == ["kubernetes"]
     assert out["metadata"]["labels"]["a"] == "b"
     assert out["metadata"]["labels"]["kubernetes.io/metadata.name"] == ns
+
+
+def test_yaml_timestamps_are_strings(kube_client: KubeClient, ns: str) -> None:
+    raw = b"metadata:\n  name: when\n  annotations:\n    at: 2020-01-01T00:00:00Z\ndata:\n  a: b\n"
+    obj = created(
+        kube_client.request(
+            "POST", cm_path(ns), content=raw, headers={"Content-Type": "application/yaml"}
+        )
+    )
+    assert obj["metadata"]["annotations"]["at"] == "2020-01-01T00:00:00Z"
+    resp = kube_client.request(
+        "POST",
+        cm_path(ns),
+        content=b'{"metadata": {"name": "n"}, "data": {"a": NaN}}',
+        headers={"Content-Type": "application/json"},
+    )
+    status_of(resp, 400, "BadRequest")

@@ -8,6 +8,7 @@ pod fields the emulator itself reads, so later stages never see the wrong types.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import yaml
@@ -29,17 +30,44 @@ _GO_TYPES = {
 }
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"invalid JSON value {name}")
+
+
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:
         raise errors.bad_request(f"error decoding body: {exc}") from exc
 
 
+class _JsonYamlLoader(yaml.SafeLoader):
+    """YAML as Kubernetes reads it: converted to JSON, so timestamps stay strings."""
+
+
+_JsonYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _as_json(value: Any) -> Any:
+    """Keep only what JSON can carry; map keys become strings, as sigs.k8s.io/yaml does."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else json.dumps(k): _as_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is not a JSON number")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise ValueError(f"unsupported YAML value of type {type(value).__name__}")
+
+
 def parse_yaml_or_json(raw: bytes) -> Any:
     try:
-        return yaml.safe_load(raw)
-    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+        return _as_json(yaml.load(raw, Loader=_JsonYamlLoader))  # noqa: S506 - a SafeLoader
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
         raise errors.bad_request(f"error decoding YAML: {exc}") from exc
 
 
