@@ -234,7 +234,8 @@ class KubeApiServer:
             await asyncio.sleep(self.flush_interval)
             try:
                 self.flush()
-            except OSError:
+            except Exception:  # keep serving; the next change retries the write
+                self.store.changed = True
                 LOG.exception("could not persist the store to %s", self.persist_path)
 
     def write_kubeconfig(self, path: Path) -> Path:
