@@ -12,8 +12,9 @@ grace period is measured on Neutron's own timestamps, so it also covers the time
 controller was down, and it absorbs the lag of the caches behind ``live_owners`` and
 ``live_nodes``: a port is claimed only after its KuryrPort exists, and the live sets are
 read after the port list, so a port listed with a live owner is always seen as live unless
-that owner's KuryrPort is really gone. Compare upstream: dead ports were collected only
-when ``resource_tags`` was set, after 600 s DOWN.
+that owner's KuryrPort is really gone. Deletes carry ``If-Match`` with the revision seen in
+the list, so a port claimed or changed in between is left alone. Compare upstream: dead
+ports were collected only when ``resource_tags`` was set, after 600 s DOWN.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from kuryr_k8s.controller.settings import GcSettings
 from kuryr_k8s.model.errors import KuryrError
-from kuryr_k8s.openstack.neutron import Neutron
+from kuryr_k8s.openstack.neutron import Neutron, RevisionConflict
 from kuryr_k8s.openstack.provider import PortTagging
 
 LOG = logging.getLogger(__name__)
@@ -95,8 +96,13 @@ class GarbageCollector:
             if port.updated_at is None or port.updated_at > cutoff:
                 result.waiting += 1
                 continue
-            if await self.neutron.delete_port(port.id):
-                LOG.info("deleted port %s: %s", port.id, why)
+            try:
+                # Only as listed: a port claimed or changed since is left alone.
+                if await self.neutron.delete_port(port.id, if_revision=port.revision_number):
+                    LOG.info("deleted port %s: %s", port.id, why)
+            except RevisionConflict:
+                result.waiting += 1
+                continue
             bucket.append(port.id)
             self.deleted_total += 1
             if self._on_deleted is not None:

@@ -201,6 +201,9 @@ class FakeNeutron:
             if len(rest) == 1 and method == "GET":
                 return 200, {"port": dict(port)}
             if len(rest) == 1 and method == "DELETE":
+                stale = self._stale(port, headers)
+                if stale is not None:
+                    return stale
                 self._free_ips(port)
                 del self.ports[port["id"]]
                 return 204, None
@@ -208,18 +211,26 @@ class FakeNeutron:
                 return self._update(port, body["port"], headers)
         return _err(400, "HTTPBadRequest", f"fake Neutron does not know {method} /ports/{rest}")
 
+    @staticmethod
+    def _stale(port: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any] | None:
+        wanted = headers.get("If-Match")
+        if wanted is None:
+            return None
+        expected = int(wanted.split("=", 1)[1])
+        if expected == port["revision_number"]:
+            return None
+        return _err(
+            412,
+            "RevisionNumberConstraintFailed",
+            f"Constrained to {expected}, but current revision is {port['revision_number']}",
+        )
+
     def _update(
         self, port: dict[str, Any], changes: dict[str, Any], headers: dict[str, str]
     ) -> tuple[int, Any]:
-        wanted = headers.get("If-Match")
-        if wanted is not None:
-            expected = int(wanted.split("=", 1)[1])
-            if expected != port["revision_number"]:
-                return _err(
-                    412,
-                    "RevisionNumberConstraintFailed",
-                    f"Constrained to {expected}, but current revision is {port['revision_number']}",
-                )
+        stale = self._stale(port, headers)
+        if stale is not None:
+            return stale
         if "tags" in changes:
             return _err(400, "HTTPBadRequest", "Cannot update read-only attribute tags")
         for sg in changes.get("security_groups", ()):

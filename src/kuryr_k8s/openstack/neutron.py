@@ -486,9 +486,13 @@ class Neutron:
             port, tags=tuple(data["tags"]), revision_number=port.revision_number + 1
         )
 
-    async def delete_port(self, port_id: str) -> bool:
-        """True if deleted now, False if it was already gone."""
-        data = await self._call("delete_port", "DELETE", f"/ports/{port_id}", missing_ok=True)
+    async def delete_port(self, port_id: str, *, if_revision: int | None = None) -> bool:
+        """True if deleted now, False if it was already gone. With ``if_revision`` only if
+        the port is still at that revision (else :class:`RevisionConflict`)."""
+        headers = {} if if_revision is None else {"If-Match": f"revision_number={if_revision}"}
+        data = await self._call(
+            "delete_port", "DELETE", f"/ports/{port_id}", headers=headers, missing_ok=True
+        )
         if data is GONE:
             return False
         self.stats.ports_deleted += 1

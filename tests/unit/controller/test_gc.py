@@ -138,3 +138,21 @@ async def test_gc_tells_the_pool_to_forget_deleted_ports() -> None:
     assert pool.sizes() == {}  # node-b's pool is gone: no refills for a dead node
     await pool.maintain_once()
     assert [p["binding:host_id"] for p in world.fake.ports.values()] == ["node-b"]  # in use
+
+
+async def test_a_port_changed_since_the_listing_is_not_deleted() -> None:
+    world = make_world()
+    orphan = await _port(world, "gone")
+    world.clock.advance(GRACE + 1)
+    owners = Live()
+
+    async def claim_meanwhile() -> Collection[str]:
+        # between GC's port list and its delete, someone takes the port over
+        world.fake.ports[orphan]["device_id"] = "new-owner"
+        world.fake.touch(orphan)
+        return await owners()
+
+    gc = _gc(world, claim_meanwhile)  # type: ignore[arg-type]
+    result = await gc.run_once()
+    assert (result.deleted_orphans, result.waiting) == ([], 1)
+    assert world.fake.ports[orphan]["device_id"] == "new-owner"

@@ -253,3 +253,12 @@ async def test_free_ips_from_network_ip_availability_or_none_when_forbidden() ->
     world.fake.fail_next("GET", "/network-ip-availabilities", 403, "PolicyNotAuthorized")
     assert await world.neutron.free_ips(world.network, world.subnet) is None
     assert await world.neutron.free_ips("no-such-network", world.subnet) is None
+
+
+async def test_delete_with_a_stale_revision_conflicts() -> None:
+    world = make_world()
+    (port,) = await world.neutron.create_ports([_spec(world)])
+    world.fake.touch(port.id)
+    with pytest.raises(RevisionConflict):
+        await world.neutron.delete_port(port.id, if_revision=port.revision_number)
+    assert await world.neutron.delete_port(port.id, if_revision=port.revision_number + 1)
