@@ -262,6 +262,14 @@ class PooledPortProvider:
             dropped += [p.id for p in self._pools.pop(key).free]
         return dropped
 
+    async def warm(self, request: PortRequest) -> int:
+        """Fill the pool of ``request`` up to ``ports_pool_min`` now (e.g. for every node at
+        start, so even a node's first pod finds a bound port); returns its free count."""
+        self._check_ready()
+        pool = self._pool_for(request.pool_key, request.subnet_id)
+        await self._refill(pool)
+        return len(pool.free)
+
     async def free_all(self) -> int:
         """Delete every free port of every pool (upstream's ``freePool``); returns how many.
         In-use ports are untouched."""

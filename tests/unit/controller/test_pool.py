@@ -370,3 +370,14 @@ async def test_pools_work_where_ip_availability_is_forbidden() -> None:
     port = await provider.acquire(world.request(), "a", "x")
     assert port.device_id == "a"
     assert len(world.fake.ports) == SETTINGS.ports_pool_batch
+
+
+async def test_warm_fills_a_nodes_pool_before_its_first_pod() -> None:
+    world = make_world()
+    provider = await _pool(world)
+    assert await provider.warm(world.request(node="node-b")) == SETTINGS.ports_pool_batch
+    assert await provider.warm(world.request(node="node-b")) == SETTINGS.ports_pool_batch
+    assert world.fake.requests.count(("POST", "/ports")) == 1
+    port = await provider.acquire(world.request(node="node-b"), "a", "x")
+    assert port.binding_host_id == "node-b"
+    assert world.fake.requests.count(("POST", "/ports")) == 1
