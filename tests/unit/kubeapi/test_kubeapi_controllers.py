@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from kuryr_k8s.sandbox.kubeapi.api import Api, DeleteOptions
+from kuryr_k8s.sandbox.kubeapi.api import Api
 from kuryr_k8s.sandbox.kubeapi.controllers import Controllers
+from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions
 from kuryr_k8s.sandbox.kubeapi.resources import Registry, ResourceType
 from kuryr_k8s.sandbox.kubeapi.store import Store
 

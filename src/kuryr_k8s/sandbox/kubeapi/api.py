@@ -14,12 +14,19 @@ import copy
 import json
 import secrets
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kuryr_k8s.sandbox.kubeapi import decode, errors, known_fields, patch, schema, validation
+from kuryr_k8s.sandbox.kubeapi import (
+    decode,
+    errors,
+    known_fields,
+    lifecycle,
+    patch,
+    schema,
+    validation,
+)
 from kuryr_k8s.sandbox.kubeapi.defaults import DEFAULTERS, IpAllocator
+from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, WriteOptions, timestamp
 from kuryr_k8s.sandbox.kubeapi.resources import Registry, ResourceType, crd_resource_type
 from kuryr_k8s.sandbox.kubeapi.selectors import FieldSelector, LabelSelector
 from kuryr_k8s.sandbox.kubeapi.store import Store, field_value
@@ -37,36 +44,11 @@ _SERVER_META = (
     "selfLink",
     "managedFields",
 )
-IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 APPLY = "application/apply-patch+yaml"
-
-
-def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def timestamp(when: datetime | None = None) -> str:
-    return (when or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class WriteOptions:
-    dry_run: bool = False
-    strict: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class DeleteOptions:
-    propagation: str | None = None
-    grace: int | None = None
-    uid: str | None = None
-    resource_version: str | None = None
-    dry_run: bool = False
 
 
 def _meta(obj: Obj) -> Obj:
@@ -500,136 +482,18 @@ class Api:
                 raise errors.unprocessable(str(exc)) from exc
             raise errors.bad_request(str(exc)) from exc
 
-    # ------------------------------------------------------------ delete
+    # ------------------------------------------------------------ delete, binding, finalize
 
     def delete(
         self, rt: ResourceType, namespace: str, name: str, opts: DeleteOptions | None = None
     ) -> Obj:
-        opts = opts or DeleteOptions()
-        old = self.require(rt, namespace, name)
-        meta = old["metadata"]
-        if rt.key == "/namespaces" and name in IMMORTAL_NAMESPACES:
-            raise errors.forbidden("namespaces", "", name, "this namespace may not be deleted")
-        if opts.uid and opts.uid != meta["uid"]:
-            raise errors.conflict(
-                rt.plural,
-                rt.group,
-                name,
-                f"Precondition failed: UID in precondition: {opts.uid}, UID in "
-                f"object meta: {meta['uid']}",
-            )
-        if opts.resource_version and opts.resource_version != meta["resourceVersion"]:
-            raise errors.conflict(
-                rt.plural,
-                rt.group,
-                name,
-                f"Precondition failed: ResourceVersion in precondition: "
-                f"{opts.resource_version}, ResourceVersion in object meta: "
-                f"{meta['resourceVersion']}",
-            )
-        grace = self._grace_period(rt, old, opts)
-        finalizers = list(meta.get("finalizers") or [])
-        extra = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(opts.propagation or "")
-        if extra and extra not in finalizers and not meta.get("deletionTimestamp"):
-            finalizers.append(extra)
-        if rt.key == "/namespaces" or finalizers or grace:
-            return self._mark_deleted(rt, old, finalizers, grace, opts.dry_run)
-        if opts.dry_run:
-            return old
-        return self.commit_remove(rt, old)
-
-    def _grace_period(self, rt: ResourceType, obj: Obj, opts: DeleteOptions) -> int:
-        if rt.key != "/pods":
-            return 0
-        spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
-            return 0
-        grace = opts.grace if opts.grace is not None else spec.get("terminationGracePeriodSeconds")
-        grace = 30 if grace is None else max(int(grace), 0)
-        current = obj["metadata"].get("deletionGracePeriodSeconds")
-        if current is not None and grace > current:
-            return int(current)
-        return grace
-
-    def _mark_deleted(
-        self, rt: ResourceType, old: Obj, finalizers: list[str], grace: int, dry_run: bool
-    ) -> Obj:
-        meta = old["metadata"]
-        if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds", 0) <= grace:
-            return old
-        new = copy.deepcopy(old)
-        new_meta = new["metadata"]
-        when = now() + timedelta(seconds=grace)
-        if meta.get("deletionTimestamp"):
-            when = min(
-                when,
-                datetime.strptime(meta["deletionTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
-                    tzinfo=UTC
-                ),
-            )
-        new_meta["deletionTimestamp"] = timestamp(when)
-        new_meta["deletionGracePeriodSeconds"] = grace
-        if finalizers:
-            new_meta["finalizers"] = finalizers
-        if rt.key == "/namespaces":
-            new.setdefault("status", {})["phase"] = "Terminating"
-        if dry_run:
-            return new
-        return self.commit_update(rt, old, new)
-
-    # ------------------------------------------------------------ pods/binding, finalize
+        return lifecycle.delete(self, rt, namespace, name, opts or DeleteOptions())
 
     def bind(self, namespace: str, name: str, body: Any) -> None:
-        pods = self.registry.get("/pods")
-        assert pods is not None
-        if not isinstance(body, dict) or not isinstance(body.get("target"), dict):
-            raise errors.invalid("Binding", "", name, [errors.required("target")])
-        target = body["target"].get("name")
-        if not isinstance(target, str) or not target:
-            raise errors.invalid("Binding", "", name, [errors.required("target.name")])
-        old = self.require(pods, namespace, name)
-        meta, spec = old["metadata"], old.get("spec") or {}
-        if meta.get("deletionTimestamp"):
-            raise errors.conflict(
-                "pods/binding",
-                "",
-                name,
-                f"pod {name} is being deleted, cannot be assigned to a host",
-            )
-        if spec.get("nodeName"):
-            raise errors.conflict(
-                "pods/binding",
-                "",
-                name,
-                f'pod {name} is already assigned to node "{spec["nodeName"]}"',
-            )
-        new = copy.deepcopy(old)
-        new["spec"]["nodeName"] = target
-        conditions = new.setdefault("status", {}).setdefault("conditions", [])
-        conditions[:] = [c for c in conditions if c.get("type") != "PodScheduled"]
-        conditions.append(
-            {
-                "type": "PodScheduled",
-                "status": "True",
-                "lastProbeTime": None,
-                "lastTransitionTime": timestamp(),
-            }
-        )
-        self.commit_update(pods, old, new)
+        lifecycle.bind(self, namespace, name, body)
 
     def finalize_namespace(self, name: str, body: Any) -> Obj:
-        nss = self.registry.get("/namespaces")
-        assert nss is not None
-        old = self.require(nss, "", name)
-        spec = body.get("spec") if isinstance(body, dict) else None
-        fins = spec.get("finalizers") if isinstance(spec, dict) else None
-        if fins is not None and not isinstance(fins, list):
-            raise errors.bad_request("spec.finalizers must be a list")
-        new = copy.deepcopy(old)
-        new.setdefault("spec", {})["finalizers"] = list(fins or [])
-        if _same(old, new):
-            return old
-        return self.commit_update(nss, old, new)
+        return lifecycle.finalize_namespace(self, name, body)
 
 
 def _status_update(rt: ResourceType, old: Obj, new: Obj) -> Obj:

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kuryr_k8s.sandbox.kubeapi import errors
-from kuryr_k8s.sandbox.kubeapi.api import CRD_FINALIZER, CRD_KEY, Api, DeleteOptions
+from kuryr_k8s.sandbox.kubeapi.api import CRD_FINALIZER, CRD_KEY, Api
+from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions
 from kuryr_k8s.sandbox.kubeapi.resources import ResourceType, crd_resource_type
 from kuryr_k8s.sandbox.kubeapi.store import Event, Ref
 

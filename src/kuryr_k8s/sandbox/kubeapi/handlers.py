@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from kuryr_k8s.sandbox.kubeapi import decode, discovery, errors, protobuf, routing, tables
-from kuryr_k8s.sandbox.kubeapi.api import Api, DeleteOptions, WriteOptions
+from kuryr_k8s.sandbox.kubeapi.api import Api
+from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, WriteOptions
 from kuryr_k8s.sandbox.kubeapi.resources import ResourceType
 from kuryr_k8s.sandbox.kubeapi.selectors import (
     SelectorError,

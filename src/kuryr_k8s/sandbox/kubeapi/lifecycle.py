@@ -1,0 +1,149 @@
+"""Deletion (preconditions, propagation, finalizers, graceful pod deletion), pod binding and
+namespace finalization: the verbs that move objects through their life cycle."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from kuryr_k8s.sandbox.kubeapi import errors
+from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, now, parse_timestamp, timestamp
+from kuryr_k8s.sandbox.kubeapi.resources import ResourceType
+
+if TYPE_CHECKING:
+    from kuryr_k8s.sandbox.kubeapi.api import Api
+
+Obj = dict[str, Any]
+
+IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
+PROPAGATION_FINALIZERS = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}
+
+
+def _check_preconditions(rt: ResourceType, meta: Obj, opts: DeleteOptions) -> None:
+    name = meta["name"]
+    if opts.uid and opts.uid != meta["uid"]:
+        raise errors.conflict(
+            rt.plural,
+            rt.group,
+            name,
+            f"Precondition failed: UID in precondition: {opts.uid}, UID in object meta: "
+            f"{meta['uid']}",
+        )
+    if opts.resource_version and opts.resource_version != meta["resourceVersion"]:
+        raise errors.conflict(
+            rt.plural,
+            rt.group,
+            name,
+            f"Precondition failed: ResourceVersion in precondition: {opts.resource_version}, "
+            f"ResourceVersion in object meta: {meta['resourceVersion']}",
+        )
+
+
+def delete(api: Api, rt: ResourceType, namespace: str, name: str, opts: DeleteOptions) -> Obj:
+    """DELETE one object: mark it (finalizers, grace period, namespaces) or remove it."""
+    old = api.require(rt, namespace, name)
+    meta = old["metadata"]
+    if rt.key == "/namespaces" and name in IMMORTAL_NAMESPACES:
+        raise errors.forbidden("namespaces", "", name, "this namespace may not be deleted")
+    _check_preconditions(rt, meta, opts)
+    grace = grace_period(rt, old, opts)
+    finalizers = list(meta.get("finalizers") or [])
+    extra = PROPAGATION_FINALIZERS.get(opts.propagation or "")
+    if extra and extra not in finalizers and not meta.get("deletionTimestamp"):
+        finalizers.append(extra)
+    if rt.key == "/namespaces" or finalizers or grace:
+        return _mark_deleted(api, rt, old, finalizers, grace, opts.dry_run)
+    if opts.dry_run:
+        return old
+    return api.commit_remove(rt, old)
+
+
+def grace_period(rt: ResourceType, obj: Obj, opts: DeleteOptions) -> int:
+    """Seconds a pod gets to terminate: 0 unless it is bound and still running."""
+    if rt.key != "/pods":
+        return 0
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+        return 0
+    grace = opts.grace if opts.grace is not None else spec.get("terminationGracePeriodSeconds")
+    grace = 30 if grace is None else max(int(grace), 0)
+    current = obj["metadata"].get("deletionGracePeriodSeconds")
+    if current is not None and grace > current:
+        return int(current)
+    return grace
+
+
+def _mark_deleted(
+    api: Api, rt: ResourceType, old: Obj, finalizers: list[str], grace: int, dry_run: bool
+) -> Obj:
+    meta = old["metadata"]
+    if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds", 0) <= grace:
+        return old  # already terminating, and not sooner than asked
+    new = copy.deepcopy(old)
+    new_meta = new["metadata"]
+    when = now() + timedelta(seconds=grace)
+    if meta.get("deletionTimestamp"):
+        when = min(when, parse_timestamp(meta["deletionTimestamp"]))
+    new_meta["deletionTimestamp"] = timestamp(when)
+    new_meta["deletionGracePeriodSeconds"] = grace
+    if finalizers:
+        new_meta["finalizers"] = finalizers
+    if rt.key == "/namespaces":
+        new.setdefault("status", {})["phase"] = "Terminating"
+    if dry_run:
+        return new
+    return api.commit_update(rt, old, new)
+
+
+def bind(api: Api, namespace: str, name: str, body: Any) -> None:
+    """POST pods/binding: set ``spec.nodeName`` and ``PodScheduled=True``, once."""
+    pods = api.registry.get("/pods")
+    assert pods is not None
+    if not isinstance(body, dict) or not isinstance(body.get("target"), dict):
+        raise errors.invalid("Binding", "", name, [errors.required("target")])
+    target = body["target"].get("name")
+    if not isinstance(target, str) or not target:
+        raise errors.invalid("Binding", "", name, [errors.required("target.name")])
+    old = api.require(pods, namespace, name)
+    meta, spec = old["metadata"], old.get("spec") or {}
+    if meta.get("deletionTimestamp"):
+        raise errors.conflict(
+            "pods/binding", "", name, f"pod {name} is being deleted, cannot be assigned to a host"
+        )
+    if spec.get("nodeName"):
+        raise errors.conflict(
+            "pods/binding",
+            "",
+            name,
+            f'pod {name} is already assigned to node "{spec["nodeName"]}"',
+        )
+    new = copy.deepcopy(old)
+    new["spec"]["nodeName"] = target
+    conditions = new.setdefault("status", {}).setdefault("conditions", [])
+    conditions[:] = [c for c in conditions if c.get("type") != "PodScheduled"]
+    conditions.append(
+        {
+            "type": "PodScheduled",
+            "status": "True",
+            "lastProbeTime": None,
+            "lastTransitionTime": timestamp(),
+        }
+    )
+    api.commit_update(pods, old, new)
+
+
+def finalize_namespace(api: Api, name: str, body: Any) -> Obj:
+    """PUT namespaces/{name}/finalize: replace ``spec.finalizers``."""
+    nss = api.registry.get("/namespaces")
+    assert nss is not None
+    old = api.require(nss, "", name)
+    spec = body.get("spec") if isinstance(body, dict) else None
+    fins = spec.get("finalizers") if isinstance(spec, dict) else None
+    if fins is not None and not isinstance(fins, list):
+        raise errors.bad_request("spec.finalizers must be a list")
+    new = copy.deepcopy(old)
+    new.setdefault("spec", {})["finalizers"] = list(fins or [])
+    if new == old:
+        return old
+    return api.commit_update(nss, old, new)
