@@ -21,23 +21,19 @@ PROPAGATION_FINALIZERS = {"Orphan": "orphan", "Foreground": "foregroundDeletion"
 
 
 def _check_preconditions(rt: ResourceType, meta: Obj, opts: DeleteOptions) -> None:
-    name = meta["name"]
-    if opts.uid and opts.uid != meta["uid"]:
-        raise errors.conflict(
-            rt.plural,
-            rt.group,
-            name,
-            f"Precondition failed: UID in precondition: {opts.uid}, UID in object meta: "
-            f"{meta['uid']}",
-        )
-    if opts.resource_version and opts.resource_version != meta["resourceVersion"]:
-        raise errors.conflict(
-            rt.plural,
-            rt.group,
-            name,
-            f"Precondition failed: ResourceVersion in precondition: {opts.resource_version}, "
-            f"ResourceVersion in object meta: {meta['resourceVersion']}",
-        )
+    checks = (
+        ("UID", opts.uid, meta["uid"]),
+        ("ResourceVersion", opts.resource_version, meta["resourceVersion"]),
+    )
+    for what, wanted, actual in checks:
+        if wanted and wanted != actual:
+            raise errors.conflict(
+                rt.plural,
+                rt.group,
+                meta["name"],
+                f"Precondition failed: {what} in precondition: {wanted}, {what} in object "
+                f"meta: {actual}",
+            )
 
 
 def delete(api: Api, rt: ResourceType, namespace: str, name: str, opts: DeleteOptions) -> Obj:
