@@ -401,7 +401,7 @@ class PooledPortProvider:
                     if_revision=current.revision_number,
                     device_id=owner_uid,
                     name=name,
-                    security_groups=request.security_groups,
+                    security_groups=_changed(current.security_groups, request.security_groups),
                 )
             except RevisionConflict:
                 fresh = await self.neutron.get_port(port.id)
@@ -434,7 +434,7 @@ class PooledPortProvider:
                     if_revision=current.revision_number,
                     device_id="",
                     name="",
-                    security_groups=key[3],
+                    security_groups=_changed(current.security_groups, key[3]),
                 )
             except RevisionConflict:
                 fresh = await self.neutron.get_port(port.id)
@@ -476,6 +476,12 @@ class PooledPortProvider:
                 await self.maintain_once()
             except KuryrError as exc:
                 LOG.warning("pool maintenance failed: %s", exc)
+
+
+def _changed(have: tuple[str, ...], want: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``want`` if it differs from ``have``, else None: an unchanged SG list in an update
+    still costs Neutron/OVN security-group work."""
+    return None if tuple(sorted(have)) == tuple(sorted(want)) else want
 
 
 def make_provider(
