@@ -38,6 +38,7 @@ from kuryr_k8s.model.kuryrport import crd_manifests
 from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.metrics import NeutronCollector
 from kuryr_k8s.openstack.neutron import Neutron
+from kuryr_k8s.openstack.ports import NeutronPort
 from kuryr_k8s.openstack.provider import PlainPortProvider, PortTagging
 
 LOG = logging.getLogger(__name__)
@@ -139,23 +140,27 @@ async def build(
     gc = GarbageCollector(neutron, tagging, config.gc, live_owners, on_deleted=gc_forget)
     events = EventRecorder(client, "kuryr-controller", host=identity)
     engine_settings = EngineSettings(workers=k.workers)
+    kp_reconciler = KuryrPortReconciler(
+        client,
+        pods.store,
+        kps.store,
+        provider,
+        network,
+        events,
+        metrics=metrics,
+        poll_max=k.port_status_poll_max,
+    )
     engines = [
         Engine(PodReconciler(client, pods.store, kps.store), engine_settings, metrics=metrics),
-        Engine(
-            KuryrPortReconciler(
-                client,
-                pods.store,
-                kps.store,
-                provider,
-                network,
-                events,
-                metrics=metrics,
-                poll_max=k.port_status_poll_max,
-            ),
-            engine_settings,
-            metrics=metrics,
-        ),
+        Engine(kp_reconciler, engine_settings, metrics=metrics),
     ]
+
+    async def our_ports() -> list[NeutronPort]:
+        return await neutron.list_ports(tags=[tagging.cluster_tag])
+
+    async def sweep() -> None:
+        await kp_reconciler.sweep_forever(our_ports, k.port_sweep_interval)
+
     elector = None
     if k.controller_ha:
         elector = LeaderElector(
@@ -184,7 +189,7 @@ async def build(
         health=health,
         resync_period=k.watch_reconcile_period,
         startup=[lead_gauge_on, provider.start],
-        background=[gc.run_forever],
+        background=[gc.run_forever, sweep],
         shutdown=[provider.stop, lead_gauge_off],
     )
     server = None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,7 +42,7 @@ from kuryr_k8s.k8s.objects import Obj
 from kuryr_k8s.k8s.resources import KURYRPORTS, PODS
 from kuryr_k8s.k8s.timing import Clock, SystemClock
 from kuryr_k8s.model import kuryrport as kp_model
-from kuryr_k8s.model.errors import PermanentError
+from kuryr_k8s.model.errors import KuryrError, PermanentError
 from kuryr_k8s.model.vif import InvalidVif, IpConfig, Vif
 from kuryr_k8s.openstack.ports import OWNER_TAG_PREFIX, NeutronPort, PortProvider, PortRequest
 
@@ -126,6 +127,10 @@ class Ports(PortProvider, Protocol):
 def owned_by(port: NeutronPort, uid: str) -> bool:
     """Both marks of ownership agree: ``device_id``/owner and the ``kuryr.owner:`` tag."""
     return port.owner_uid == uid and OWNER_TAG_PREFIX + uid in port.tags
+
+
+PortLister = Callable[[], Awaitable[list[NeutronPort]]]
+"""Every Neutron port of our cluster (one list call)."""
 
 
 class EventSink(Protocol):
@@ -381,6 +386,54 @@ class KuryrPortReconciler:
             LOG.info("released port %s", pid)
         await remove_finalizer(self._client, KURYRPORTS, kp, kp_model.KURYRPORT_FINALIZER)
         self._polls.pop(objects.key(kp), None)
+
+    # -- duplicates ------------------------------------------------------------------
+
+    async def sweep_duplicates(self, ports: list[NeutronPort]) -> list[str]:
+        """Release every port owned by a live pod other than the one its status names.
+
+        Look-up-before-create cannot stop a write that is already on its way: a create or
+        claim sent by a controller that was killed (or that timed out on our side) can land
+        in Neutron after the next look-up found nothing, leaving a pod with two ports. The
+        one in the status is the pod's; the others go back. A pod whose status names no
+        port of its own yet is left for the next sweep (its allocation is in flight).
+        """
+        by_owner: dict[str, list[NeutronPort]] = {}
+        for port in ports:
+            if port.owner_uid:
+                by_owner.setdefault(port.owner_uid, []).append(port)
+        live = {
+            str((kp.get("spec") or {}).get("podUid") or ""): kp
+            for kp in self._kps.items()
+            if not objects.is_deleting(kp)
+        }
+        released: list[str] = []
+        for uid, owned in by_owner.items():
+            kp = live.get(uid)
+            if len(owned) < 2 or kp is None:
+                continue
+            keep = set(port_ids_in(kp)) & {p.id for p in owned}
+            if not keep:
+                continue
+            for port in owned:
+                if port.id in keep:
+                    continue
+                logs.bind(pod=objects.key(kp), port=port.id)
+                LOG.warning(
+                    "pod already has port %s: releasing duplicate %s", ", ".join(keep), port.id
+                )
+                await self._provider.release(port.id, uid)
+                released.append(port.id)
+        return released
+
+    async def sweep_forever(self, lister: PortLister, interval: float) -> None:
+        """While leading: a duplicate sweep every ``interval`` seconds (first after one)."""
+        while True:
+            await self._clock.sleep(interval)
+            try:
+                await self.sweep_duplicates(await lister())
+            except KuryrError as exc:
+                LOG.warning("duplicate port sweep failed: %s", exc)
 
     # -- writes ----------------------------------------------------------------------
 

@@ -259,6 +259,9 @@ class KubernetesSettings:
     port_status_poll_max: float = 10.0
     """While a port is DOWN its KuryrPort is looked at again after 0.5 s, doubling up to
     this many seconds, until Neutron reports it ACTIVE."""
+    port_sweep_interval: float = 60.0
+    """Seconds between sweeps for a second port owned by a live pod (a create or claim of
+    a killed or timed-out request landing late in Neutron); the extra one is released."""
     health_server_port: int = 8082
     """``[health_server] port``: ``/healthz``, ``/readyz`` and ``/metrics`` listen here
     (upstream defaults). 0 disables the server."""
@@ -285,6 +288,7 @@ def load_kubernetes(cfg: ConfigFile) -> KubernetesSettings:
         workers=cfg.get_int(k, "workers", defaults.workers, minimum=1),
         watch_reconcile_period=cfg.get_float(k, "watch_reconcile_period", 300.0),
         port_status_poll_max=cfg.get_float(k, "port_status_poll_max", 10.0),
+        port_sweep_interval=cfg.get_float(k, "port_sweep_interval", 60.0),
         health_server_port=cfg.get_int("health_server", "port", 8082, minimum=0),
         health_server_host=cfg.get_str("health_server", "host", "127.0.0.1"),
     )
@@ -299,11 +303,11 @@ def load_kubernetes(cfg: ConfigFile) -> KubernetesSettings:
             f"{settings.leader_renew_deadline}: must be < leader_lease_duration "
             f"({settings.leader_lease_duration})"
         )
-    if settings.watch_reconcile_period <= 0 or settings.port_status_poll_max <= 0:
-        raise ConfigError(
-            f"{cfg.source}: [kubernetes] watch_reconcile_period and port_status_poll_max "
-            "must be > 0"
-        )
+    for option in ("watch_reconcile_period", "port_status_poll_max", "port_sweep_interval"):
+        if getattr(settings, option) <= 0:
+            raise ConfigError(
+                f"{cfg.source}: [kubernetes] {option} = {getattr(settings, option)}: must be > 0"
+            )
     if settings.health_server_port > 65535:
         raise ConfigError(
             f"{cfg.source}: [health_server] port = {settings.health_server_port}: not a port"

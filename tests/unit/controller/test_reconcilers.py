@@ -326,3 +326,31 @@ async def test_an_orphan_kuryrport_is_released_and_deleted(world: World) -> None
     await world.converge(f"{NS}/web")
     assert world.ports.owned_by(uid) == []
     assert world.kp("web") is None
+
+
+async def test_a_late_second_port_of_a_live_pod_is_released_and_the_status_one_kept(
+    world: World,
+) -> None:
+    uid = await world.add_pod("web")
+    other_uid = await world.add_pod("db")
+    await world.converge(f"{NS}/web", f"{NS}/db")
+    kp = world.kp("web")
+    assert kp is not None
+    mine = vif_of(kp).port_id
+    late = world.ports.make("node1", (OWNER_TAG_PREFIX + uid,))  # a killed create landing late
+    released = await world.kp_rec.sweep_duplicates(list(world.ports.ports.values()))
+    assert released == [late.id]
+    assert [p.id for p in world.ports.owned_by(uid)] == [mine]
+    assert len(world.ports.owned_by(other_uid)) == 1, "single ports are left alone"
+    assert await world.kp_rec.sweep_duplicates(list(world.ports.ports.values())) == []
+
+
+async def test_the_sweep_waits_while_a_pods_allocation_is_in_flight(world: World) -> None:
+    uid = await world.add_pod("web")
+    await world.synced()
+    await world.pod_rec.reconcile(f"{NS}/web")
+    await world.synced()
+    a = world.ports.make("node1", (OWNER_TAG_PREFIX + uid,))
+    b = world.ports.make("node1", (OWNER_TAG_PREFIX + uid,))
+    assert await world.kp_rec.sweep_duplicates([a, b]) == [], "no port in the status yet"
+    assert len(world.ports.owned_by(uid)) == 2
