@@ -49,6 +49,7 @@ KNOWN_OPTIONS: dict[str, frozenset[str]] = {
             "workers",
             "watch_reconcile_period",
             "port_status_poll_max",
+            "port_sweep_interval",
             # upstream options accepted for compatibility, without effect:
             "ssl_verify_server_crt",
             "enabled_handlers",
