@@ -47,7 +47,9 @@ class World:
     def node(self) -> str:
         return str(self.sandbox.settings.hostname)
 
-    def start_controller(self, *, pool: bool | None = None) -> ControllerProcess:
+    def start_controller(
+        self, *, pool: bool | None = None, gc_grace: float = 3600.0
+    ) -> ControllerProcess:
         n = len(self.controllers)
         port = free_port()
         conf = write_conf(
@@ -58,6 +60,7 @@ class World:
             lease_namespace=self.kube.ns,
             health_port=port,
             pool=self.pool if pool is None else pool,
+            gc_grace=gc_grace,
         )
         log = LOG_DIR / self.cluster_id / f"controller-{n}.log"
         log.parent.mkdir(parents=True, exist_ok=True)

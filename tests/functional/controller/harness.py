@@ -73,6 +73,7 @@ def write_conf(
     health_port: int,
     pool: bool = True,
     lease: tuple[float, float, float] = (6.0, 4.0, 1.0),
+    gc_grace: float = 3600.0,
 ) -> Path:
     topo = sandbox.topo
     duration, deadline, retry = lease
@@ -99,6 +100,7 @@ leader_lease_duration = {duration}
 leader_renew_deadline = {deadline}
 leader_retry_period = {retry}
 port_status_poll_max = 5
+port_sweep_interval = 3
 
 [vif_pool]
 ports_pool_min = 3
@@ -106,8 +108,8 @@ ports_pool_batch = 10
 ports_pool_update_frequency = 5
 
 [garbage_collection]
-interval = 3600
-grace_period = 3600
+interval = 5
+grace_period = {gc_grace}
 
 [health_server]
 port = {health_port}
