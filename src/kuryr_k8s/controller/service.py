@@ -24,6 +24,7 @@ from kuryr_k8s.controller.health import HealthState
 from kuryr_k8s.k8s.informer import Informer
 from kuryr_k8s.k8s.leader import LeaderElector, LeadershipLost
 from kuryr_k8s.k8s.timing import Clock, SystemClock
+from kuryr_k8s.model.errors import KuryrError
 
 LOG = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class Controller:
                     return
                 except LeadershipLost as exc:
                     LOG.error("lost leadership (%s): back to standby", exc)
+                except KuryrError as exc:  # e.g. Neutron down while rebuilding the pools
+                    LOG.error("could not lead (%s): lease released, retrying as standby", exc)
+                    await self.clock.sleep(self.elector.config.retry_period)
         finally:
             await cancel_all(watching)
 
