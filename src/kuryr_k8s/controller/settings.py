@@ -235,8 +235,8 @@ class KubernetesSettings:
     pod_vif_driver: str = "neutron-vif"
     """Only ``neutron-vif`` (side-by-side: a port per pod on the pod subnet) for now."""
     port_debug: bool = False
-    """Upstream: name Neutron ports after their pods. We always name ports
-    ``<namespace>/<pod>`` while in use; kept for compatibility, it only adds debug logs."""
+    """Upstream: name Neutron ports after their pods. Accepted for compatibility and
+    without effect: ports in use are always named ``<namespace>/<pod>``."""
     controller_ha: bool = True
     """Leader election on a ``coordination.k8s.io/v1`` Lease; only the leader reconciles.
     Off: this process reconciles at once (never run two that way)."""
