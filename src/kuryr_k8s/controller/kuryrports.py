@@ -228,6 +228,7 @@ class KuryrPortReconciler:
         key = objects.key(kp)
         kp = await add_finalizer(self._client, KURYRPORTS, kp, kp_model.KURYRPORT_FINALIZER)
         repairs = self._check_shape(kp, pod)
+        kp = await self._repair_node(kp, pod)
         status: dict[str, Any] = dict(kp.get("status") or {})
         if not status.get("state"):
             status = await self._write_status(kp, {**status, "state": PENDING})
@@ -278,12 +279,29 @@ class KuryrPortReconciler:
         except InvalidVif as exc:
             problems.append(("InvalidVif", f"status.vifs was malformed ({exc}); rewritten"))
         node = str((kp.get("spec") or {}).get("podNodeName") or "")
+        label = objects.labels(kp).get(kp_model.NODE_LABEL, "")
         pod_node = str((pod.get("spec") or {}).get("nodeName") or "")
-        if node != pod_node:
+        if node != pod_node or label != pod_node:
             problems.append(
-                ("NodeMismatch", f"spec.podNodeName was {node!r}, the pod is on {pod_node!r}")
+                (
+                    "NodeMismatch",
+                    f"spec.podNodeName was {node!r} and label {kp_model.NODE_LABEL} "
+                    f"{label!r}, the pod is on {pod_node!r}; both reset",
+                )
             )
         return problems
+
+    async def _repair_node(self, kp: Obj, pod: Obj) -> Obj:
+        """Spec and node label name the pod's node (the node's daemon selects by label)."""
+        pod_node = str(pod["spec"]["nodeName"])
+        spec_node = (kp.get("spec") or {}).get("podNodeName")
+        if spec_node == pod_node and objects.labels(kp).get(kp_model.NODE_LABEL) == pod_node:
+            return kp
+        patch = {
+            "metadata": {"labels": {kp_model.NODE_LABEL: pod_node}},
+            "spec": {"podNodeName": pod_node},
+        }
+        return await self._client.patch(KURYRPORTS, objects.name(kp), patch, objects.namespace(kp))
 
     async def _known_port(self, kp: Obj, repairs: list[tuple[str, str]]) -> NeutronPort | None:
         """The port the status names, if Neutron confirms it is the pod's; else None."""

@@ -354,3 +354,16 @@ async def test_the_sweep_waits_while_a_pods_allocation_is_in_flight(world: World
     b = world.ports.make("node1", (OWNER_TAG_PREFIX + uid,))
     assert await world.kp_rec.sweep_duplicates([a, b]) == [], "no port in the status yet"
     assert len(world.ports.owned_by(uid)) == 2
+
+
+async def test_a_kuryrport_pointing_at_another_node_is_put_back(world: World) -> None:
+    await world.add_pod("web")
+    await world.converge(f"{NS}/web")
+    patch = {"metadata": {"labels": {kp_model.NODE_LABEL: "node9"}}}
+    await world.client.patch(KURYRPORTS, "web", patch, NS)
+    await world.converge(f"{NS}/web")
+    kp = world.kp("web")
+    assert kp is not None
+    assert kp["metadata"]["labels"][kp_model.NODE_LABEL] == "node1"
+    assert kp["spec"]["podNodeName"] == "node1"
+    assert condition(kp, "Repaired")["reason"] == "NodeMismatch"
