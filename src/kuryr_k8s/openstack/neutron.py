@@ -368,9 +368,11 @@ class Neutron:
     def connect(cls, settings: NeutronSettings) -> Neutron:
         return cls(SdkTransport(connect_sdk(settings)), max_concurrency=settings.max_concurrency)
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = False) -> None:
+        """Stop the thread pool (queued calls are dropped; with ``wait``, calls already
+        sent to Neutron are waited for) and close the connection."""
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=wait, cancel_futures=True)
         conn = getattr(self._transport, "conn", None)
         if conn is not None:
             conn.close()

@@ -8,16 +8,19 @@ the test if any port tagged with its cluster id is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections.abc import Collection
 from typing import Any
 
 import pytest
 
 from fixtures.sandbox import NeutronTracker
-from functional.openstack.cluster import Cluster, cluster_fixture  # noqa: F401
+from functional.openstack.cluster import TIMEOUT, Cluster, cluster_fixture  # noqa: F401
 from kuryr_k8s.controller.pool import PooledPortProvider, make_provider
 from kuryr_k8s.controller.settings import VifPoolSettings
 from kuryr_k8s.model.errors import PermanentError
+from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.neutron import IpExhausted, Neutron, NeutronUnavailable, SdkTransport
 from kuryr_k8s.openstack.provider import PlainPortProvider
 
@@ -215,4 +218,42 @@ async def test_a_crash_between_claim_and_tag_flip_keeps_one_port(cluster: Cluste
     assert len(cluster.ports()) == 2  # no second port was made
     await restarted.release(first.id, "uid-1")
     await restarted.release(second.id, "uid-2")
+    await restarted.free_all()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_killed_mid_burst_then_restarted_every_owner_has_exactly_one_port(
+    cluster: Cluster, seed: int
+) -> None:
+    """The controller dies at a random moment of a 12-pod burst (its tasks are cancelled;
+    what it already sent to Neutron completes), a new one rebuilds and converges."""
+    rng = random.Random(seed)
+    owners = Owners()
+    uids = [f"uid-{seed}-{i}" for i in range(12)]
+    owners.uids.update(uids)
+    doomed_neutron = Neutron.connect(
+        NeutronSettings(endpoint=cluster.sandbox.settings.neutron_url, timeout=TIMEOUT)
+    )
+    doomed = PooledPortProvider(doomed_neutron, cluster.tagging, _settings(batch=4), owners)
+    await doomed.rebuild()
+    burst = asyncio.gather(*(doomed.acquire(cluster.request(), u, f"ns/{u}") for u in uids))
+    await asyncio.sleep(rng.uniform(0.3, 3.0))
+    burst.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await burst
+    await doomed.stop()
+    doomed_neutron.close(wait=True)  # the process is gone; Neutron finishes what it got
+
+    restarted = await _pool(cluster, owners, _settings(batch=4))
+    ports = await asyncio.gather(
+        *(restarted.acquire(cluster.request(), u, f"ns/{u}") for u in uids)
+    )
+    by_owner: dict[str, list[str]] = {}
+    for p in cluster.ports():
+        if p.device_id:
+            by_owner.setdefault(p.device_id, []).append(p.id)
+    assert by_owner == {u: [p.id] for u, p in zip(uids, ports, strict=True)}
+    assert len({p.fixed_ips[0].ip_address for p in ports}) == len(uids)
+    for uid, port in zip(uids, ports, strict=True):
+        await restarted.release(port.id, uid)
     await restarted.free_all()
