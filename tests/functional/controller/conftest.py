@@ -48,7 +48,7 @@ class World:
         return str(self.sandbox.settings.hostname)
 
     def start_controller(
-        self, *, pool: bool | None = None, gc_grace: float = 3600.0
+        self, *, pool: bool | None = None, gc_grace: float = 3600.0, pod_subnet: str | None = None
     ) -> ControllerProcess:
         n = len(self.controllers)
         port = free_port()
@@ -61,6 +61,7 @@ class World:
             health_port=port,
             pool=self.pool if pool is None else pool,
             gc_grace=gc_grace,
+            pod_subnet=pod_subnet,
         )
         log = LOG_DIR / self.cluster_id / f"controller-{n}.log"
         log.parent.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,7 @@ def write_conf(
     pool: bool = True,
     lease: tuple[float, float, float] = (6.0, 4.0, 1.0),
     gc_grace: float = 3600.0,
+    pod_subnet: str | None = None,
 ) -> Path:
     topo = sandbox.topo
     duration, deadline, retry = lease
@@ -85,7 +86,7 @@ timeout = 120
 
 [neutron_defaults]
 project = {topo.project_id}
-pod_subnet = {topo.subnet1_id}
+pod_subnet = {pod_subnet or topo.subnet1_id}
 pod_security_groups = {topo.default_sg_id}
 cluster_id = {cluster_id}
 resource_tags = {extra_tag}
