@@ -70,9 +70,8 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.bound_port = sockets[0].getsockname()[1] if sockets else self._port
+        addresses = self._runner.addresses
+        self.bound_port = int(addresses[0][1]) if addresses else self._port
         LOG.info("health and metrics on http://%s:%d", self._host, self.bound_port)
 
     async def stop(self) -> None:

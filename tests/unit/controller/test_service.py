@@ -70,3 +70,28 @@ async def test_leading_runs_startup_then_reconciles_every_cached_key_then_shuts_
         assert log[-1] == "shutdown"
         assert health.role == "standby"
         await api.end_watches()
+
+
+async def test_health_server_reports_readiness_and_metrics() -> None:
+    import httpx
+
+    from kuryr_k8s.controller.health import HealthServer
+    from kuryr_k8s.controller.metrics import Metrics
+
+    state, metrics = HealthState(), Metrics()
+    metrics.reconciled("pod", "success", 0.01)
+    server = HealthServer(state, metrics.registry, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.bound_port}") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            r = await http.get("/readyz")
+            assert (r.status_code, r.text) == (503, "starting: informers not synced")
+            state.informers_synced, state.role = True, "standby"
+            r = await http.get("/readyz")
+            assert (r.status_code, r.text) == (200, "standby")
+            body = (await http.get("/metrics")).text
+            assert 'kuryr_reconcile_total{kind="pod",outcome="success"} 1.0' in body
+            assert "kuryr_pod_wiring_seconds_bucket" in body
+    finally:
+        await server.stop()
