@@ -7,8 +7,9 @@ their own. Every client, provider and reconciler is made here once and passed do
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from kuryr_k8s.controller.service import Controller
 from kuryr_k8s.k8s import (
     KURYRPORTS,
     PODS,
+    Backoff,
     EventRecorder,
     Informer,
     KubeClient,
@@ -33,7 +35,7 @@ from kuryr_k8s.k8s import (
     LeaderElector,
 )
 from kuryr_k8s.model.config import ConfigFile
-from kuryr_k8s.model.errors import ResourceNotReady
+from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
 from kuryr_k8s.model.kuryrport import crd_manifests
 from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.metrics import NeutronCollector
@@ -69,6 +71,25 @@ def load_config(path: Path) -> ControllerConfig:
     )
     cfg.reject_unknown()
     return config
+
+
+async def validated_defaults(
+    neutron: Neutron,
+    config: ControllerConfig,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> s.ValidatedNeutron:
+    """``[neutron_defaults]`` checked against Neutron; waits (backing off) while Neutron is
+    unreachable, so a Neutron outage at start is not a crash loop. A ConfigError (the
+    subnet does not exist...) is final."""
+    backoff = Backoff(base=1.0, cap=30.0)
+    while True:
+        try:
+            return await s.validate_against_neutron(neutron, config.defaults, config.source)
+        except TemporaryError as exc:
+            delay = backoff.next()
+            LOG.warning("cannot check [neutron_defaults] yet (%s); retrying in %.0fs", exc, delay)
+            await sleep(delay)
 
 
 @dataclass
@@ -108,7 +129,7 @@ async def build(
     """Connect, validate ``[neutron_defaults]`` against Neutron, and wire everything."""
     k = config.kubernetes
     neutron = neutron or Neutron.connect(config.neutron)
-    validated = await s.validate_against_neutron(neutron, config.defaults, config.source)
+    validated = await validated_defaults(neutron, config)
     network = PodNetwork(
         project_id=validated.project_id,
         network_id=validated.network.id,
