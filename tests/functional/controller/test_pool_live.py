@@ -19,9 +19,10 @@ from fixtures.sandbox import NeutronTracker
 from functional.openstack.cluster import TIMEOUT, Cluster, cluster_fixture  # noqa: F401
 from kuryr_k8s.controller.pool import PooledPortProvider, make_provider
 from kuryr_k8s.controller.settings import VifPoolSettings
-from kuryr_k8s.model.errors import PermanentError
+from kuryr_k8s.model.errors import PermanentError, TemporaryError
 from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.neutron import IpExhausted, Neutron, NeutronUnavailable, SdkTransport
+from kuryr_k8s.openstack.ports import NeutronPort
 from kuryr_k8s.openstack.provider import PlainPortProvider
 
 pytestmark = pytest.mark.functional
@@ -221,6 +222,18 @@ async def test_a_crash_between_claim_and_tag_flip_keeps_one_port(cluster: Cluste
     await restarted.free_all()
 
 
+async def _acquire_retrying(pool: PooledPortProvider, cluster: Cluster, uid: str) -> NeutronPort:
+    """As the reconcile engine would: retry temporary errors. ML2/OVN answers 500
+    (MechanismDriverError, Logical_Switch_Port not found) to updates of ports whose
+    creation it has not finished, which a kill in the middle of a bulk makes likely."""
+    for _ in range(4):
+        try:
+            return await pool.acquire(cluster.request(), uid, f"ns/{uid}")
+        except TemporaryError:
+            await asyncio.sleep(2.0)
+    return await pool.acquire(cluster.request(), uid, f"ns/{uid}")
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_killed_mid_burst_then_restarted_every_owner_has_exactly_one_port(
     cluster: Cluster, seed: int
@@ -245,9 +258,7 @@ async def test_killed_mid_burst_then_restarted_every_owner_has_exactly_one_port(
     doomed_neutron.close(wait=True)  # the process is gone; Neutron finishes what it got
 
     restarted = await _pool(cluster, owners, _settings(batch=4))
-    ports = await asyncio.gather(
-        *(restarted.acquire(cluster.request(), u, f"ns/{u}") for u in uids)
-    )
+    ports = await asyncio.gather(*(_acquire_retrying(restarted, cluster, u) for u in uids))
     by_owner: dict[str, list[str]] = {}
     for p in cluster.ports():
         if p.device_id:
