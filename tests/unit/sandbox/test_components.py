@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from kuryr_k8s.sandbox import manager
 from kuryr_k8s.sandbox.components import Component, Context
 from kuryr_k8s.sandbox.paths import paths_for
-from kuryr_k8s.sandbox.process import SandboxError, is_alive, owned_pid
+from kuryr_k8s.sandbox.process import SandboxError, is_alive, owned_pid, proc_state
 from kuryr_k8s.sandbox.settings import Ports, SandboxSettings
 
 SLEEPER = "import sys, time; print('sleeper up', flush=True); time.sleep(600)"
@@ -95,10 +96,10 @@ def test_zombie_is_not_running(ctx: Context) -> None:
     with subprocess.Popen([sys.executable, "-c", "pass", str(ctx.paths.root)]) as child:
         pidfile = ctx.paths.pidfile("zombie")
         pidfile.write_text(f"{child.pid}\n")
-        deadline = 100
-        while child.poll() is None and deadline:  # poll reaps; check before that
-            deadline -= 1
-            os.sched_yield()
+        deadline = time.monotonic() + 30
+        while proc_state(child.pid) != "Z":  # exited, not reaped yet: a zombie
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.01)
         assert not is_alive(child.pid)
         assert owned_pid(pidfile, str(ctx.paths.root)) is None
 
