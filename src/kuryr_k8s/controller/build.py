@@ -25,6 +25,7 @@ from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_pr
 from kuryr_k8s.controller.service import Controller
 from kuryr_k8s.k8s import (
     KURYRPORTS,
+    NODES,
     PODS,
     Backoff,
     EventRecorder,
@@ -33,6 +34,7 @@ from kuryr_k8s.k8s import (
     KubeSettings,
     LeaderElectionConfig,
     LeaderElector,
+    objects,
 )
 from kuryr_k8s.model.config import ConfigFile
 from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
@@ -155,10 +157,24 @@ async def build(
     metrics = Metrics()
     metrics.registry.register(NeutronCollector(neutron.stats))
     gc_forget = None
+    gc_node_gone = None
     if isinstance(provider, PooledPortProvider):
         metrics.registry.register(PoolCollector(provider))
         gc_forget = provider.forget
-    gc = GarbageCollector(neutron, tagging, config.gc, live_owners, on_deleted=gc_forget)
+        gc_node_gone = provider.forget_node
+
+    async def live_nodes() -> Collection[str]:
+        return {objects.name(node) for node in (await client.list_all(NODES)).items}
+
+    gc = GarbageCollector(
+        neutron,
+        tagging,
+        config.gc,
+        live_owners,
+        live_nodes=live_nodes,
+        on_deleted=gc_forget,
+        on_node_gone=gc_node_gone,
+    )
     events = EventRecorder(client, "kuryr-controller", host=identity)
     engine_settings = EngineSettings(workers=k.workers)
     kp_reconciler = KuryrPortReconciler(
