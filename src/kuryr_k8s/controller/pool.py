@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
@@ -118,6 +119,8 @@ class PooledPortProvider:
         self._origin: dict[str, PoolKey] = {}
         """In-use port id -> the pool it was taken from (its SGs are restored on release)."""
         self._owners = OwnerLocks()
+        self._retags: dict[str, asyncio.Task[None]] = {}
+        """Claimed port id -> its tag flip to ``kuryr.owner:<uid>``, still in flight."""
         self._ready = False
         self._loop_task: asyncio.Task[None] | None = None
         self.refill_errors = 0
@@ -138,6 +141,8 @@ class PooledPortProvider:
         self._ready = False
         tasks = [p.refill for p in self._pools.values() if p.refill is not None]
         tasks += self._background
+        tasks += self._retags.values()
+        self._retags = {}
         if self._loop_task is not None:
             tasks.append(self._loop_task)
             self._loop_task = None
@@ -219,6 +224,7 @@ class PooledPortProvider:
     async def release(self, port_id: str, owner_uid: str) -> None:
         self._check_ready()
         async with self._owners.hold(owner_uid):
+            await self._retag_done(port_id)
             port = await self.neutron.get_port(port_id)
             if port is None or port.owner_uid != owner_uid:
                 self._origin.pop(port_id, None)
@@ -416,10 +422,38 @@ class PooledPortProvider:
             except KuryrError:
                 pool.free.appendleft(port)
                 raise
-            return await self.neutron.set_tags(claimed, self.tagging.in_use(owner_uid))
+            return self._retag_soon(claimed, self.tagging.in_use(owner_uid))
         LOG.warning("pool port %s kept changing under us; put back", port.id)
         pool.free.append(current)
         return None
+
+    def _retag_soon(self, claimed: NeutronPort, tags: tuple[str, ...]) -> NeutronPort:
+        """Flip the claimed port's tags to its owner's off the pod's critical path.
+
+        The claim itself (``device_id`` under If-Match) already makes the port the
+        owner's: every look-up (``find_owned``, the rebuild, GC) goes by ``device_id``
+        first, and a claim whose tags never flipped (crash, Neutron error) is repaired by
+        ``ensure_owned`` or the rebuild. ``release`` waits for this before it resets."""
+        task = asyncio.create_task(self._retag(claimed, tags), name=f"retag {claimed.id}")
+        self._retags[claimed.id] = task
+        task.add_done_callback(
+            lambda t: (
+                self._retags.pop(claimed.id, None) if self._retags.get(claimed.id) is t else None
+            )
+        )
+        return dataclasses.replace(claimed, tags=tags)
+
+    async def _retag(self, claimed: NeutronPort, tags: tuple[str, ...]) -> None:
+        try:
+            await self.neutron.set_tags(claimed, tags)
+        except KuryrError as exc:
+            LOG.warning("tags of claimed port %s not flipped (repaired later): %s", claimed.id, exc)
+
+    async def _retag_done(self, port_id: str) -> None:
+        task = self._retags.get(port_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def _reset(self, port: NeutronPort, key: PoolKey) -> NeutronPort | None:
         """Clear owner and name, restore the pool's SGs, flip tags to the pool's. None if

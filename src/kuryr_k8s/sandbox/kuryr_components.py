@@ -89,11 +89,40 @@ class _KuryrComponent(Component):
         return self.ctx.settings.kuryr
 
 
-class KuryrController(_KuryrComponent):
+class _KuryrService(_KuryrComponent):
+    """``kuryr <subcommand>`` with the shared kuryr.conf, probed on its health server."""
+
+    subcommand: str
+    health: str
+
+    def launch(self) -> None:
+        self.spawn(
+            kuryr_argv(
+                self.subcommand,
+                "--config-file",
+                str(kuryr_conf_path(self.ctx)),
+                "--kubeconfig",
+                str(self.ctx.paths.kubeconfig),
+            ),
+            self.name,
+            pidfile=self.pidfile,
+        )
+
+    def probe(self) -> bool:
+        return http_ok(f"http://{self.health}/readyz")
+
+    def api_probe(self) -> bool:
+        return http_ok(f"http://{self.health}/healthz")
+
+
+class KuryrController(_KuryrService):
     name = "kuryr-controller"
+    subcommand = "controller"
+    health = CONTROLLER_HEALTH
     ready_timeout = 120.0
 
     def prepare(self) -> None:
+        """Write kuryr.conf from the (ensured) base topology: both services read it."""
         conn = topology.connect(self.ctx.settings)
         try:
             topo = topology.ensure_base_topology(conn, lambda msg: None)
@@ -101,56 +130,21 @@ class KuryrController(_KuryrComponent):
             conn.close()
         kuryr_conf_path(self.ctx).write_text(kuryr_conf(self.ctx, topo))
 
-    def launch(self) -> None:
-        self.spawn(
-            kuryr_argv(
-                "controller",
-                "--config-file",
-                str(kuryr_conf_path(self.ctx)),
-                "--kubeconfig",
-                str(self.ctx.paths.kubeconfig),
-            ),
-            self.name,
-            pidfile=self.pidfile,
-        )
 
-    def probe(self) -> bool:
-        return http_ok(f"http://{CONTROLLER_HEALTH}/readyz")
-
-    def api_probe(self) -> bool:
-        return http_ok(f"http://{CONTROLLER_HEALTH}/healthz")
-
-
-class KuryrDaemon(_KuryrComponent):
+class KuryrDaemon(_KuryrService):
     name = "kuryr-daemon"
+    subcommand = "daemon"
+    health = DAEMON_HEALTH
     ready_timeout = 60.0
 
     def prepare(self) -> None:
+        """Install the CNI plugin and conflist where the node agent looks for them."""
         bin_dir, conf_dir = cni_dirs(self.ctx)
         install_cni(
             InstallSettings(
                 bin_dir=bin_dir, conf_dir=conf_dir, daemon_socket=str(cni_socket(self.ctx))
             )
         )
-
-    def launch(self) -> None:
-        self.spawn(
-            kuryr_argv(
-                "daemon",
-                "--config-file",
-                str(kuryr_conf_path(self.ctx)),
-                "--kubeconfig",
-                str(self.ctx.paths.kubeconfig),
-            ),
-            self.name,
-            pidfile=self.pidfile,
-        )
-
-    def probe(self) -> bool:
-        return http_ok(f"http://{DAEMON_HEALTH}/readyz")
-
-    def api_probe(self) -> bool:
-        return http_ok(f"http://{DAEMON_HEALTH}/healthz")
 
 
 class NodeAgent(_KuryrComponent):

@@ -381,3 +381,24 @@ async def test_warm_fills_a_nodes_pool_before_its_first_pod() -> None:
     port = await provider.acquire(world.request(node="node-b"), "a", "x")
     assert port.binding_host_id == "node-b"
     assert world.fake.requests.count(("POST", "/ports")) == 1
+
+
+async def test_claimed_port_gets_owner_tags_after_acquire_returns() -> None:
+    """The tag flip is off the critical path, but it lands, and a release that follows at
+    once still ends with the pool's tags (never the owner's)."""
+    world = make_world()
+    provider = await _pool(world)
+    await provider.acquire(world.request(), "warm", "x")  # fills the pool
+    await provider.release((await provider.find("warm")).id, "warm")  # type: ignore[union-attr]
+    port = await provider.acquire(world.request(), "uid-1", "ns/pod")
+    assert set(port.tags) == set(world.tagging.in_use("uid-1"))
+    assert world.fake.ports[port.id]["device_id"] == "uid-1"  # owned before tags flip
+    await _settle()
+    assert set(world.fake.ports[port.id]["tags"]) == set(world.tagging.in_use("uid-1"))
+
+    quick = await provider.acquire(world.request(), "uid-2", "ns/quick")
+    await provider.release(quick.id, "uid-2")  # before its tag flip had a chance to run
+    await _settle()
+    raw = world.fake.ports[quick.id]
+    assert raw["device_id"] == ""
+    assert set(raw["tags"]) == set(world.tagging.free(world.request().pool_key))
