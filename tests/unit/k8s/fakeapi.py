@@ -300,8 +300,10 @@ class FakeApi:
                 if rv > sent:
                     sent = rv  # other collections' events too, or we would spin on them
                     ns = obj["metadata"].get("namespace")
-                    if coll == p.collection and p.namespace in (None, ns) and _matches(
-                        obj, q.get("labelSelector"), q.get("fieldSelector")
+                    if (
+                        coll == p.collection
+                        and p.namespace in (None, ns)
+                        and _matches(obj, q.get("labelSelector"), q.get("fieldSelector"))
                     ):
                         yield (json.dumps({"type": kind, "object": obj}) + "\n").encode()
             if bookmarks != self._bookmarks:
