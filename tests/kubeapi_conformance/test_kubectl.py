@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import yaml
 
 from fixtures.kubeapi import KubeApi, KubeClient
 from kubeapi_conformance.helpers import eventually, ok
+from kuryr_k8s.model.kuryrport import crd_manifests
 
 DATA = Path(__file__).parent / "data"
 KUBECTL = shutil.which("kubectl")
@@ -121,11 +123,15 @@ def test_get_watch_shows_events(kubectl: Kubectl, watcher: subprocess.Popen[str]
 
 
 @pytest.fixture
-def kuryrport_crd(kubectl: Kubectl, kube_client: KubeClient) -> Iterator[None]:
+def kuryrport_crd(kubectl: Kubectl, kube_client: KubeClient, tmp_path: Path) -> Iterator[None]:
+    """The product's own KuryrPort CRD (``kuryr_k8s/model/crds``), as the controller
+    installs it; left alone if the cluster already has it."""
     path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{KP_CRD}"
     preexisting = kube_client.get(path).status_code == 200
     if not preexisting:
-        kubectl("apply", "-f", str(DATA / "kuryrport-crd.yaml"))
+        manifest = tmp_path / "kuryrports-crd.yaml"
+        manifest.write_text(yaml.safe_dump_all(crd_manifests()))
+        kubectl("apply", "-f", str(manifest))
 
     def established() -> bool:
         conds = ok(kube_client.get(path)).get("status", {}).get("conditions", [])
@@ -142,22 +148,35 @@ def test_kuryrport_printer_columns(kubectl: Kubectl, kuryrport_crd: None, ns: st
         return kubectl("apply", "-f", str(DATA / "kuryrport.yaml"), check=False).returncode == 0
 
     eventually(applied, 60, "KuryrPort accepted")
-    status = '{"status":{"state":"ACTIVE","vifs":{"eth0":{"portId":"p-1","ip":"10.0.0.5"}}}}'
+    status = {
+        "status": {
+            "state": "Active",
+            "vifs": {
+                "eth0": {
+                    "default": True,
+                    "vif": {"portId": "p-1", "ips": [{"address": "10.0.0.5"}]},
+                }
+            },
+        }
+    }
     kubectl(
-        "patch", "kuryrport", "busybox-sleep", "--subresource=status", "--type=merge", "-p", status
+        "patch",
+        "kuryrport",
+        "busybox-sleep",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
     )
     lines = kubectl("get", "kuryrports").stdout.splitlines()
-    header = lines[0].split()
-    assert header[:2] == ["NAME", "POD"]
-    assert "NODE" in header and "STATE" in header and "AGE" in header
-    assert lines[1].split()[:7] == [
+    assert lines[0].split() == ["NAME", "POD", "NODE", "PORT", "ID", "IP", "STATE", "AGE"]
+    assert lines[1].split()[:6] == [
         "busybox-sleep",
-        "5f0c8e3a-0000-4000-8000-000000000001",
+        "busybox-sleep",
         "node-1",
         "p-1",
         "10.0.0.5",
-        "ACTIVE",
-        lines[1].split()[6],
+        "Active",
     ]
     assert (
         kubectl("get", "kp", "-o", "name").stdout.strip() == "kuryrport.openstack.org/busybox-sleep"

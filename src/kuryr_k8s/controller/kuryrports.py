@@ -44,7 +44,7 @@ from kuryr_k8s.k8s.timing import Clock, SystemClock
 from kuryr_k8s.model import kuryrport as kp_model
 from kuryr_k8s.model.errors import KuryrError, PermanentError
 from kuryr_k8s.model.vif import InvalidVif, IpConfig, Vif
-from kuryr_k8s.openstack.ports import OWNER_TAG_PREFIX, NeutronPort, PortProvider, PortRequest
+from kuryr_k8s.openstack.ports import NeutronPort, PortProvider, PortRequest
 
 LOG = logging.getLogger(__name__)
 
@@ -125,8 +125,13 @@ class Ports(PortProvider, Protocol):
 
 
 def owned_by(port: NeutronPort, uid: str) -> bool:
-    """Both marks of ownership agree: ``device_id``/owner and the ``kuryr.owner:`` tag."""
-    return port.owner_uid == uid and OWNER_TAG_PREFIX + uid in port.tags
+    """The port is the pod's: its ``device_id`` names the pod.
+
+    ``device_id`` is set only when the port is created for the pod or claimed from a pool
+    under an ``If-Match`` revision (Neutron's compare-and-swap), so it is the mark that
+    cannot race. The ``kuryr.owner:`` tag follows a claim off the pod's critical path
+    (and is repaired if a crash kept it from landing), so it is not required here."""
+    return bool(port.device_id) and port.device_id == uid
 
 
 PortLister = Callable[[], Awaitable[list[NeutronPort]]]
@@ -239,7 +244,7 @@ class KuryrPortReconciler:
         if not owned_by(port, objects.uid(pod)):
             raise PermanentError(
                 f"port provider returned port {port.id}, which is not marked as owned by "
-                f"pod uid {objects.uid(pod)} (tags {list(port.tags)}): refusing to publish it"
+                f"pod uid {objects.uid(pod)} (device_id {port.device_id!r}): refusing to publish it"
             )
         vif = self._network.vif(port)
         now = objects.timestamp(self._clock.now())
@@ -310,7 +315,7 @@ class KuryrPortReconciler:
             port = await self._provider.get(pid)
             if port is not None and owned_by(port, uid):
                 return port
-            why = "does not exist" if port is None else "is not tagged with this pod's uid"
+            why = "does not exist" if port is None else "is not marked with this pod's uid"
             repairs.append(("ForeignPort", f"status named port {pid}, which {why}; replaced"))
             LOG.warning("status names port %s, which %s: ignoring it", pid, why)
         return None

@@ -139,10 +139,12 @@ class PooledPortProvider:
 
     async def stop(self) -> None:
         self._ready = False
+        retags, self._retags = list(self._retags.values()), {}
+        if retags:  # short, and they make claimed ports look claimed: let them land
+            await asyncio.wait(retags, timeout=10)
         tasks = [p.refill for p in self._pools.values() if p.refill is not None]
         tasks += self._background
-        tasks += self._retags.values()
-        self._retags = {}
+        tasks += retags
         if self._loop_task is not None:
             tasks.append(self._loop_task)
             self._loop_task = None

@@ -25,6 +25,14 @@ pytestmark = pytest.mark.functional
 
 def check_ports(world: World, pod_uids: dict[str, str]) -> None:
     """Every pod has exactly one port, ours, bound to its node, with the pod's SGs."""
+    # A pool claim flips the owner tag off the pod's critical path: give it a moment.
+    wait_for(
+        "owner tags on every pod's port",
+        lambda: (
+            {f"kuryr.owner:{uid}" for uid in pod_uids.values()}
+            <= {t for p in world.ports.all() for t in p.tags}
+        ),
+    )
     kps = {k["metadata"]["name"]: k for k in world.kube.kuryrports()}
     assert set(kps) == set(pod_uids)
     ports = {p.id: p for p in world.ports.all()}
