@@ -274,6 +274,10 @@ class OvsdbServer(Component):
 class OvsVswitchd(Component):
     name = "ovs-vswitchd"
 
+    def prepare(self) -> None:
+        """A killed ovs-vswitchd (no 'down') leaves its netdev taps behind (pitfall 11)."""
+        delete_leftover_taps()
+
     def launch(self) -> None:
         run(
             [
