@@ -98,6 +98,8 @@ class SandboxPaths:
             self.neutron,
             self.octavia,
             self.kube,
+            self.root / "cni",  # the installed plugin and conflist (rewritten by 'up')
+            self.root / "nodeagent",  # sandbox records of pods that no longer exist
         ]
 
     def ensure(self) -> None:
