@@ -25,7 +25,13 @@ def register(sub: Any) -> None:
     daemon.add_argument("--node-name", help="this node's name (default: hostname)")
     daemon.add_argument("--socket", type=Path, help="unix socket of the CNI API")
     daemon.add_argument("--metrics-address", help="host:port for /healthz /readyz /metrics")
-    daemon.add_argument("--ovsdb", help="OVSDB connection, e.g. unix:/run/openvswitch/db.sock")
+    daemon.add_argument(
+        "--ovsdb",
+        help="OVSDB connection, e.g. unix:/run/openvswitch/db.sock ('': no ovs VIFs here)",
+    )
+    daemon.add_argument(
+        "--link-iface", help="the VM's trunk NIC for nested (vlan) pods ([binding] link_iface)"
+    )
     daemon.add_argument("--vif-timeout", type=float, help="seconds ADD waits for the VIF")
     daemon.add_argument("--ready-timeout", type=float, help="seconds ADD waits for ovn-installed")
     daemon.add_argument("--log-level", default="INFO")
@@ -88,6 +94,7 @@ def _daemon(args: argparse.Namespace) -> int:
         "socket_path": args.socket,
         "metrics_address": args.metrics_address,
         "ovsdb_connection": args.ovsdb,
+        "link_iface": args.link_iface,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     service = settings.service

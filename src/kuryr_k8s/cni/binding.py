@@ -1,9 +1,10 @@
 """Binding drivers: how a VIF becomes a working interface in a pod, chosen by ``vifType``.
 
 A driver is picked from the VIF's data (:meth:`Drivers.for_vif`), never from a config
-flag. Only ``ovs`` (side-by-side: veth into ``br-int``) exists. ``vlan`` (nested: a VLAN
-device on the VM's trunk NIC) answers :class:`UnsupportedVif` until a driver is written:
-this development host has no ``8021q`` module, so it could not be tested honestly.
+flag: ``ovs`` (side-by-side: veth into ``br-int``, ``ovs_binding.py``) and ``vlan``
+(nested: a VLAN device on the VM's trunk NIC, ``vlan_binding.py``). A node runs the
+drivers it can (``daemon.main.node_drivers``); a VIF it cannot bind gets
+:class:`UnsupportedVif` (CNI error 100).
 
 Drivers are synchronous (netlink and OVSDB calls); the daemon runs them in threads. A
 driver that fails half-way through ``plug`` removes what it made before raising.
@@ -89,7 +90,8 @@ class Drivers:
                 f"vifType {vif.vif_type!r} of port {vif.port_id}: this node binds only "
                 + ", ".join(sorted(self._by_type))
                 + (
-                    " (the nested VLAN driver is not implemented yet)"
+                    " (vlan VIFs are for nested pods: this node is not a VM worker with "
+                    "8021q; is the pod on the right node?)"
                     if vif.vif_type == "vlan"
                     else ""
                 )

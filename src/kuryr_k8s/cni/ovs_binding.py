@@ -87,22 +87,9 @@ class OvsBinding:
         return list(found.values())
 
     def check(self, att: Attachment, vif: Vif) -> list[str]:
-        problems = []
-        link = links.pod_link(att.netns, att.ifname)
-        if link is None:
-            return [f"{att.ifname} is missing in {att.netns}"]
-        if link.mac.lower() != vif.mac_address:
-            problems.append(f"{att.ifname} has MAC {link.mac}, the VIF says {vif.mac_address}")
-        if link.mtu != vif.mtu:
-            problems.append(f"{att.ifname} has MTU {link.mtu}, the VIF says {vif.mtu}")
-        if not link.up:
-            problems.append(f"{att.ifname} is down")
-        for ip in vif.ips:
-            if ip.interface not in link.addresses:
-                problems.append(f"{att.ifname} lacks address {ip.interface}")
-        gateway = vif.default_gateway
-        if gateway and link.default_gateway != gateway:
-            problems.append(f"default route via {link.default_gateway}, the VIF says {gateway}")
+        problems = links.check_pod_link(att.netns, att.ifname, vif)
+        if problems and problems[0].endswith(f"is missing in {att.netns}"):
+            return problems
         iface = self.ovsdb.interface(vif.host_ifname)
         if iface is None:
             problems.append(f"OVS has no interface {vif.host_ifname}")

@@ -60,6 +60,7 @@ KNOWN_OPTIONS: dict[str, frozenset[str]] = {
         }
     ),
     "health_server": frozenset({"host", "port"}),
+    "binding": frozenset({"link_iface", "driver"}),
     "cni_daemon": frozenset(
         {
             "node_name",

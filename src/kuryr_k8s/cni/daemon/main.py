@@ -14,17 +14,19 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kuryr_k8s.cni.binding import Drivers
+from kuryr_k8s.cni.binding import BindingDriver, Drivers
 from kuryr_k8s.cni.daemon.server import DaemonServer, Metrics
 from kuryr_k8s.cni.daemon.service import CniService, ServiceSettings
 from kuryr_k8s.cni.daemon.vifs import ApiPods, KuryrPortVifs, node_informer
+from kuryr_k8s.cni.host import vlan
 from kuryr_k8s.cni.host.ovs import Ovsdb
 from kuryr_k8s.cni.ovs_binding import OvsBinding
+from kuryr_k8s.cni.vlan_binding import VlanBinding
 from kuryr_k8s.cni.wire import DEFAULT_SOCKET
 from kuryr_k8s.k8s.client import KubeClient
 from kuryr_k8s.k8s.config import KubeSettings, load_incluster, load_kubeconfig
 from kuryr_k8s.model.config import ConfigFile
-from kuryr_k8s.model.errors import KuryrError
+from kuryr_k8s.model.errors import ConfigError, KuryrError
 
 LOG = logging.getLogger(__name__)
 SECTION = "cni_daemon"
@@ -40,7 +42,11 @@ class DaemonSettings:
     metrics_address: str | None = "127.0.0.1:8091"
     """``host:port`` for /healthz, /readyz and /metrics; empty disables it."""
     ovsdb_connection: str = "unix:/run/openvswitch/db.sock"
-    """The local Open_vSwitch database (``unix:`` or ``tcp:``)."""
+    """The local Open_vSwitch database (``unix:`` or ``tcp:``). Empty: this node binds no
+    ``ovs`` VIFs (a VM worker that only has nested pods)."""
+    link_iface: str | None = None
+    """``[binding] link_iface`` (upstream name): the VM's NIC that carries the trunk, for
+    ``vlan`` VIFs. None: the NIC of the IPv4 default route."""
     bridge: str = "br-int"
     """Integration bridge used when a VIF names none."""
     kubeconfig: Path | None = None
@@ -60,6 +66,7 @@ class DaemonSettings:
             metrics_address=metrics or None,
             ovsdb_connection=conf.get_str(SECTION, "ovsdb_connection", default.ovsdb_connection),
             bridge=conf.get_str(SECTION, "bridge", default.bridge),
+            link_iface=conf.get_str("binding", "link_iface") or None,
             kubeconfig=Path(kubeconfig) if kubeconfig else None,
             sync_timeout=conf.get_float(SECTION, "sync_timeout", default.sync_timeout),
             service=ServiceSettings(
@@ -67,8 +74,27 @@ class DaemonSettings:
                 ready_timeout=conf.get_float(SECTION, "ready_timeout", 60.0),
             ),
         )
+        conf.tolerate("binding", "driver")
         conf.reject_unknown()
         return settings
+
+
+def node_drivers(settings: DaemonSettings, ovsdb: Ovsdb | None) -> list[BindingDriver]:
+    """The binding drivers this node can run, picked from what it has: ``ovs`` when an
+    OVSDB connection is configured, ``vlan`` when the kernel can make 802.1Q devices (a VM
+    worker). A VIF of a kind the node cannot bind is answered with CNI error 100."""
+    drivers: list[BindingDriver] = []
+    if ovsdb is not None:
+        drivers.append(OvsBinding(ovsdb, settings.node_name, default_bridge=settings.bridge))
+    if vlan.vlan_supported() or settings.link_iface:
+        drivers.append(VlanBinding(settings.node_name, link_iface=settings.link_iface))
+    if not drivers:
+        raise ConfigError(
+            "this node can bind nothing: [cni_daemon] ovsdb_connection is empty and the "
+            "kernel has no 8021q (VLAN) support; set ovsdb_connection for side-by-side pods, "
+            "or load 8021q on a VM worker"
+        )
+    return drivers
 
 
 def kube_settings(settings: DaemonSettings) -> KubeSettings:
@@ -79,17 +105,18 @@ def kube_settings(settings: DaemonSettings) -> KubeSettings:
 
 async def run(settings: DaemonSettings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; cleans up its connections and sockets."""
-    ovsdb = Ovsdb(settings.ovsdb_connection)
+    ovsdb = Ovsdb(settings.ovsdb_connection) if settings.ovsdb_connection else None
+    drivers = Drivers(node_drivers(settings, ovsdb))
     client = KubeClient.from_settings(kube_settings(settings))
     informer = node_informer(client, settings.node_name)
     vifs = KuryrPortVifs(informer, ApiPods(client))
-    binding = OvsBinding(ovsdb, settings.node_name, default_bridge=settings.bridge)
-    service = CniService(vifs, Drivers([binding]), settings.service)
+    service = CniService(vifs, drivers, settings.service)
 
     def ready() -> str | None:
         if not informer.synced:
             return "KuryrPort cache not synced"
-        return binding.healthy()
+        problems = [p for d in drivers.all() if (p := d.healthy())]
+        return "; ".join(problems) or None
 
     server = DaemonServer(service, Metrics(), ready)
     watch = asyncio.create_task(informer.run(), name="kuryrport-informer")
@@ -114,5 +141,6 @@ async def run(settings: DaemonSettings, stop: asyncio.Event) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await watch
         await client.aclose()
-        await asyncio.to_thread(ovsdb.close)
+        if ovsdb is not None:
+            await asyncio.to_thread(ovsdb.close)
         settings.socket_path.unlink(missing_ok=True)

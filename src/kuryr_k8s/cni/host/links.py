@@ -26,7 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from kuryr_k8s.cni.errors import HostError, UnknownContainer
 from kuryr_k8s.cni.host.netns import check_netns, netns_socket
-from kuryr_k8s.model.vif import IpConfig, Route
+from kuryr_k8s.model.vif import IpConfig, Route, Vif
 
 ALIAS_PREFIX = "kuryr-cni "
 """Host ends are tagged ``kuryr-cni <node> <container id> <ifname>`` in their ifalias."""
@@ -204,6 +204,27 @@ def pod_link(netns: str, ifname: str) -> PodLink | None:
             )
     except UnknownContainer:
         return None
+
+
+def check_pod_link(netns: str, ifname: str, vif: Vif) -> list[str]:
+    """What differs between the pod's interface and the VIF (CHECK); empty when all is well."""
+    link = pod_link(netns, ifname)
+    if link is None:
+        return [f"{ifname} is missing in {netns}"]
+    problems = []
+    if link.mac.lower() != vif.mac_address:
+        problems.append(f"{ifname} has MAC {link.mac}, the VIF says {vif.mac_address}")
+    if link.mtu != vif.mtu:
+        problems.append(f"{ifname} has MTU {link.mtu}, the VIF says {vif.mtu}")
+    if not link.up:
+        problems.append(f"{ifname} is down")
+    for ip in vif.ips:
+        if ip.interface not in link.addresses:
+            problems.append(f"{ifname} lacks address {ip.interface}")
+    gateway = vif.default_gateway
+    if gateway and link.default_gateway != gateway:
+        problems.append(f"default route via {link.default_gateway}, the VIF says {gateway}")
+    return problems
 
 
 def _ethtool(sock: socket.socket, ifname: str, cmd: int, data: int = 0) -> int:

@@ -1,0 +1,234 @@
+"""VLAN devices for nested pods, through netlink (pyroute2).
+
+The pod's device is an 802.1Q device on the VM's NIC (the trunk parent), created
+*directly in the pod's network namespace* (``RTM_NEWLINK`` with ``IFLA_NET_NS_FD``: the
+parent is looked up in the daemon's namespace, the device is born in the pod's), named
+``CNI_IFNAME``, with the VIF's MAC and MTU. Nothing is created on the host side and
+moved, so a crash never leaves a half-named device in the VM's own namespace.
+
+The kernel allows one device per (parent, VLAN id), wherever that device lives. A device
+left by a previous pod (a daemon crash, a runtime that never sent DEL) makes the next
+``add`` fail with ``EEXIST`` — upstream Kuryr's "reboot the node" bug. So before creating
+one we look for the holder of the id in every named network namespace
+(:func:`find_vlan`): ours (``ifalias`` ``kuryr-cni <node> <container> <ifname>``) for
+another attachment is removed; anybody else's is reported, never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from kuryr_k8s.cni.errors import HostError, UnknownContainer
+from kuryr_k8s.cni.host.links import _netns_iproute
+from kuryr_k8s.cni.host.netns import check_netns
+
+NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
+"""Where runtimes bind-mount pod network namespaces (``ip netns`` uses the same)."""
+
+
+@dataclass(frozen=True)
+class ParentLink:
+    """The VM's NIC that carries the trunk (``[binding] link_iface``)."""
+
+    name: str
+    index: int
+    mtu: int
+    up: bool
+
+
+@dataclass(frozen=True)
+class VlanDevice:
+    """A VLAN device on the parent, wherever it lives."""
+
+    netns: str
+    """Path of its network namespace; ``""`` for the daemon's own."""
+    name: str
+    vlan_id: int
+    alias: str
+
+
+def vlan_supported() -> bool:
+    """Whether this kernel can make 802.1Q devices (module loaded or built in)."""
+    return Path("/proc/net/vlan").exists() or Path("/sys/module/8021q").exists()
+
+
+def parent_link(name: str | None) -> ParentLink:
+    """The named NIC, or (no name) the one holding the IPv4 default route."""
+    with IPRoute() as ipr:
+        if name is None:
+            routes = [r for r in ipr.get_routes(family=socket.AF_INET) if r["dst_len"] == 0]
+            oif = next((r.get_attr("RTA_OIF") for r in routes if r.get_attr("RTA_OIF")), None)
+            if oif is None:
+                raise HostError(
+                    "cannot find the VM's NIC: no IPv4 default route; set [binding] link_iface"
+                )
+            links = ipr.get_links(oif)
+        else:
+            found = ipr.link_lookup(ifname=name)
+            if not found:
+                raise HostError(
+                    f"[binding] link_iface = {name}: no such interface on this node "
+                    f"(have: {', '.join(_names(ipr))})"
+                )
+            links = ipr.get_links(found[0])
+        link = links[0]
+        return ParentLink(
+            name=str(link.get_attr("IFLA_IFNAME")),
+            index=int(link["index"]),
+            mtu=int(link.get_attr("IFLA_MTU")),
+            up=bool(link["flags"] & 1),
+        )
+
+
+def _names(ipr: Any) -> list[str]:
+    return sorted(str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links())
+
+
+def named_netns() -> list[str]:
+    """Paths of the named network namespaces (``/run/netns/*``), de-duplicated."""
+    seen: dict[tuple[int, int], str] = {}
+    for d in NETNS_DIRS:
+        try:
+            entries = sorted(d.iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            seen.setdefault((st.st_dev, st.st_ino), str(path))
+    return list(seen.values())
+
+
+def _vlan_id(link: Any) -> int | None:
+    info = link.get_attr("IFLA_LINKINFO")
+    if info is None or info.get_attr("IFLA_INFO_KIND") != "vlan":
+        return None
+    data = info.get_attr("IFLA_INFO_DATA")
+    vid = data.get_attr("IFLA_VLAN_ID") if data is not None else None
+    return int(vid) if vid is not None else None
+
+
+def _vlans_in(ipr: Any, parent: ParentLink, netns: str) -> Iterator[VlanDevice]:
+    for link in ipr.get_links():
+        vid = _vlan_id(link)
+        if vid is None or link.get_attr("IFLA_LINK") != parent.index:
+            continue
+        # In a pod namespace the parent lives elsewhere (the VM's namespace), which the
+        # kernel says with IFLA_LINK_NETNSID; without it the index names a local link.
+        if netns and link.get_attr("IFLA_LINK_NETNSID") is None:
+            continue
+        yield VlanDevice(
+            netns,
+            str(link.get_attr("IFLA_IFNAME")),
+            vid,
+            str(link.get_attr("IFLA_IFALIAS") or ""),
+        )
+
+
+def vlan_devices(parent: ParentLink) -> list[VlanDevice]:
+    """Every VLAN device on ``parent``: in our namespace and in every named one."""
+    found: list[VlanDevice] = []
+    with IPRoute() as ipr:
+        found += _vlans_in(ipr, parent, "")
+    for netns in named_netns():
+        try:
+            with _netns_iproute(netns) as ipr:
+                found += _vlans_in(ipr, parent, netns)
+        except (UnknownContainer, OSError):
+            continue  # vanished while we looked
+    return found
+
+
+def find_vlan(parent: ParentLink, vlan_id: int) -> VlanDevice | None:
+    return next((d for d in vlan_devices(parent) if d.vlan_id == vlan_id), None)
+
+
+def create_vlan(
+    parent: ParentLink, netns: str, ifname: str, vlan_id: int, *, mac: str, mtu: int, alias: str
+) -> None:
+    """``ifname`` (802.1Q id ``vlan_id`` on ``parent``) born inside ``netns``, tagged."""
+    check_netns(netns)
+    fd = os.open(netns, os.O_RDONLY)
+    try:
+        with IPRoute() as ipr:
+            try:
+                ipr.link(
+                    "add",
+                    ifname=ifname,
+                    kind="vlan",
+                    link=parent.index,
+                    vlan_id=vlan_id,
+                    net_ns_fd=fd,
+                    address=mac,
+                    mtu=mtu,
+                )
+            except NetlinkError as exc:
+                if exc.code == errno.EEXIST:
+                    raise HostError(
+                        f"cannot create {ifname} (VLAN {vlan_id} on {parent.name}) in {netns}: "
+                        f"an interface {ifname} already exists there, or VLAN {vlan_id} is "
+                        f"already used on {parent.name}"
+                    ) from exc
+                if exc.code in (errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise HostError(
+                        "this kernel cannot create VLAN devices (load the 8021q module)"
+                    ) from exc
+                raise HostError(
+                    f"cannot create VLAN {vlan_id} on {parent.name} in {netns}: {exc}"
+                ) from exc
+    finally:
+        os.close(fd)
+    with _netns_iproute(netns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise HostError(f"{ifname} vanished from {netns} right after it was created")
+        ipr.link("set", index=found[0], ifalias=alias)
+
+
+def delete_in_netns(netns: str, ifname: str) -> bool:
+    """Delete ``ifname`` inside ``netns`` (``""``: our own); ``False`` if it was not there."""
+    try:
+        if netns:
+            with _netns_iproute(netns) as ipr:
+                return _delete(ipr, ifname)
+        with IPRoute() as ipr:
+            return _delete(ipr, ifname)
+    except UnknownContainer:
+        return False  # the namespace is gone, and its devices with it
+
+
+def _delete(ipr: Any, ifname: str) -> bool:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        return False
+    try:
+        ipr.link("del", index=found[0])
+    except NetlinkError as exc:
+        if exc.code in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise HostError(f"cannot delete {ifname}: {exc}") from exc
+    return True
+
+
+def device_in(netns: str, ifname: str) -> tuple[int | None, str] | None:
+    """``(vlan id or None, alias)`` of ``ifname`` in ``netns``; ``None`` if it is missing."""
+    try:
+        with _netns_iproute(netns) as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                return None
+            link = ipr.get_links(found[0])[0]
+            return _vlan_id(link), str(link.get_attr("IFLA_IFALIAS") or "")
+    except UnknownContainer:
+        return None

@@ -1,0 +1,182 @@
+"""The ``vlan`` binding: nested pods on a VLAN device of the VM's trunk NIC.
+
+Plug order, each step tolerating repeats::
+
+    NIC up, MTU ≥ the pod network's? ─▶ device already there for this attachment? keep it
+    ─▶ VLAN device (born in the pod netns, named CNI_IFNAME, VIF MAC/MTU, tagged) ─▶ on
+    EEXIST: find the holder of the VLAN id; ours for another attachment → removed, retry;
+    anybody else's → error ─▶ addresses, routes
+
+The device's ``ifalias`` is ``kuryr-vlan <node> <container id> <ifname> <ns>/<pod>``: it
+lives with the device in the pod's namespace and is how a restarted daemon, DEL, GC and
+the stale-device search recognise an attachment. Traffic can flow once Neutron reports
+the subport ACTIVE (its parent, the VM's port, is bound), which the controller writes into
+the VIF; this driver has no local signal (``ready`` answers ``None``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from kuryr_k8s.cni.binding import Attachment, Plugged
+from kuryr_k8s.cni.errors import HostError
+from kuryr_k8s.cni.host import links, vlan
+from kuryr_k8s.model.vif import Vif
+
+LOG = logging.getLogger(__name__)
+ALIAS_PREFIX = "kuryr-vlan "
+
+
+@dataclass(frozen=True)
+class VlanAlias:
+    node: str
+    container_id: str
+    ifname: str
+    pod_key: str
+
+    def render(self) -> str:
+        return f"{ALIAS_PREFIX}{self.node} {self.container_id} {self.ifname} {self.pod_key}"
+
+    @classmethod
+    def parse(cls, alias: str) -> VlanAlias | None:
+        if not alias.startswith(ALIAS_PREFIX):
+            return None
+        parts = alias[len(ALIAS_PREFIX) :].split(" ")
+        return cls(*parts) if len(parts) == 4 else None
+
+
+class VlanBinding:
+    """Nested pods: one 802.1Q device per pod on ``link_iface`` (the trunk parent NIC)."""
+
+    vif_type = "vlan"
+
+    def __init__(self, node: str, *, link_iface: str | None = None) -> None:
+        self.node = node
+        """Devices are tagged with it; this driver touches only its node's."""
+        self.link_iface = link_iface
+        """``[binding] link_iface``; None: the NIC of the IPv4 default route."""
+
+    def _alias(self, att: Attachment) -> str:
+        return VlanAlias(self.node, att.container_id, att.ifname, att.pod_key).render()
+
+    def _parent(self, vif: Vif) -> vlan.ParentLink:
+        parent = vlan.parent_link(self.link_iface)
+        if not parent.up:
+            raise HostError(f"the VM's NIC {parent.name} is down: bring it up")
+        if parent.mtu < vif.mtu:
+            raise HostError(
+                f"the pod network's MTU {vif.mtu} (port {vif.port_id}) is larger than the MTU "
+                f"{parent.mtu} of the VM's NIC {parent.name}: raise the NIC's MTU to at least "
+                f"{vif.mtu}, or lower [neutron_defaults] network_device_mtu"
+            )
+        return parent
+
+    def plug(self, att: Attachment, vif: Vif) -> None:
+        if vif.vlan_id is None:
+            raise HostError(f"VIF of port {vif.port_id} has no vlanId")
+        parent = self._parent(vif)
+        alias = self._alias(att)
+        existing = vlan.device_in(att.netns, att.ifname)
+        if existing == (vif.vlan_id, alias):
+            links.ensure_pod_l3(att.netns, att.ifname, vif.ips, vif.routes)  # repeated ADD
+            return
+        if existing is not None:
+            ours = VlanAlias.parse(existing[1])
+            if ours is None or ours.node != self.node:
+                raise HostError(
+                    f"{att.ifname} already exists in {att.netns} and kuryr did not make it"
+                )
+            vlan.delete_in_netns(att.netns, att.ifname)
+        try:
+            self._create(parent, att, vif, alias)
+            links.ensure_pod_l3(att.netns, att.ifname, vif.ips, vif.routes)
+        except BaseException:
+            self.unplug(Plugged(att.container_id, att.ifname, "", att.netns))
+            raise
+
+    def _create(self, parent: vlan.ParentLink, att: Attachment, vif: Vif, alias: str) -> None:
+        assert vif.vlan_id is not None
+        args = (parent, att.netns, att.ifname, vif.vlan_id)
+        try:
+            vlan.create_vlan(*args, mac=vif.mac_address, mtu=vif.mtu, alias=alias)
+            return
+        except HostError:
+            holder = vlan.find_vlan(parent, vif.vlan_id)
+            if holder is None:
+                raise
+        owner = VlanAlias.parse(holder.alias)
+        where = holder.netns or "the node's own namespace"
+        if owner is None or owner.node != self.node:
+            raise HostError(
+                f"VLAN {vif.vlan_id} is already used on {parent.name} by {holder.name} in "
+                f"{where}, which kuryr did not create: remove that device (the controller "
+                f"gave this VLAN id to port {vif.port_id})"
+            )
+        LOG.warning(
+            "%s: VLAN %d on %s is held by a stale device of %s (container %s) in %s: removing",
+            att.pod_key,
+            vif.vlan_id,
+            parent.name,
+            owner.pod_key,
+            owner.container_id[:12],
+            where,
+        )
+        vlan.delete_in_netns(holder.netns, holder.name)
+        vlan.create_vlan(*args, mac=vif.mac_address, mtu=vif.mtu, alias=alias)
+
+    def unplug(self, plugged: Plugged) -> None:
+        """Delete the attachment's device if it is there and names this attachment."""
+        found = vlan.device_in(plugged.netns, plugged.ifname) if plugged.netns else None
+        if found is None:
+            return
+        owner = VlanAlias.parse(found[1])
+        if owner is None or owner.node != self.node:
+            return
+        if plugged.container_id and owner.container_id != plugged.container_id:
+            return
+        vlan.delete_in_netns(plugged.netns, plugged.ifname)
+
+    def plugged(self) -> list[Plugged]:
+        if not vlan.vlan_supported():
+            return []
+        try:
+            parent = vlan.parent_link(self.link_iface)
+        except HostError:
+            return []
+        out = []
+        for dev in vlan.vlan_devices(parent):
+            owner = VlanAlias.parse(dev.alias)
+            if owner is None or owner.node != self.node or not dev.netns:
+                continue
+            out.append(
+                Plugged(
+                    container_id=owner.container_id,
+                    ifname=dev.name,
+                    host_ifname=f"{parent.name}.{dev.vlan_id}",
+                    netns=dev.netns,
+                    pod_key=owner.pod_key,
+                )
+            )
+        return out
+
+    def check(self, att: Attachment, vif: Vif) -> list[str]:
+        problems = links.check_pod_link(att.netns, att.ifname, vif)
+        found = vlan.device_in(att.netns, att.ifname)
+        if found is not None and found[0] != vif.vlan_id:
+            problems.append(f"{att.ifname} is VLAN {found[0]}, the VIF says {vif.vlan_id}")
+        if found is not None and found[1] != self._alias(att):
+            problems.append(f"{att.ifname} is not tagged as this attachment's device")
+        return problems
+
+    def ready(self, att: Attachment, vif: Vif) -> bool | None:
+        return None  # the subport's ACTIVE (in the VIF) is the signal
+
+    def healthy(self) -> str | None:
+        if not vlan.vlan_supported():
+            return "this kernel cannot create VLAN devices (8021q not loaded)"
+        try:
+            parent = vlan.parent_link(self.link_iface)
+        except HostError as exc:
+            return str(exc)
+        return None if parent.up else f"the VM's NIC {parent.name} is down"
