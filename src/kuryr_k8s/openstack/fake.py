@@ -7,6 +7,15 @@ port quota and ``If-Match`` revision constraints, and answers with Neutron's err
 (``OverQuota``, ``IpAddressGenerationFailure``, ``SubnetNotFound``, ...). Use it as
 ``Neutron(FakeNeutron(), inline=True)``.
 
+Trunks behave as measured on Neutron Zed ML2/OVN (``docs/design/nested.md``):
+``add_subports`` is all-or-nothing, rewrites ``device_owner`` to ``trunk:subport`` and
+bumps the port's revision; a VLAN id in use is 409 ``DuplicateSubPort``, an attached port
+409 ``TrunkPortInUse``, a port with a ``device_id`` 409 ``PortInUse``; ``DELETE`` of a
+subport is 409 ``PortInUseAsSubPort`` and of a trunk parent 409
+``PortInUseAsTrunkParent``; ``remove_subports`` clears ``device_owner`` (``device_id``
+kept), 404 ``SubPortNotFound`` for a port that is not attached; deleting a trunk (its
+parent unbound) detaches its subports. Parent ports carry ``trunk_details``.
+
 Failures can be injected with :meth:`FakeNeutron.fail_next`. It is deliberately small: a
 request it does not know is a 400, so a test never passes on a silently ignored call.
 """
@@ -53,6 +62,8 @@ class FakeNeutron:
         self.subnets: dict[str, dict[str, Any]] = {}
         self.security_groups: dict[str, dict[str, Any]] = {}
         self.ports: dict[str, dict[str, Any]] = {}
+        self.trunks: dict[str, dict[str, Any]] = {}
+        self.extensions: set[str] = {"trunk", "trunk-details", "revision-if-match"}
         self.requests: list[tuple[str, str]] = []
         self._failures: list[_Failure] = []
         self.on_request: Callable[[str, str], None] | None = None
@@ -85,6 +96,29 @@ class FakeNeutron:
         sg_id = str(uuid.uuid4())
         self.security_groups[sg_id] = {"id": sg_id, "project_id": project_id, "name": name}
         return sg_id
+
+    def add_port(self, network_id: str, subnet_id: str, *, name: str = "") -> dict[str, Any]:
+        """A port made outside the controller (a VM's NIC), with an address on the subnet."""
+        project = self.networks[network_id]["project_id"]
+        item = {"network_id": network_id, "project_id": project, "name": name}
+        item["fixed_ips"] = [{"subnet_id": subnet_id}]
+        status, port = self._one_port(item)
+        assert status == 201, port
+        return dict(port)
+
+    def add_trunk(self, parent_port_id: str, name: str = "") -> str:
+        trunk_id = str(uuid.uuid4())
+        parent = self.ports[parent_port_id]
+        self.trunks[trunk_id] = {
+            "id": trunk_id,
+            "name": name,
+            "port_id": parent_port_id,
+            "project_id": parent["project_id"],
+            "status": "ACTIVE",
+            "admin_state_up": True,
+            "sub_ports": [],
+        }
+        return trunk_id
 
     def fail_next(
         self,
@@ -129,6 +163,10 @@ class FakeNeutron:
         headers = dict(headers or {})
         if parts[0] == "ports":
             return self._ports(method, parts[1:], body, params, headers)
+        if parts[0] == "trunks":
+            return self._trunks(method, parts[1:], body, params)
+        if parts[0] == "extensions" and method == "GET":
+            return 200, {"extensions": [{"alias": a} for a in sorted(self.extensions)]}
         if parts[0] == "network-ip-availabilities" and method == "GET" and len(parts) == 2:
             return self._availability(parts[1])
         if parts[0] in ("subnets", "networks", "security-groups"):
@@ -187,7 +225,9 @@ class FakeNeutron:
     ) -> tuple[int, Any]:
         if not rest:
             if method == "GET":
-                return 200, {"ports": [dict(p) for p in self.ports.values() if _match(p, params)]}
+                return 200, {
+                    "ports": [self._show(p) for p in self.ports.values() if _match(p, params)]
+                }
             if method == "POST":
                 return self._create(body)
         else:
@@ -199,17 +239,139 @@ class FakeNeutron:
                 self.touch(port["id"])
                 return 200, {"tags": list(port["tags"])}
             if len(rest) == 1 and method == "GET":
-                return 200, {"port": dict(port)}
+                return 200, {"port": self._show(port)}
             if len(rest) == 1 and method == "DELETE":
                 stale = self._stale(port, headers)
                 if stale is not None:
                     return stale
+                trunk = self._trunk_of_subport(port["id"])
+                if trunk is not None:
+                    return _err(
+                        409,
+                        "PortInUseAsSubPort",
+                        f"Port {port['id']} is currently a subport for trunk {trunk['id']}.",
+                    )
+                for trunk in self.trunks.values():
+                    if trunk["port_id"] == port["id"]:
+                        return _err(
+                            409,
+                            "PortInUseAsTrunkParent",
+                            f"Port {port['id']} is currently a parent port for trunk "
+                            f"{trunk['id']}.",
+                        )
                 self._free_ips(port)
                 del self.ports[port["id"]]
                 return 204, None
             if len(rest) == 1 and method == "PUT":
                 return self._update(port, body["port"], headers)
         return _err(400, "HTTPBadRequest", f"fake Neutron does not know {method} /ports/{rest}")
+
+    def _show(self, port: dict[str, Any]) -> dict[str, Any]:
+        out = dict(port)
+        for trunk in self.trunks.values():
+            if trunk["port_id"] == port["id"]:
+                out["trunk_details"] = {
+                    "trunk_id": trunk["id"],
+                    "sub_ports": [dict(sp) for sp in trunk["sub_ports"]],
+                }
+        return out
+
+    def _trunk_of_subport(self, port_id: str) -> dict[str, Any] | None:
+        for trunk in self.trunks.values():
+            if any(sp["port_id"] == port_id for sp in trunk["sub_ports"]):
+                return trunk
+        return None
+
+    def _trunks(
+        self, method: str, rest: list[str], body: Any, params: dict[str, Any]
+    ) -> tuple[int, Any]:
+        if not rest and method == "GET":
+            ids = params.get("id")
+            wanted = None if ids is None else set([ids] if isinstance(ids, str) else ids)
+            found = [
+                _copy_trunk(t) for t in self.trunks.values() if wanted is None or t["id"] in wanted
+            ]
+            return 200, {"trunks": found}
+        trunk = self.trunks.get(rest[0]) if rest else None
+        if trunk is None:
+            return _err(
+                404, "TrunkNotFound", f"Trunk {rest[0] if rest else ''} could not be found."
+            )
+        if len(rest) == 1 and method == "GET":
+            return 200, {"trunk": _copy_trunk(trunk)}
+        if len(rest) == 1 and method == "DELETE":
+            for sp in trunk["sub_ports"]:
+                self._detached(self.ports[sp["port_id"]])
+            del self.trunks[trunk["id"]]
+            return 204, None
+        if len(rest) == 2 and rest[1] == "get_subports" and method == "GET":
+            return 200, {"sub_ports": [dict(sp) for sp in trunk["sub_ports"]]}
+        if len(rest) == 2 and rest[1] == "add_subports" and method == "PUT":
+            return self._add_subports(trunk, body["sub_ports"])
+        if len(rest) == 2 and rest[1] == "remove_subports" and method == "PUT":
+            ids = [sp["port_id"] for sp in body["sub_ports"]]
+            attached = {sp["port_id"] for sp in trunk["sub_ports"]}
+            for pid in ids:
+                if pid not in attached:
+                    return _err(
+                        404,
+                        "SubPortNotFound",
+                        f"SubPort {pid} on trunk {trunk['id']} could not be found.",
+                    )
+            trunk["sub_ports"] = [sp for sp in trunk["sub_ports"] if sp["port_id"] not in ids]
+            for pid in ids:
+                self._detached(self.ports[pid])
+            return 200, _copy_trunk(trunk)
+        return _err(400, "HTTPBadRequest", f"fake Neutron does not know {method} /trunks/{rest}")
+
+    def _add_subports(self, trunk: dict[str, Any], items: list[dict[str, Any]]) -> tuple[int, Any]:
+        used = {sp["segmentation_id"] for sp in trunk["sub_ports"]}
+        for item in items:
+            port = self.ports.get(item["port_id"])
+            if port is None:
+                return _err(404, "PortNotFound", f"Port {item['port_id']} could not be found.")
+            if port["device_id"]:
+                return _err(
+                    409,
+                    "PortInUse",
+                    f"Unable to complete operation on port {port['id']} for network "
+                    f"{port['network_id']}. Port already has an attached device "
+                    f"{port['device_id']}.",
+                )
+            if self._trunk_of_subport(port["id"]) is not None or any(
+                t["port_id"] == port["id"] for t in self.trunks.values()
+            ):
+                return _err(409, "TrunkPortInUse", f"Port {port['id']} is in use by another trunk.")
+            seg = int(item["segmentation_id"])
+            if seg in used or not 1 <= seg <= 4094:
+                return _err(
+                    409,
+                    "DuplicateSubPort",
+                    f"segmentation_type vlan and segmentation_id {seg} already in use on "
+                    f"trunk {trunk['id']}.",
+                )
+            used.add(seg)
+        for item in items:
+            trunk["sub_ports"].append(
+                {
+                    "port_id": item["port_id"],
+                    "segmentation_type": "vlan",
+                    "segmentation_id": int(item["segmentation_id"]),
+                }
+            )
+            port = self.ports[item["port_id"]]
+            port["device_owner"] = "trunk:subport"
+            port["binding:profile"] = {
+                "parent_name": trunk["port_id"],
+                "tag": int(item["segmentation_id"]),
+            }
+            self.touch(port["id"])
+        return 200, _copy_trunk(trunk)
+
+    def _detached(self, port: dict[str, Any]) -> None:
+        port["device_owner"] = ""
+        port["binding:profile"] = {}
+        self.touch(port["id"])
 
     @staticmethod
     def _stale(port: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any] | None:
@@ -312,11 +474,22 @@ class FakeNeutron:
                 subnet["_free"].append(ip["ip_address"])
 
 
-def _match(port: dict[str, Any], params: dict[str, str]) -> bool:
+def _copy_trunk(trunk: dict[str, Any]) -> dict[str, Any]:
+    return {**trunk, "sub_ports": [dict(sp) for sp in trunk["sub_ports"]]}
+
+
+def _match(port: dict[str, Any], params: dict[str, Any]) -> bool:
     for key, value in params.items():
         if key in ("fields", "limit"):
             continue
-        if key == "tags":
+        if key == "fixed_ips":
+            wanted = dict(v.split("=", 1) for v in ([value] if isinstance(value, str) else value))
+            if not any(all(ip.get(k) == v for k, v in wanted.items()) for ip in port["fixed_ips"]):
+                return False
+        elif isinstance(value, list):
+            if str(port.get(key, "")) not in value:
+                return False
+        elif key == "tags":
             if not set(value.split(",")) <= set(port["tags"]):
                 return False
         elif str(port.get(key, "")) != value:

@@ -22,6 +22,10 @@ Error mapping (:func:`translate`), by Neutron's ``NeutronError.type`` first, the
 ``SubnetNotFound``/``NetworkNotFound``/   :class:`NeutronNotFound` (permanent)
 ``SecurityGroupNotFound``/other 404
 ``RevisionNumberConstraintFailed`` (412)  :class:`RevisionConflict` (temporary)
+``DuplicateSubPort`` (409)                :class:`VlanConflict` (temporary: pick again)
+``PortInUseAsSubPort``/``TrunkPortInUse`` :class:`PortIsSubport` (permanent: detach first)
+``TrunkNotFound``/``SubPortNotFound``     :class:`TrunkNotFound`/:class:`NotASubport`
+``PortInUse`` (409)                       :class:`NeutronRejected` (permanent)
 other 409, 5xx, 429, timeouts, refused    :class:`NeutronUnavailable` (temporary)
 other 4xx, auth/catalog failures          :class:`NeutronRejected` (permanent)
 ========================================  =====================================
@@ -81,6 +85,24 @@ class NeutronNotFound(NeutronRejected):
     """The subnet, network, security group (or port) named in the request does not exist."""
 
 
+class TrunkNotFound(NeutronNotFound):
+    """The trunk named in the request does not exist (any more)."""
+
+
+class NotASubport(NeutronNotFound):
+    """``remove_subports`` of a port that is not a subport of that trunk."""
+
+
+class PortIsSubport(NeutronRejected):
+    """The port is a subport of a trunk: ``DELETE`` needs ``remove_subports`` first
+    (``PortInUseAsSubPort``); ``add_subports`` of an attached port (``TrunkPortInUse``)."""
+
+
+class VlanConflict(TemporaryError):
+    """``add_subports``: the VLAN id is already used on the trunk (``DuplicateSubPort``,
+    another writer got there first): re-read the trunk's subports and pick again."""
+
+
 _PERMANENT_BY_TYPE: dict[str, type[NeutronRejected]] = {
     "OverQuota": QuotaExceeded,
     "IpAddressGenerationFailure": IpExhausted,
@@ -89,6 +111,12 @@ _PERMANENT_BY_TYPE: dict[str, type[NeutronRejected]] = {
     "NetworkNotFound": NeutronNotFound,
     "SecurityGroupNotFound": NeutronNotFound,
     "PortNotFound": NeutronNotFound,
+    "TrunkNotFound": TrunkNotFound,
+    "SubPortNotFound": NotASubport,
+    "PortInUseAsSubPort": PortIsSubport,
+    "TrunkPortInUse": PortIsSubport,
+    "PortInUse": NeutronRejected,
+    "PortInUseAsTrunkParent": NeutronRejected,
 }
 _TEMPORARY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 
@@ -97,6 +125,8 @@ def translate(what: str, status: int, body: Any) -> KuryrError:
     """The error-tree exception for a failed Neutron response (``what``: the operation)."""
     neutron_type, message = _neutron_reason(body)
     text = f"Neutron {what}: {message or f'HTTP {status}'}"
+    if neutron_type == "DuplicateSubPort":
+        return VlanConflict(text)
     if neutron_type in _PERMANENT_BY_TYPE:
         return _PERMANENT_BY_TYPE[neutron_type](text, status=status, neutron_type=neutron_type)
     if status == 412:
@@ -141,18 +171,42 @@ class PortSpec:
     device_owner: str = DEVICE_OWNER
 
     def body(self) -> dict[str, Any]:
-        return {
+        body = {
             "network_id": self.network_id,
             "project_id": self.project_id,
             "fixed_ips": [{"subnet_id": self.subnet_id}],
             "security_groups": list(self.security_groups),
-            "binding:host_id": self.host,
             "device_owner": self.device_owner,
             "device_id": self.device_id,
             "name": self.name,
             "admin_state_up": True,
             "tags": list(self.tags),
         }
+        if self.host:  # subports are created unbound: the trunk binds them
+            body["binding:host_id"] = self.host
+        return body
+
+
+@dataclass(frozen=True)
+class SubPort:
+    """One ``(port, VLAN id)`` of a trunk."""
+
+    port_id: str
+    segmentation_id: int
+
+
+@dataclass(frozen=True)
+class NeutronTrunk:
+    id: str
+    port_id: str
+    """The parent port (the VM's NIC)."""
+    sub_ports: tuple[SubPort, ...]
+    status: str = ""
+    project_id: str = ""
+    name: str = ""
+
+    def vlan_of(self, port_id: str) -> int | None:
+        return next((s.segmentation_id for s in self.sub_ports if s.port_id == port_id), None)
 
 
 @dataclass(frozen=True)
@@ -194,7 +248,27 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _subports_from_json(items: Any) -> tuple[SubPort, ...]:
+    return tuple(
+        SubPort(str(sp["port_id"]), int(sp["segmentation_id"]))
+        for sp in items or ()
+        if sp.get("segmentation_type", "vlan") == "vlan"
+    )
+
+
+def trunk_from_json(data: Mapping[str, Any]) -> NeutronTrunk:
+    return NeutronTrunk(
+        id=data["id"],
+        port_id=data.get("port_id") or "",
+        sub_ports=_subports_from_json(data.get("sub_ports")),
+        status=data.get("status") or "",
+        project_id=data.get("project_id") or data.get("tenant_id") or "",
+        name=data.get("name") or "",
+    )
+
+
 def port_from_json(data: Mapping[str, Any]) -> NeutronPort:
+    details = data.get("trunk_details")
     return NeutronPort(
         id=data["id"],
         mac_address=data.get("mac_address", ""),
@@ -214,6 +288,7 @@ def port_from_json(data: Mapping[str, Any]) -> NeutronPort:
         revision_number=int(data.get("revision_number") or 0),
         created_at=_time(data.get("created_at")),
         updated_at=_time(data.get("updated_at")),
+        trunk_parent_of=str(details.get("trunk_id") or "") if isinstance(details, dict) else "",
     )
 
 
@@ -499,6 +574,71 @@ class Neutron:
             return False
         self.stats.ports_deleted += 1
         return True
+
+    async def ports_with_ip(self, subnet_id: str, ip_address: str) -> list[NeutronPort]:
+        """The ports holding ``ip_address`` on ``subnet_id`` (``fixed_ips`` filter)."""
+        params: dict[str, Any] = {
+            "fixed_ips": [f"ip_address={ip_address}", f"subnet_id={subnet_id}"]
+        }
+        data = await self._call("ports_with_ip", "GET", "/ports", params=params)
+        return [port_from_json(p) for p in data["ports"]]
+
+    # ---- trunks (nested pods) ---------------------------------------------------------
+
+    async def get_trunk(self, trunk_id: str) -> NeutronTrunk | None:
+        data = await self._call("get_trunk", "GET", f"/trunks/{trunk_id}", missing_ok=True)
+        return None if data is GONE else trunk_from_json(data["trunk"])
+
+    async def list_trunks(self, ids: Sequence[str] | None = None) -> list[NeutronTrunk]:
+        """Trunks with their sub_ports, one call; ``ids``: only these (None: all visible)."""
+        if ids is not None and not ids:
+            return []
+        params: dict[str, Any] = {} if ids is None else {"id": list(ids)}
+        data = await self._call("list_trunks", "GET", "/trunks", params=params)
+        return [trunk_from_json(t) for t in data["trunks"]]
+
+    async def get_subports(self, trunk_id: str) -> tuple[SubPort, ...]:
+        """The trunk's real ``(port, VLAN id)`` list; :class:`TrunkNotFound` if it is gone."""
+        data = await self._call("get_subports", "GET", f"/trunks/{trunk_id}/get_subports")
+        return _subports_from_json(data["sub_ports"])
+
+    async def add_subports(self, trunk_id: str, subports: Sequence[SubPort]) -> tuple[SubPort, ...]:
+        """Attach ports with their VLAN ids (one call, all or nothing); returns the trunk's
+        sub-port list after it. :class:`VlanConflict` when an id is taken,
+        :class:`PortIsSubport` when a port is attached already, Neutron's ``PortInUse``
+        (:class:`NeutronRejected`) when a port has a ``device_id``."""
+        body = {
+            "sub_ports": [
+                {
+                    "port_id": sp.port_id,
+                    "segmentation_type": "vlan",
+                    "segmentation_id": sp.segmentation_id,
+                }
+                for sp in subports
+            ]
+        }
+        data = await self._call(
+            "add_subports", "PUT", f"/trunks/{trunk_id}/add_subports", body=body
+        )
+        return _subports_from_json(data["sub_ports"])
+
+    async def remove_subports(self, trunk_id: str, port_ids: Sequence[str]) -> None:
+        """Detach ports (one call, all or nothing); :class:`NotASubport` if one is not a
+        subport of this trunk, :class:`TrunkNotFound` if the trunk is gone."""
+        body = {"sub_ports": [{"port_id": pid} for pid in port_ids]}
+        await self._call("remove_subports", "PUT", f"/trunks/{trunk_id}/remove_subports", body=body)
+
+    async def detach(self, trunk_id: str, port_id: str) -> bool:
+        """Detach one port if it is attached; False if it was not (or the trunk is gone)."""
+        try:
+            await self.remove_subports(trunk_id, [port_id])
+        except NeutronNotFound:  # not a subport, or trunk gone (which detached it)
+            return False
+        return True
+
+    async def has_extension(self, alias: str) -> bool:
+        data = await self._call("list_extensions", "GET", "/extensions")
+        return any(ext.get("alias") == alias for ext in data.get("extensions") or ())
 
     # ---- what validation and the VIF need ---------------------------------------------
 

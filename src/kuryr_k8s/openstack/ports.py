@@ -38,7 +38,11 @@ from typing import Protocol
 CLUSTER_TAG_PREFIX = "kuryr.cluster:"
 OWNER_TAG_PREFIX = "kuryr.owner:"
 POOL_TAG_PREFIX = "kuryr.pool:"
+TRUNK_TAG_PREFIX = "kuryr.trunk:"
+"""On every port made for a trunk, attached or not: ``kuryr.trunk:<trunk id>`` (Neutron
+rewrites ``device_owner`` on attach and detach, so that cannot say it)."""
 DEVICE_OWNER = "compute:kuryr"
+SUBPORT_OWNER = "trunk:subport"
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,14 @@ class PortRequest:
     subnet_id: str
     security_groups: tuple[str, ...]
     """Sorted, so equal sets compare equal."""
+    trunk_id: str = ""
+    """Nested pods: the trunk of the pod's node (VM) the port is attached to as a VLAN
+    subport; empty for bare-metal nodes."""
 
     @property
     def pool_key(self) -> tuple[str, str, str, tuple[str, ...]]:
-        return (self.node, self.project_id, self.network_id, self.security_groups)
+        """(node or trunk id, project, network, SGs): nested pools are per trunk."""
+        return (self.trunk_id or self.node, self.project_id, self.network_id, self.security_groups)
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,19 @@ class NeutronPort:
     revision_number: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    trunk_parent_of: str = ""
+    """``trunk_details.trunk_id``: the trunk this port is the parent port of ('' if none)."""
+    vlan_id: int | None = None
+    """Nested ports: the segmentation id of this port on its trunk, read from the trunk's
+    sub-port list by the subport provider (never set from the port's own JSON)."""
+
+    @property
+    def trunk_id(self) -> str:
+        """The trunk this port was made for (its ``kuryr.trunk:`` tag), '' for bare metal."""
+        for tag in self.tags:
+            if tag.startswith(TRUNK_TAG_PREFIX):
+                return tag[len(TRUNK_TAG_PREFIX) :]
+        return ""
 
     @property
     def owner_uid(self) -> str:
