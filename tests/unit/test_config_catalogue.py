@@ -37,6 +37,19 @@ def test_controller_options_are_catalogued() -> None:
     assert _unlisted(cfg) == {}
 
 
+def test_nested_options_are_catalogued() -> None:
+    cfg = ConfigFile.from_text(
+        MINIMAL
+        + "[kubernetes]\npod_vif_driver = mixed\n"
+        + "[pod_vif_nested]\nworker_nodes_subnet = s0\nrev_update_attempts = 3\n"
+        + "[binding]\nlink_iface = eth0\ndriver = kuryr.lib.binding.drivers.vlan\n"
+    )
+    k = controller_settings.load_kubernetes(cfg)
+    controller_settings.load_nested(cfg, k.pod_vif_driver)
+    assert _unlisted(cfg) == {}
+    cfg.reject_unknown()  # [binding] is the daemon's, known to every process
+
+
 def test_daemon_options_are_catalogued_and_it_accepts_the_controller_sections() -> None:
     cfg = ConfigFile.from_text(MINIMAL + "[vif_pool]\nports_pool_min = 1\n")
     DaemonSettings.from_config(cfg)  # calls reject_unknown(): must not fail on [vif_pool]

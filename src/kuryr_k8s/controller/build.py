@@ -57,18 +57,21 @@ class ControllerConfig:
     pool: s.VifPoolSettings
     gc: s.GcSettings
     kubernetes: s.KubernetesSettings
+    nested: s.NestedSettings = field(default_factory=s.NestedSettings)
     source: str = "kuryr.conf"
 
 
 def load_config(path: Path) -> ControllerConfig:
     """Parse and check ``kuryr.conf``; ConfigError names the section, option and value."""
     cfg = ConfigFile.load(path)
+    kubernetes = s.load_kubernetes(cfg)
     config = ControllerConfig(
         neutron=s.load_neutron(cfg),
         defaults=s.load_neutron_defaults(cfg),
         pool=s.load_vif_pool(cfg),
         gc=s.load_gc(cfg),
-        kubernetes=s.load_kubernetes(cfg),
+        kubernetes=kubernetes,
+        nested=s.load_nested(cfg, kubernetes.pod_vif_driver),
         source=cfg.source,
     )
     cfg.reject_unknown()

@@ -10,7 +10,8 @@ Sections and owners:
 * ``[neutron]`` (:func:`load_neutron`), ``[neutron_defaults]`` (:func:`load_neutron_defaults`),
   ``[vif_pool]`` (:func:`load_vif_pool`, which also reads ``[kubernetes] vif_pool_driver``),
   ``[garbage_collection]`` (:func:`load_gc`): ports, pools and GC.
-* ``[kubernetes]`` (the rest): the reconcile side.
+* ``[kubernetes]`` (the rest): the reconcile side; ``pod_vif_driver`` and
+  ``[pod_vif_nested]`` (:func:`load_nested`): nested pods on trunk subports.
 
 Values that only Neutron can check (project, subnet, security groups exist) are checked by
 :func:`validate_against_neutron` (below) at start.
@@ -24,6 +25,16 @@ from kuryr_k8s.model.config import ConfigFile
 from kuryr_k8s.model.errors import ConfigError
 from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.neutron import Neutron, NeutronNetwork, NeutronSubnet
+
+POD_VIF_DRIVERS = ("neutron-vif", "nested-vlan", "mixed")
+NESTED_DRIVERS = ("nested-vlan", "mixed")
+REFUSED_DRIVERS = {
+    "nested-macvlan": (
+        "ML2/OVN drops the replies to a macvlan pod behind allowed_address_pairs (Neutron "
+        "Zed) or refuses non-VRRP MAC addresses there (Neutron 29)"
+    ),
+    "nested-dpdk": "it needs DPDK in the VM and Nova's interface attach; not supported",
+}
 
 # --------------------------------------------------------------------------------------
 # Ports, pools, garbage collection (Neutron side)
@@ -233,7 +244,10 @@ class KubernetesSettings:
     """API server URL (upstream option). Empty: from ``--kubeconfig``, else in-cluster.
     With a kubeconfig given as well, this overrides its server."""
     pod_vif_driver: str = "neutron-vif"
-    """Only ``neutron-vif`` (side-by-side: a port per pod on the pod subnet) for now."""
+    """``neutron-vif`` (side-by-side: a port per pod bound to the node, ``ovs`` VIFs),
+    ``nested-vlan`` (upstream: every node is a VM on a trunk; pods get VLAN subports,
+    ``vlan`` VIFs) or ``mixed`` (ours: per node, from what Neutron says about its
+    InternalIP). ``nested-macvlan``/``nested-dpdk`` are refused at start."""
     port_debug: bool = False
     """Upstream: name Neutron ports after their pods. Accepted for compatibility and
     without effect: ports in use are always named ``<namespace>/<pod>``."""
@@ -269,6 +283,73 @@ class KubernetesSettings:
     """``[health_server] host``: listen address; ``0.0.0.0`` inside a pod."""
 
 
+def _pod_vif_driver(cfg: ConfigFile) -> str:
+    value = cfg.get_str("kubernetes", "pod_vif_driver", "neutron-vif")
+    if value in REFUSED_DRIVERS:
+        raise ConfigError(
+            f"{cfg.source}: [kubernetes] pod_vif_driver = {value!r} is not supported: "
+            f"{REFUSED_DRIVERS[value]}. Use pod_vif_driver = nested-vlan (pods on VLAN "
+            "subports of the VM's trunk port; needs Neutron's 'trunk' service plugin) or "
+            "mixed (bare-metal and VM nodes in one cluster)"
+        )
+    return cfg.get_choice("kubernetes", "pod_vif_driver", "neutron-vif", POD_VIF_DRIVERS)
+
+
+@dataclass(frozen=True)
+class NestedSettings:
+    """``[pod_vif_nested]``: how a node (VM) is found for nested pods."""
+
+    worker_nodes_subnets: tuple[str, ...] = ()
+    """Subnet ids the VMs' addresses are on (upstream's list; the singular
+    ``worker_nodes_subnet`` is merged in). A node whose InternalIP is in one of them is
+    looked up in Neutron: the port holding that address must be a trunk parent."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.worker_nodes_subnets)
+
+
+def load_nested(cfg: ConfigFile, pod_vif_driver: str) -> NestedSettings:
+    """``[pod_vif_nested]``; required (and only read into effect) for nested-vlan/mixed."""
+    section = "pod_vif_nested"
+    cfg.tolerate(section, "rev_update_attempts")
+    subnets = cfg.get_list(section, "worker_nodes_subnets")
+    subnets += cfg.get_list(section, "worker_nodes_subnet")
+    merged = tuple(dict.fromkeys(subnets))
+    if pod_vif_driver not in NESTED_DRIVERS:
+        return NestedSettings()
+    if not merged:
+        raise ConfigError(
+            f"{cfg.source}: [pod_vif_nested] worker_nodes_subnets is required with "
+            f"[kubernetes] pod_vif_driver = {pod_vif_driver}: the subnet ids the VMs "
+            "(Kubernetes nodes) have their addresses on"
+        )
+    return NestedSettings(merged)
+
+
+async def validate_nested(
+    neutron: Neutron, nested: NestedSettings, source: str = "kuryr.conf"
+) -> tuple[NeutronSubnet, ...]:
+    """The worker-nodes subnets as Neutron has them; ConfigError if Neutron has no
+    ``trunk`` extension or a subnet does not exist."""
+    if not await neutron.has_extension("trunk"):
+        raise ConfigError(
+            f"{source}: nested pods need Neutron's 'trunk' extension, which this Neutron "
+            "does not have: add 'trunk' to service_plugins in neutron.conf, or use "
+            "[kubernetes] pod_vif_driver = neutron-vif"
+        )
+    found = []
+    for subnet_id in nested.worker_nodes_subnets:
+        subnet = await neutron.get_subnet(subnet_id)
+        if subnet is None:
+            raise ConfigError(
+                f"{source}: [pod_vif_nested] worker_nodes_subnets = {subnet_id}: no such "
+                "subnet in Neutron"
+            )
+        found.append(subnet)
+    return tuple(found)
+
+
 def load_kubernetes(cfg: ConfigFile) -> KubernetesSettings:
     """``[kubernetes]`` and ``[health_server]``; upstream-only options are tolerated."""
     k = "kubernetes"
@@ -277,7 +358,7 @@ def load_kubernetes(cfg: ConfigFile) -> KubernetesSettings:
     defaults = KubernetesSettings()
     settings = KubernetesSettings(
         api_root=cfg.get_str(k, "api_root"),
-        pod_vif_driver=cfg.get_choice(k, "pod_vif_driver", "neutron-vif", ["neutron-vif"]),
+        pod_vif_driver=_pod_vif_driver(cfg),
         port_debug=cfg.get_bool(k, "port_debug", False),
         controller_ha=cfg.get_bool(k, "controller_ha", True),
         leader_lease_namespace=cfg.get_str(k, "leader_lease_namespace", "kube-system"),

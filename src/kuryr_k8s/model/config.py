@@ -60,6 +60,9 @@ KNOWN_OPTIONS: dict[str, frozenset[str]] = {
         }
     ),
     "health_server": frozenset({"host", "port"}),
+    "pod_vif_nested": frozenset(
+        {"worker_nodes_subnets", "worker_nodes_subnet", "rev_update_attempts"}
+    ),
     "binding": frozenset({"link_iface", "driver"}),
     "cni_daemon": frozenset(
         {

@@ -43,7 +43,7 @@ def test_kubernetes_defaults_and_upstream_names() -> None:
         ("[kubernetes]\nleader_renew_deadline = 20\n", "leader_renew_deadline = 20.0"),
         ("[kubernetes]\nleader_retry_period = 0\n", "leader_retry_period = 0.0"),
         ("[kubernetes]\nworkers = 0\n", "[kubernetes] workers = 0"),
-        ("[kubernetes]\npod_vif_driver = nested-vlan\n", "'nested-vlan': allowed values"),
+        ("[kubernetes]\npod_vif_driver = nested-vlan-x\n", "'nested-vlan-x': allowed values"),
         ("[health_server]\nport = 70000\n", "[health_server] port = 70000"),
     ],
 )
