@@ -19,11 +19,19 @@ typical use (as root on Debian 12):
   eval "$(kuryr sandbox env)"      # then: openstack network list, ovs-vsctl show
   kuryr sandbox down               # stop what the sandbox started (state is kept)
   kuryr sandbox reset              # stop and wipe state (logs and venvs are kept)
+  kuryr sandbox vm create worker0  # a real QEMU VM on net0 ('kuryr sandbox vm --help')
 
 Everything lives in one state directory (default /var/lib/kuryr-sandbox, or
 --state-dir / KURYR_SANDBOX_DIR) and listens on 127.0.0.1 only. The flags given to
 'up' are remembered there, so later commands need none.
 """
+
+
+DEMO_HELP = (
+    "the seed's hybrid scenario: bare-metal pods, a VM, and an overcloud of worker VMs whose "
+    "pods are trunk subports (VLANs), all on the same Neutron networks, with ping and HTTP "
+    "checks between them"
+)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -68,11 +76,18 @@ def register(sub: Any) -> None:
         ("reset", _reset, "stop and wipe all state except logs and venvs"),
         ("env", _env, "print shell exports for openstack, ovs-vsctl, ovn-nbctl and kubectl"),
         ("topology", _topology, "create (or show) the seed's base topology in Neutron"),
-        ("demo", _demo, "the seed's scenario: VM, busybox pods via kubectl, connectivity checks"),
+        ("demo", _demo, DEMO_HELP),
     ):
         p = ssub.add_parser(name, help=helptext, description=helptext)
         _add_common(p)
         p.set_defaults(handler=func)
+        if name == "demo":
+            p.add_argument(
+                "--side-by-side",
+                action="store_true",
+                help="quick run without VMs: bare-metal pods and a network-namespace VM "
+                "stand-in only (the seed's first post)",
+            )
     ex = ssub.add_parser(
         "exec",
         help="run a command in a sandbox pod's network namespace (like kubectl exec)",
@@ -84,6 +99,9 @@ def register(sub: Any) -> None:
     ex.add_argument("pod", help="pod name")
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     ex.set_defaults(handler=_exec)
+    from kuryr_k8s.sandbox.vm.cli import register as register_vm
+
+    register_vm(ssub, _add_common)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -213,14 +231,18 @@ def _exec(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from kuryr_k8s.sandbox import demo, manager
+    from kuryr_k8s.sandbox import demo, hybrid, manager
     from kuryr_k8s.sandbox.settings import record
 
     manager.preflight()
     settings = dataclasses.replace(_settings(args), kuryr=True)
     if args.octavia is None:
         settings = dataclasses.replace(settings, octavia=True)
-    ok, look_around = demo.run(settings, _progress)
+    if args.side_by_side:
+        ok, look_around = demo.run(settings, _progress)
+    else:
+        settings = dataclasses.replace(settings, hybrid=True)
+        ok, look_around = hybrid.run(settings, _progress)
     record(settings)
     print()
     print(look_around)

@@ -686,12 +686,19 @@ class KubeApi(Component):
     ready_timeout = 30.0
 
     @property
+    def kube_dir(self) -> Path:
+        return self.ctx.paths.kube
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.ctx.paths.kubeconfig
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.ctx.settings.ports.kube_api}"
+        return f"http://127.0.0.1:{self.tcp_port}"
 
     def launch(self) -> None:
-        kube = self.ctx.paths.kube
-        kube.mkdir(parents=True, exist_ok=True)
+        self.kube_dir.mkdir(parents=True, exist_ok=True)
         self.spawn(
             [
                 sys.executable,
@@ -700,9 +707,9 @@ class KubeApi(Component):
                 "--port",
                 str(self.tcp_port),
                 "--state-file",
-                str(kube / "store.json"),
+                str(self.kube_dir / "store.json"),
                 "--kubeconfig-out",
-                str(self.ctx.paths.kubeconfig),
+                str(self.kubeconfig),
                 "--log-level",
                 "INFO",
             ],
@@ -711,7 +718,7 @@ class KubeApi(Component):
         )
 
     def probe(self) -> bool:
-        return self.ctx.paths.kubeconfig.exists() and http_ok(f"{self.url}/readyz")
+        return self.kubeconfig.exists() and http_ok(f"{self.url}/readyz")
 
     def api_probe(self) -> bool:
         return http_ok(f"{self.url}/readyz")
@@ -720,6 +727,7 @@ class KubeApi(Component):
 def all_components(ctx: Context) -> list[Component]:
     """Every component in start order."""
     from kuryr_k8s.sandbox.kuryr_components import kuryr_components
+    from kuryr_k8s.sandbox.overcloud import overcloud_components
 
     return [
         OvsdbServer(ctx),
@@ -734,6 +742,7 @@ def all_components(ctx: Context) -> list[Component]:
         OctaviaApi(ctx),
         KubeApi(ctx),
         *kuryr_components(ctx),
+        *overcloud_components(ctx),
     ]
 
 

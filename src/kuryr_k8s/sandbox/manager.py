@@ -103,6 +103,7 @@ def down(settings: SandboxSettings, progress: Progress) -> list[str]:
     """Stop what the sandbox started, in reverse order; leaves state on disk."""
     ctx = context(settings)
     stopped = []
+    stopped += _stop_vms(ctx, progress)
     for comp in reversed(all_components(ctx)):
         if comp.stop():
             stopped.append(comp.name)
@@ -113,9 +114,37 @@ def down(settings: SandboxSettings, progress: Progress) -> list[str]:
     return stopped
 
 
+def _stop_vms(ctx: Context, progress: Progress) -> list[str]:
+    """Stop this sandbox's VMs (before OVS goes: their taps are br-int ports). Their
+    records and Neutron ports stay, as a stopped Nova VM's do; ``vm start`` or the demo
+    starts them again."""
+    from kuryr_k8s.sandbox import vm
+
+    stopped = []
+    for info in vm.list_vms(ctx):
+        if info.state == "running" and vm.stop(ctx, info.name, progress):
+            stopped.append(f"vm {info.name}")
+    return stopped
+
+
+def _forget_vms(ctx: Context, progress: Progress) -> None:
+    """For ``reset`` (Neutron's database is wiped with the rest): stopped VMs' folders
+    and any tap device named for this sandbox."""
+    from kuryr_k8s.sandbox import vm
+    from kuryr_k8s.sandbox.vm import hostnet, layout
+
+    for tap in vm.machine.orphan_taps(ctx):
+        hostnet.delete_tap(tap)
+    for info in vm.list_vms(ctx):
+        shutil.rmtree(info.dir, ignore_errors=True)
+        progress(f"  forgot VM {info.name}")
+    shutil.rmtree(layout.vms_dir(ctx.paths.root), ignore_errors=True)
+
+
 def reset(settings: SandboxSettings, progress: Progress) -> None:
     """Stop everything and wipe state (databases, OVS/OVN, config); keep logs and venvs."""
     down(settings, progress)
+    _forget_vms(context(settings), progress)
     from kuryr_k8s.sandbox.kuryr_components import delete_pod_namespaces
 
     for netns in delete_pod_namespaces(context(settings)):

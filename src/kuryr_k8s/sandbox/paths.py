@@ -100,6 +100,7 @@ class SandboxPaths:
             self.kube,
             self.root / "cni",  # the installed plugin and conflist (rewritten by 'up')
             self.root / "nodeagent",  # sandbox records of pods that no longer exist
+            self.root / "overcloud",  # the hybrid scenario's second cluster (API, conf)
         ]
 
     def ensure(self) -> None:

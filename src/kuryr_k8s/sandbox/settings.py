@@ -25,6 +25,8 @@ class Ports:
     neutron: int = 9696
     octavia: int = 9876
     kube_api: int = 6443
+    overcloud_kube_api: int = 6444
+    """The hybrid scenario's second cluster (the overcloud), see ``sandbox/overcloud.py``."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class SandboxSettings:
     kuryr: bool = False
     """Also run the product on this host: kuryr-controller, kuryr-daemon (CNI plugin
     installed in the state directory) and the node agent playing kubelet."""
+
+    hybrid: bool = False
+    """Also run the overcloud of the seed's hybrid scenario: a second Kubernetes API and
+    a kuryr-controller in ``nested-vlan`` mode on this host, whose node is a VM on a
+    Neutron trunk (``sandbox/overcloud.py``; the VMs themselves are ``sandbox/vm``)."""
 
     hostname: str = field(default_factory=socket.gethostname)
     """OVN chassis hostname; every port bound here needs ``binding:host_id`` equal to it."""
@@ -70,6 +77,7 @@ def settings_from_env(
     neutron: str | None = None,
     octavia: bool | None = None,
     kuryr: bool | None = None,
+    hybrid: bool | None = None,
 ) -> SandboxSettings:
     """Explicit arguments win, then ``KURYR_SANDBOX_*`` variables, then what the last
     ``up`` recorded in the state directory, then defaults."""
@@ -93,8 +101,11 @@ def settings_from_env(
             octavia = bool(recorded.get("octavia", False))
     if kuryr is None:
         kuryr = bool(recorded.get("kuryr", False))
+    if hybrid is None:
+        hybrid = bool(recorded.get("hybrid", False))
     return SandboxSettings(
         kuryr=kuryr,
+        hybrid=hybrid,
         venv_dir=Path(os.environ.get("KURYR_SANDBOX_VENVS", "/opt/kuryr-sandbox/venvs")),
         state_dir=Path(sd).absolute(),
         neutron=flavour,
@@ -118,7 +129,12 @@ def record(settings: SandboxSettings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     (settings.state_dir / RECORD_FILE).write_text(
         json.dumps(
-            {"neutron": settings.neutron, "octavia": settings.octavia, "kuryr": settings.kuryr}
+            {
+                "neutron": settings.neutron,
+                "octavia": settings.octavia,
+                "kuryr": settings.kuryr,
+                "hybrid": settings.hybrid,
+            }
         )
         + "\n"
     )

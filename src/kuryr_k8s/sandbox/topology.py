@@ -1,7 +1,8 @@
 """The seed's base topology in the sandbox Neutron, created idempotently.
 
 net0/subnet0 for VMs, net1/subnet1 for pods, router1 joining them, and the project's
-default security group allowing ICMP and SSH (the seed's "undercloud" steps). Every
+default security group allowing ICMP and SSH (the seed's "undercloud" steps) and TCP
+8080 (the main job's HTTP checks). Every
 resource carries the tag ``kuryr-sandbox`` and is looked up by name before it is created.
 """
 
@@ -28,6 +29,9 @@ NETWORKS = {
 }
 
 Progress = Callable[[str], None]
+
+HTTP_PORT = 8080
+"""TCP port of the small HTTP servers the main job's TCP checks run in pods and VMs."""
 
 
 def connect(settings: SandboxSettings) -> openstack.connection.Connection:
@@ -115,7 +119,8 @@ def ensure_default_sg(conn: openstack.connection.Connection, progress: Progress)
         sg = _one(conn.network.security_groups(name="default", project_id=PROJECT_ID), "default SG")
     if sg is None:
         raise RuntimeError("Neutron did not create the project's default security group")
-    wanted = [("icmp", None), ("tcp", 22)]
+    # The seed allows ICMP and SSH; the hybrid scenario's HTTP checks also need HTTP_PORT.
+    wanted = [("icmp", None), ("tcp", 22), ("tcp", HTTP_PORT)]
     for proto, port in wanted:
         present = any(
             r["direction"] == "ingress"
@@ -165,7 +170,7 @@ def format_topology(t: Topology) -> str:
         ("net0 / subnet0", f"{t.net0_id} / {t.subnet0_id}", f"VMs, {t.subnet0_cidr}"),
         ("net1 / subnet1", f"{t.net1_id} / {t.subnet1_id}", f"pods, {t.subnet1_cidr}"),
         ("router1", t.router_id, "joins subnet0 and subnet1"),
-        ("default SG", t.default_sg_id, "allows ICMP and SSH in"),
+        ("default SG", t.default_sg_id, f"allows ICMP, SSH and TCP {HTTP_PORT} in"),
         ("MTU", str(t.mtu), "geneve tenant networks"),
     ]
     width = max(len(r[1]) for r in rows)

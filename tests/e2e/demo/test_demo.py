@@ -1,4 +1,4 @@
-"""The main job, end to end: ``kuryr sandbox demo`` on the real sandbox.
+"""The quick side-by-side run, end to end: ``kuryr sandbox demo --side-by-side``.
 
 Runs the CLI exactly as the README's first command ends up doing, checks its exit code
 and the table of checks it prints, then removes what it made (pods via kubectl, the VM
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 def _demo() -> tuple[subprocess.CompletedProcess[str], float]:
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "kuryr_k8s.cli.main", "sandbox", "demo"],
+        [sys.executable, "-m", "kuryr_k8s.cli.main", "sandbox", "demo", "--side-by-side"],
         capture_output=True,
         text=True,
         timeout=900,
