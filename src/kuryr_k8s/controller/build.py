@@ -20,9 +20,12 @@ from kuryr_k8s.controller.gc import GarbageCollector
 from kuryr_k8s.controller.health import HealthServer, HealthState
 from kuryr_k8s.controller.kuryrports import KuryrPortReconciler, PodNetwork, PodSubnet
 from kuryr_k8s.controller.metrics import Metrics
+from kuryr_k8s.controller.nodes import NodeNotNested, NodeResolver, TrunkTarget
 from kuryr_k8s.controller.pods import PodReconciler
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
 from kuryr_k8s.controller.service import Controller
+from kuryr_k8s.controller.subports import SubportProvider
+from kuryr_k8s.controller.targets import TargetedPorts
 from kuryr_k8s.k8s import (
     KURYRPORTS,
     NODES,
@@ -41,7 +44,7 @@ from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
 from kuryr_k8s.model.kuryrport import crd_manifests
 from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.metrics import NeutronCollector
-from kuryr_k8s.openstack.neutron import Neutron
+from kuryr_k8s.openstack.neutron import Neutron, NeutronSubnet
 from kuryr_k8s.openstack.ports import NeutronPort
 from kuryr_k8s.openstack.provider import PlainPortProvider, PortTagging
 
@@ -97,6 +100,24 @@ async def validated_defaults(
             await sleep(delay)
 
 
+async def validated_nested(
+    neutron: Neutron,
+    config: ControllerConfig,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> tuple[NeutronSubnet, ...]:
+    """``[pod_vif_nested]`` checked against Neutron (trunk extension, worker subnets);
+    waits out an unreachable Neutron like :func:`validated_defaults`."""
+    backoff = Backoff(base=1.0, cap=30.0)
+    while True:
+        try:
+            return await s.validate_nested(neutron, config.nested, config.source)
+        except TemporaryError as exc:
+            delay = backoff.next()
+            LOG.warning("cannot check [pod_vif_nested] yet (%s); retrying in %.0fs", exc, delay)
+            await sleep(delay)
+
+
 @dataclass
 class App:
     """A built controller: ``await run()`` until cancelled, then ``await close()``."""
@@ -104,7 +125,7 @@ class App:
     controller: Controller
     client: KubeClient
     neutron: Neutron
-    provider: PooledPortProvider | PlainPortProvider
+    provider: PooledPortProvider | PlainPortProvider | TargetedPorts
     metrics: Metrics
     health: HealthState
     server: HealthServer | None
@@ -156,18 +177,61 @@ async def build(
         return {str((kp.get("spec") or {}).get("podUid") or "") for kp in kps.store.items()} - {""}
 
     tagging = PortTagging(config.defaults.cluster_id, config.defaults.resource_tags)
-    provider = make_provider(neutron, tagging, config.pool, live_owners)
+    driver = k.pod_vif_driver
     metrics = Metrics()
     metrics.registry.register(NeutronCollector(neutron.stats))
+    caches: list[Informer] = []
+    resolver: NodeResolver | None = None
+    subports: SubportProvider | None = None
+    provider: PooledPortProvider | PlainPortProvider | TargetedPorts
+    bare = (
+        make_provider(neutron, tagging, config.pool, live_owners)
+        if driver != "nested-vlan"
+        else None
+    )
+    if driver in s.NESTED_DRIVERS:
+        worker_subnets = await validated_nested(neutron, config)
+        nodes = Informer(client, NODES)
+        caches.append(nodes)
+        resolver = NodeResolver(
+            neutron, worker_subnets, nodes.store.get, require_trunk=driver == "nested-vlan"
+        )
+        subports = SubportProvider(
+            neutron, tagging, config.pool, live_owners, on_trunk_gone=resolver.forget_trunk
+        )
+        provider = TargetedPorts(neutron, bare, subports)
+    else:
+        assert bare is not None
+        provider = bare
     gc_forget = None
     gc_node_gone = None
-    if isinstance(provider, PooledPortProvider):
+    if isinstance(bare, PooledPortProvider):
+        gc_forget = bare.forget
+        gc_node_gone = bare.forget_node
+    if config.pool.enabled and isinstance(provider, PooledPortProvider | TargetedPorts):
         metrics.registry.register(PoolCollector(provider))
-        gc_forget = provider.forget
-        gc_node_gone = provider.forget_node
 
     async def live_nodes() -> Collection[str]:
         return {objects.name(node) for node in (await client.list_all(NODES)).items}
+
+    async def live_trunks() -> Collection[str]:
+        """Trunks of the live nodes that are VMs (raises if one cannot be resolved now)."""
+        assert resolver is not None
+        trunks = set()
+        for name in await live_nodes():
+            try:
+                target = await resolver.resolve(name)
+            except NodeNotNested:
+                continue
+            if isinstance(target, TrunkTarget):
+                trunks.add(target.trunk_id)
+        return trunks
+
+    def forget_port(port_id: str) -> None:
+        if gc_forget is not None:
+            gc_forget(port_id)
+        if subports is not None:
+            subports.forget(port_id)
 
     gc = GarbageCollector(
         neutron,
@@ -175,8 +239,10 @@ async def build(
         config.gc,
         live_owners,
         live_nodes=live_nodes,
-        on_deleted=gc_forget,
+        on_deleted=forget_port,
         on_node_gone=gc_node_gone,
+        live_trunks=live_trunks if subports is not None else None,
+        on_trunk_gone=subports.forget_trunk if subports is not None else None,
     )
     events = EventRecorder(client, "kuryr-controller", host=identity)
     engine_settings = EngineSettings(workers=k.workers)
@@ -189,6 +255,7 @@ async def build(
         events,
         metrics=metrics,
         poll_max=k.port_status_poll_max,
+        nodes=resolver,
     )
     engines = [
         Engine(PodReconciler(client, pods.store, kps.store), engine_settings, metrics=metrics),
@@ -231,13 +298,15 @@ async def build(
         startup=[lead_gauge_on, provider.start],
         background=[gc.run_forever, sweep],
         shutdown=[provider.stop, lead_gauge_off],
+        caches=caches,
     )
     server = None
     if k.health_server_port:
         server = HealthServer(health, metrics.registry, k.health_server_host, k.health_server_port)
     LOG.info(
-        "built: cluster %s, pod subnet %s (%s), pools %s, HA %s as %s",
+        "built: cluster %s, %s, pod subnet %s (%s), pools %s, HA %s as %s",
         config.defaults.cluster_id,
+        driver,
         network.subnet_id,
         validated.subnet.cidr,
         "on" if config.pool.enabled else "off",

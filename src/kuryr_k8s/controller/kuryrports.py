@@ -34,6 +34,7 @@ from kuryr_k8s.controller import logs
 from kuryr_k8s.controller.engine import Result
 from kuryr_k8s.controller.finalizers import add_finalizer, finalizers_of, remove_finalizer
 from kuryr_k8s.controller.metrics import Metrics
+from kuryr_k8s.controller.nodes import BareMetal, NodeNotNested, NodeTarget, TrunkTarget
 from kuryr_k8s.k8s import objects
 from kuryr_k8s.k8s.client import KubeClient, PatchType
 from kuryr_k8s.k8s.errors import NotFound
@@ -80,17 +81,19 @@ class PodNetwork:
     """``network_device_mtu`` if set, else the network's MTU."""
     bridge: str = "br-int"
 
-    def request(self, node: str) -> PortRequest:
+    def request(self, node: str, trunk_id: str = "") -> PortRequest:
         return PortRequest(
             node=node,
             project_id=self.project_id,
             network_id=self.network_id,
             subnet_id=self.subnet_id,
             security_groups=tuple(sorted(self.security_groups)),
+            trunk_id=trunk_id,
         )
 
     def vif(self, port: NeutronPort) -> Vif:
-        """The VIF of ``port``; raises PermanentError if an IP is on an unknown subnet."""
+        """The VIF of ``port``: ``vlan`` (``vlanId``, no bridge) for a trunk subport,
+        ``ovs`` otherwise; raises PermanentError if an IP is on an unknown subnet."""
         by_id = {s.id: s for s in self.subnets}
         ips = []
         for fip in port.fixed_ips:
@@ -106,14 +109,16 @@ class PodNetwork:
             )
         if not ips:
             raise PermanentError(f"port {port.id} has no fixed IP")
+        nested = port.vlan_id is not None
         return Vif(
-            vif_type="ovs",
+            vif_type="vlan" if nested else "ovs",
             port_id=port.id,
             mac_address=port.mac_address.lower(),
             network_id=port.network_id,
             mtu=self.mtu,
             ips=tuple(ips),
-            bridge=self.bridge,
+            bridge=None if nested else self.bridge,
+            vlan_id=port.vlan_id,
             active=port.status == "ACTIVE",
         )
 
@@ -136,6 +141,12 @@ def owned_by(port: NeutronPort, uid: str) -> bool:
 
 PortLister = Callable[[], Awaitable[list[NeutronPort]]]
 """Every Neutron port of our cluster (one list call)."""
+
+
+class NodeTargets(Protocol):
+    """:class:`kuryr_k8s.controller.nodes.NodeResolver` satisfies it."""
+
+    async def resolve(self, node_name: str) -> NodeTarget: ...
 
 
 class EventSink(Protocol):
@@ -196,6 +207,7 @@ class KuryrPortReconciler:
         metrics: Metrics | None = None,
         clock: Clock | None = None,
         poll_max: float = 10.0,
+        nodes: NodeTargets | None = None,
     ) -> None:
         self._client = client
         self._pods = pods
@@ -207,6 +219,8 @@ class KuryrPortReconciler:
         self._clock: Clock = clock or SystemClock()
         self._poll_max = poll_max
         self._polls: dict[str, int] = {}
+        self._nodes = nodes
+        """None: side-by-side only (``neutron-vif``); else nested-vlan/mixed routing."""
 
     async def reconcile(self, key: str) -> Result:
         logs.bind(pod=key, port="-")
@@ -237,9 +251,16 @@ class KuryrPortReconciler:
         status: dict[str, Any] = dict(kp.get("status") or {})
         if not status.get("state"):
             status = await self._write_status(kp, {**status, "state": PENDING})
+        target = await self._target(kp, pod)
         port = await self._known_port(kp, repairs)
+        if (
+            port is not None
+            and isinstance(target, TrunkTarget)
+            and (port.trunk_id != target.trunk_id or port.vlan_id is None)
+        ):
+            port = None  # detached, or of another trunk: acquire attaches or replaces it
         if port is None:
-            port = await self._acquire(kp, pod)
+            port = await self._acquire(kp, pod, target)
         logs.bind(port=port.id)
         if not owned_by(port, objects.uid(pod)):
             raise PermanentError(
@@ -320,11 +341,25 @@ class KuryrPortReconciler:
             LOG.warning("status names port %s, which %s: ignoring it", pid, why)
         return None
 
-    async def _acquire(self, kp: Obj, pod: Obj) -> NeutronPort:
+    async def _target(self, kp: Obj, pod: Obj) -> NodeTarget:
+        """Bare metal or the trunk of the pod's node (nested modes); a node that should be
+        a VM on a trunk but is not fails the KuryrPort (reason ``NodeNotNested``)."""
+        node = str(pod["spec"]["nodeName"])
+        if self._nodes is None:
+            return BareMetal(node)
+        try:
+            return await self._nodes.resolve(node)
+        except NodeNotNested as exc:
+            await self._fail(kp, pod, exc, reason="NodeNotNested")
+            raise
+
+    async def _acquire(self, kp: Obj, pod: Obj, target: NodeTarget) -> NeutronPort:
         node = str(pod["spec"]["nodeName"])
         name = f"{objects.namespace(pod)}/{objects.name(pod)}"
+        trunk = target.trunk_id if isinstance(target, TrunkTarget) else ""
+        request = self._network.request(node, trunk)
         try:
-            port = await self._provider.acquire(self._network.request(node), objects.uid(pod), name)
+            port = await self._provider.acquire(request, objects.uid(pod), name)
         except PermanentError as exc:
             await self._fail(kp, pod, exc)
             raise
@@ -332,10 +367,12 @@ class KuryrPortReconciler:
             self._metrics.port_allocation.observe(self._since_creation(pod))
         return port
 
-    async def _fail(self, kp: Obj, pod: Obj, exc: PermanentError) -> None:
+    async def _fail(
+        self, kp: Obj, pod: Obj, exc: PermanentError, *, reason: str = "NeutronError"
+    ) -> None:
         now = objects.timestamp(self._clock.now())
         status = dict(kp.get("status") or {})
-        conds = [condition("Allocated", False, "NeutronError", str(exc)[:1000], now)]
+        conds = [condition("Allocated", False, reason, str(exc)[:1000], now)]
         desired = {
             **status,
             "state": FAILED,
@@ -343,7 +380,8 @@ class KuryrPortReconciler:
         }
         if desired != status:
             await self._write_status(kp, desired)
-            await self._events.emit(pod, "PortAllocationFailed", f"Neutron: {exc}", type="Warning")
+            message = f"Neutron: {exc}" if reason == "NeutronError" else f"{reason}: {exc}"
+            await self._events.emit(pod, "PortAllocationFailed", message, type="Warning")
         if self._metrics is not None:
             self._metrics.ports_failed.labels(type(exc).__name__).inc()
 
@@ -359,11 +397,14 @@ class KuryrPortReconciler:
             await self._events.emit(pod, "KuryrPortRepaired", msg, type="Warning")
         ips = ", ".join(ip.address for ip in vif.ips)
         if old_state in (None, "", PENDING, FAILED):
-            LOG.info("allocated port %s (%s) on %s", port.id, ips, port.binding_host_id)
+            where = (
+                f"subport of trunk {port.trunk_id}, VLAN {port.vlan_id}"
+                if port.vlan_id is not None
+                else f"bound to {port.binding_host_id}"
+            )
+            LOG.info("allocated port %s (%s), %s", port.id, ips, where)
             await self._events.emit(
-                pod,
-                "PortAllocated",
-                f"Neutron port {port.id} with {ips} bound to {port.binding_host_id}",
+                pod, "PortAllocated", f"Neutron port {port.id} with {ips} {where}"
             )
         if vif.active and old_state != ACTIVE:
             LOG.info("port %s is active", port.id)

@@ -33,6 +33,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -409,7 +410,7 @@ class PooledPortProvider:
                     if_revision=current.revision_number,
                     device_id=owner_uid,
                     name=name,
-                    security_groups=_changed(current.security_groups, request.security_groups),
+                    security_groups=changed_sgs(current.security_groups, request.security_groups),
                 )
             except RevisionConflict:
                 fresh = await self.neutron.get_port(port.id)
@@ -470,7 +471,7 @@ class PooledPortProvider:
                     if_revision=current.revision_number,
                     device_id="",
                     name="",
-                    security_groups=_changed(current.security_groups, key[3]),
+                    security_groups=changed_sgs(current.security_groups, key[3]),
                 )
             except RevisionConflict:
                 fresh = await self.neutron.get_port(port.id)
@@ -514,7 +515,7 @@ class PooledPortProvider:
                 LOG.warning("pool maintenance failed: %s", exc)
 
 
-def _changed(have: tuple[str, ...], want: tuple[str, ...]) -> tuple[str, ...] | None:
+def changed_sgs(have: tuple[str, ...], want: tuple[str, ...]) -> tuple[str, ...] | None:
     """``want`` if it differs from ``have``, else None: an unchanged SG list in an update
     still costs Neutron/OVN security-group work."""
     return None if tuple(sorted(have)) == tuple(sorted(want)) else want
@@ -538,10 +539,15 @@ def pool_ports(ports: Iterable[NeutronPort]) -> list[NeutronPort]:
     return [p for p in ports if not p.owner_uid and p.binding_host_id]
 
 
-class PoolCollector(Collector):
-    """``kuryr_port_pool_free{node,network}``: free ports per pool (SG sets summed)."""
+class PoolSizes(Protocol):
+    def sizes(self) -> dict[PoolKey, int]: ...
 
-    def __init__(self, provider: PooledPortProvider) -> None:
+
+class PoolCollector(Collector):
+    """``kuryr_port_pool_free{node,network}``: free ports per pool (SG sets summed); for
+    subport pools the ``node`` label is the trunk id."""
+
+    def __init__(self, provider: PoolSizes) -> None:
         self.provider = provider
 
     def collect(self) -> Iterator[Metric]:

@@ -48,6 +48,9 @@ class Controller:
     shutdown: Sequence[Step] = ()
     """Run when leadership ends (stop the pools' background work)."""
     clock: Clock = field(default_factory=SystemClock)
+    caches: Sequence[Informer] = ()
+    """Informers read by reconcilers but not reconciled themselves (Nodes, for the
+    nested-node resolution): synced before readiness, their keys never queued."""
     leading: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -66,9 +69,10 @@ class Controller:
 
     async def run(self) -> None:
         """Until cancelled. Raises only if an informer task dies (a bug)."""
-        watching = [asyncio.ensure_future(i.run()) for i in self.informers]
+        everything = [*self.informers, *self.caches]
+        watching = [asyncio.ensure_future(i.run()) for i in everything]
         try:
-            for informer in self.informers:
+            for informer in everything:
                 await informer.wait_synced()
             self.health.informers_synced = True
             LOG.info("informers synced: %d objects cached", len(self._all_keys()))

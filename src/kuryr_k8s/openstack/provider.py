@@ -21,6 +21,7 @@ from kuryr_k8s.openstack.ports import (
     CLUSTER_TAG_PREFIX,
     OWNER_TAG_PREFIX,
     POOL_TAG_PREFIX,
+    TRUNK_TAG_PREFIX,
     NeutronPort,
     PortRequest,
 )
@@ -43,11 +44,26 @@ class PortTagging:
     def cluster_tag(self) -> str:
         return CLUSTER_TAG_PREFIX + self.cluster_id
 
-    def in_use(self, owner_uid: str) -> tuple[str, ...]:
-        return (self.cluster_tag, OWNER_TAG_PREFIX + owner_uid, *self.resource_tags)
+    def in_use(self, owner_uid: str, trunk_id: str = "") -> tuple[str, ...]:
+        """Tags of a port in use; ports made for a trunk keep ``kuryr.trunk:<id>``."""
+        return (
+            self.cluster_tag,
+            OWNER_TAG_PREFIX + owner_uid,
+            *_trunk(trunk_id),
+            *self.resource_tags,
+        )
 
-    def free(self, key: PoolKey) -> tuple[str, ...]:
-        return (self.cluster_tag, POOL_TAG_PREFIX + pool_digest(key), *self.resource_tags)
+    def free(self, key: PoolKey, trunk_id: str = "") -> tuple[str, ...]:
+        return (
+            self.cluster_tag,
+            POOL_TAG_PREFIX + pool_digest(key),
+            *_trunk(trunk_id),
+            *self.resource_tags,
+        )
+
+
+def _trunk(trunk_id: str) -> tuple[str, ...]:
+    return (TRUNK_TAG_PREFIX + trunk_id,) if trunk_id else ()
 
 
 def pool_digest(key: PoolKey) -> str:
@@ -115,7 +131,7 @@ async def ensure_owned(
         port = await neutron.update_port(
             port.id, name=name, security_groups=request.security_groups, device_id=owner_uid
         )
-    wanted = tagging.in_use(owner_uid)
+    wanted = tagging.in_use(owner_uid, request.trunk_id)
     if set(port.tags) != set(wanted):
         port = await neutron.set_tags(port, wanted)
     return port

@@ -13,6 +13,7 @@ from kuryr_k8s.model.errors import KuryrError
 from kuryr_k8s.openstack.ports import (
     CLUSTER_TAG_PREFIX,
     OWNER_TAG_PREFIX,
+    TRUNK_TAG_PREFIX,
     FixedIp,
     NeutronPort,
     PortRequest,
@@ -65,6 +66,14 @@ class FakePorts:
         owned = self.owned_by(owner_uid)
         if owned:
             return owned[0]
+        if request.trunk_id:  # a subport: unbound, VLAN id from "the trunk"
+            port = self.make(
+                "", (OWNER_TAG_PREFIX + owner_uid, TRUNK_TAG_PREFIX + request.trunk_id)
+            )
+            vlans = {p.vlan_id for p in self.ports.values()}
+            port = replace(port, vlan_id=min(set(range(1, 4095)) - vlans))
+            self.ports[port.id] = port
+            return port
         return self.make(request.node, (OWNER_TAG_PREFIX + owner_uid,))
 
     async def release(self, port_id: str, owner_uid: str) -> None:
