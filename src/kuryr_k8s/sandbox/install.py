@@ -33,8 +33,14 @@ APT_PACKAGES = [
     "tcpdump",
     "procps",
     "python3-venv",
+    # sandbox VMs (kuryr sandbox vm; shared/notes/nested-vm.md section 3)
+    "qemu-system-x86",
+    "mmdebstrap",
+    "e2fsprogs",
+    "cpio",
+    "busybox-static",
 ]
-"""Debian 12 packages (shared/notes/openstack-sandbox.md section 2.1)."""
+"""Debian 12 packages (shared/notes/openstack-sandbox.md section 2.1, nested-vm.md 3)."""
 
 BUILD_PACKAGES = ["build-essential", "python3-dev"]
 """Needed to compile uWSGI for the PyPI Neutron."""
