@@ -101,12 +101,15 @@ class VlanBinding:
         try:
             vlan.create_vlan(*args, mac=vif.mac_address, mtu=vif.mtu, alias=alias)
             return
-        except HostError:
+        except vlan.VlanInUse:
             holder = vlan.find_vlan(parent, vif.vlan_id)
             if holder is None:
                 raise
         owner = VlanAlias.parse(holder.alias)
         where = holder.netns or "the node's own namespace"
+        if owner is None and holder.netns and holder.name.startswith(vlan.TEMP_PREFIX):
+            # Ours, left between its creation and its rename (a crash mid-plug).
+            owner = VlanAlias(self.node, "?", holder.name, "?")
         if owner is None or owner.node != self.node:
             raise HostError(
                 f"VLAN {vif.vlan_id} is already used on {parent.name} by {holder.name} in "

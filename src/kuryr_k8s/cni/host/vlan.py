@@ -32,6 +32,14 @@ from kuryr_k8s.cni.host.links import _netns_iproute
 from kuryr_k8s.cni.host.netns import check_netns
 
 NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
+TEMP_PREFIX = "kvl"
+"""Name prefix of a pod's VLAN device between its creation and its rename in the pod."""
+
+
+class VlanInUse(HostError):
+    """The VLAN id is already taken on the parent NIC (by some device, somewhere)."""
+
+
 """Where runtimes bind-mount pod network namespaces (``ip netns`` uses the same)."""
 
 
@@ -154,18 +162,28 @@ def find_vlan(parent: ParentLink, vlan_id: int) -> VlanDevice | None:
     return next((d for d in vlan_devices(parent) if d.vlan_id == vlan_id), None)
 
 
+def temp_name(vlan_id: int) -> str:
+    """The name a pod's VLAN device is born with, before it is renamed in the pod."""
+    return f"{TEMP_PREFIX}{vlan_id}"
+
+
 def create_vlan(
     parent: ParentLink, netns: str, ifname: str, vlan_id: int, *, mac: str, mtu: int, alias: str
 ) -> None:
-    """``ifname`` (802.1Q id ``vlan_id`` on ``parent``) born inside ``netns``, tagged."""
+    """``ifname`` (802.1Q id ``vlan_id`` on ``parent``) born inside ``netns``, tagged.
+
+    The kernel checks a new device's name in the creating namespace too, where the VM's
+    own ``eth0`` lives, so the device is born under :func:`temp_name` (unique per VLAN id
+    on the parent) and renamed inside the pod's namespace."""
     check_netns(netns)
+    tmp = temp_name(vlan_id)
     fd = os.open(netns, os.O_RDONLY)
     try:
         with IPRoute() as ipr:
             try:
                 ipr.link(
                     "add",
-                    ifname=ifname,
+                    ifname=tmp,
                     kind="vlan",
                     link=parent.index,
                     vlan_id=vlan_id,
@@ -175,10 +193,9 @@ def create_vlan(
                 )
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
-                    raise HostError(
-                        f"cannot create {ifname} (VLAN {vlan_id} on {parent.name}) in {netns}: "
-                        f"an interface {ifname} already exists there, or VLAN {vlan_id} is "
-                        f"already used on {parent.name}"
+                    raise VlanInUse(
+                        f"cannot create VLAN {vlan_id} on {parent.name} in {netns}: "
+                        f"VLAN {vlan_id} is already used on {parent.name}"
                     ) from exc
                 if exc.code in (errno.EOPNOTSUPP, errno.ENOTSUP):
                     raise HostError(
@@ -190,10 +207,18 @@ def create_vlan(
     finally:
         os.close(fd)
     with _netns_iproute(netns) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
+        found = ipr.link_lookup(ifname=tmp)
         if not found:
-            raise HostError(f"{ifname} vanished from {netns} right after it was created")
+            raise HostError(f"{tmp} vanished from {netns} right after it was created")
         ipr.link("set", index=found[0], ifalias=alias)
+        try:
+            ipr.link("set", index=found[0], ifname=ifname)
+        except NetlinkError as exc:
+            ipr.link("del", index=found[0])
+            raise HostError(
+                f"cannot name the VLAN {vlan_id} device {ifname} in {netns}: {exc} "
+                f"(an interface {ifname} already exists there?)"
+            ) from exc
 
 
 def delete_in_netns(netns: str, ifname: str) -> bool:
