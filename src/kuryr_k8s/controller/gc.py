@@ -7,7 +7,8 @@ who is alive, and deletes:
   live pod uid;
 * **stranded pool ports**: free ports bound to a node that no longer exists;
 * **stranded subports**: free ports tagged ``kuryr.trunk:<T>`` when no live node resolves
-  to trunk T any more (the VM is gone, or the trunk was deleted);
+  to trunk T any more (the VM is gone, or the trunk was deleted), or that are not attached
+  to any trunk (a killed controller's bulk create that landed after it died);
 
 but only when Neutron's ``updated_at`` of the port is older than the grace period. The
 grace period is measured on Neutron's own timestamps, so it also covers the time the
@@ -35,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from kuryr_k8s.controller.settings import GcSettings
 from kuryr_k8s.model.errors import KuryrError
 from kuryr_k8s.openstack.neutron import Neutron, RevisionConflict
-from kuryr_k8s.openstack.ports import NeutronPort
+from kuryr_k8s.openstack.ports import SUBPORT_OWNER, NeutronPort
 from kuryr_k8s.openstack.provider import PortTagging
 
 LOG = logging.getLogger(__name__)
@@ -104,10 +105,15 @@ class GarbageCollector:
                 bucket = result.deleted_orphans
                 why = f"owner {owner} is gone"
             elif port.trunk_id:
-                if trunks is None or port.trunk_id in trunks:
+                attached = port.device_owner == SUBPORT_OWNER
+                if attached and (trunks is None or port.trunk_id in trunks):
                     continue
                 bucket = result.deleted_stranded
-                why = f"free subport of trunk {port.trunk_id}, which no live node has"
+                why = (
+                    f"free subport of trunk {port.trunk_id}, which no live node has"
+                    if attached
+                    else f"free port made for trunk {port.trunk_id}, never attached"
+                )
             elif nodes is not None and port.binding_host_id not in nodes:
                 bucket = result.deleted_stranded
                 why = f"free pool port of node {port.binding_host_id!r}, which is gone"
@@ -116,8 +122,8 @@ class GarbageCollector:
             if port.updated_at is None or port.updated_at > cutoff:
                 result.waiting += 1
                 continue
-            stranded_subport = bucket is result.deleted_stranded and port.trunk_id
-            if stranded_subport and self._on_trunk_gone is not None:
+            trunk_gone = trunks is not None and port.trunk_id and port.trunk_id not in trunks
+            if bucket is result.deleted_stranded and trunk_gone and self._on_trunk_gone:
                 self._on_trunk_gone(port.trunk_id)  # the pool must not hand it out now
             try:
                 # Only as listed: a port claimed or changed since is left alone.

@@ -45,6 +45,7 @@ from kuryr_k8s.k8s.timing import Clock, SystemClock
 from kuryr_k8s.model import kuryrport as kp_model
 from kuryr_k8s.model.errors import KuryrError, PermanentError
 from kuryr_k8s.model.vif import InvalidVif, IpConfig, Vif
+from kuryr_k8s.openstack.neutron import TrunkNotFound
 from kuryr_k8s.openstack.ports import NeutronPort, PortProvider, PortRequest
 
 LOG = logging.getLogger(__name__)
@@ -359,7 +360,16 @@ class KuryrPortReconciler:
         trunk = target.trunk_id if isinstance(target, TrunkTarget) else ""
         request = self._network.request(node, trunk)
         try:
-            port = await self._provider.acquire(request, objects.uid(pod), name)
+            try:
+                port = await self._provider.acquire(request, objects.uid(pod), name)
+            except TrunkNotFound:
+                # The provider told the resolver; what is the node now? (NodeNotNested
+                # naming the port and the fix, or a new trunk to try once.)
+                target = await self._target(kp, pod)
+                if not isinstance(target, TrunkTarget) or target.trunk_id == trunk:
+                    raise
+                request = self._network.request(node, target.trunk_id)
+                port = await self._provider.acquire(request, objects.uid(pod), name)
         except PermanentError as exc:
             await self._fail(kp, pod, exc)
             raise

@@ -66,7 +66,7 @@ from kuryr_k8s.openstack.neutron import (
     TrunkNotFound,
     VlanConflict,
 )
-from kuryr_k8s.openstack.ports import OWNER_TAG_PREFIX, NeutronPort, PortRequest
+from kuryr_k8s.openstack.ports import OWNER_TAG_PREFIX, SUBPORT_OWNER, NeutronPort, PortRequest
 from kuryr_k8s.openstack.provider import (
     OwnerLocks,
     PoolKey,
@@ -148,6 +148,7 @@ class SubportProvider:
         self._owners = OwnerLocks()
         self._ready = not self.pooled
         self._loop_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.refill_errors = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -168,6 +169,7 @@ class SubportProvider:
             return
         self._ready = False
         tasks = [p.refill for p in self._pools.values() if p.refill is not None]
+        tasks += self._background
         if self._loop_task is not None:
             tasks.append(self._loop_task)
             self._loop_task = None
@@ -268,6 +270,14 @@ class SubportProvider:
                     if not mine_:
                         pool.free.appendleft(candidate)
                     raise
+                if claimed is not None and claimed.device_owner != SUBPORT_OWNER:
+                    # Not attached any more (its trunk was deleted, or a human detached
+                    # it): attach it again, or learn that the trunk is gone.
+                    try:
+                        claimed = await self._adopt(claimed, request, owner_uid, name)
+                    except TrunkNotFound:
+                        await self._detach_and_delete(claimed)  # useless without its trunk
+                        raise
                 if claimed is not None:
                     break
             else:
@@ -589,8 +599,7 @@ class SubportProvider:
                         [SubPort(pid, vlan) for pid, vlan in zip(todo, vlans, strict=True)],
                     )
                 except TrunkNotFound:
-                    if self._on_trunk_gone is not None:
-                        self._on_trunk_gone(trunk_id)
+                    self._trunk_gone(trunk_id)
                     raise
                 except (VlanConflict, PortIsSubport) as exc:
                     # Another writer took an id, or an earlier call whose answer we lost
@@ -607,6 +616,25 @@ class SubportProvider:
                 delay=1.0,
             )
 
+    def _trunk_gone(self, trunk_id: str) -> None:
+        """Neutron says the trunk does not exist: tell the node resolver, drop its pools
+        and delete their free ports (ours, unattached now) in the background."""
+        if self._on_trunk_gone is not None:
+            self._on_trunk_gone(trunk_id)
+        dropped = self.forget_trunk(trunk_id)
+        if dropped:
+            LOG.warning("trunk %s is gone: deleting its %d free subports", trunk_id, len(dropped))
+            task = asyncio.create_task(self._delete_quietly(dropped), name=f"trunk {trunk_id} gone")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _delete_quietly(self, port_ids: Sequence[str]) -> None:
+        for port_id in port_ids:
+            try:
+                await self.neutron.delete_port(port_id)
+            except KuryrError as exc:  # garbage collection gets it later
+                LOG.warning("could not delete free subport %s: %s", port_id, exc)
+
     async def _vlan_of(
         self, trunk_id: str, port_id: str, *, must_exist: bool = False
     ) -> int | None:
@@ -615,8 +643,7 @@ class SubportProvider:
         try:
             subports = await self.neutron.get_subports(trunk_id)
         except TrunkNotFound:
-            if self._on_trunk_gone is not None:
-                self._on_trunk_gone(trunk_id)
+            self._trunk_gone(trunk_id)
             if must_exist:
                 raise
             return None
@@ -649,7 +676,6 @@ class SubportProvider:
                     pool.free.extend(await self._create_attached(pool.request, count))
         except TrunkNotFound:
             LOG.warning("trunk %s is gone: its pools are dropped", pool.key[0])
-            self.forget_trunk(pool.key[0])
         except KuryrError as exc:
             self.refill_errors += 1
             LOG.warning("could not refill subport pool %s: %s", pool.key, exc)

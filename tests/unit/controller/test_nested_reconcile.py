@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from kuryr_k8s.controller.kuryrports import KuryrPortReconciler
 from kuryr_k8s.controller.nodes import BareMetal, NodeNotNested, NodeTarget, TrunkTarget
+from kuryr_k8s.openstack.neutron import TrunkNotFound
 from unit.controller import test_reconcilers as rec
 from unit.controller.test_reconcilers import NETWORK, NS, World, condition, vif_of
 
@@ -75,3 +76,26 @@ async def test_a_node_that_is_not_nested_fails_the_kuryrport_with_a_clear_reason
     assert warnings[0][:2] == ("Warning", "PortAllocationFailed")
     assert warnings[0][2].startswith("NodeNotNested: node vm2")
     assert world.ports.ports == {}
+
+
+async def test_a_trunk_deleted_under_a_node_is_reported_as_the_node_not_nested(
+    world: World,
+) -> None:
+    targets = Targets({"vm1": TrunkTarget("vm1", TRUNK, "parent", "10.10.0.5")})
+    _nested(world, targets)
+    world.ports.faults.append(TrunkNotFound(f"Neutron get_subports: Trunk {TRUNK} not found"))
+
+    async def after_the_provider_dropped_the_cache(node_name: str) -> NodeTarget:
+        if world.ports.calls:  # the resolver is asked again once acquire failed
+            raise NodeNotNested(
+                f"node {node_name}: its port parent is not the parent port of a trunk"
+            )
+        return TrunkTarget("vm1", TRUNK, "parent", "10.10.0.5")
+
+    targets.resolve = after_the_provider_dropped_the_cache  # type: ignore[method-assign]
+    await world.add_pod("orphaned", node="vm1")
+    errors = await world.converge(f"{NS}/orphaned")
+    assert errors and isinstance(errors[0], NodeNotNested)
+    kp = world.kp("orphaned")
+    assert kp is not None and kp["status"]["state"] == "Failed"
+    assert condition(kp, "Allocated")["reason"] == "NodeNotNested"

@@ -320,3 +320,37 @@ async def test_release_deletes_when_the_trunk_is_gone() -> None:
     world.fake("DELETE", f"/trunks/{trunk}")
     await provider.release(port.id, "uid-1")
     assert port.id not in world.fake.ports
+
+
+async def test_a_pool_of_a_deleted_trunk_is_not_handed_out_and_is_deleted() -> None:
+    world = make_world()
+    trunk = _trunk(world)
+    gone: list[str] = []
+    provider = await _provider(world, on_trunk_gone=gone.append)
+    await provider.acquire(_req(world, trunk), "uid-1", "x")
+    free = {p["id"] for p in world.ports(f"kuryr.trunk:{trunk}") if not p["device_id"]}
+    world.fake("DELETE", f"/trunks/{trunk}")  # detaches every subport
+    with pytest.raises(TrunkNotFound):
+        await provider.acquire(_req(world, trunk), "uid-2", "y")
+    await _settle()
+    assert gone and set(gone) == {trunk}
+    assert provider.sizes() == {}
+    remaining = [p for p in world.ports(f"kuryr.trunk:{trunk}")]
+    assert [p["device_id"] for p in remaining] == ["uid-1"]  # released when its pod goes
+    assert not {p["id"] for p in remaining} & free
+
+
+async def test_gc_deletes_free_ports_never_attached_after_the_grace_period() -> None:
+    world = make_world()
+    trunk = _trunk(world)
+    key = _req(world, trunk).pool_key
+    spec = PortSpec(world.network, world.subnet, PROJECT, (world.sg,), "",
+                    world.tagging.free(key, trunk))  # fmt: skip
+    (late,) = await world.neutron.create_ports([spec])  # a dead controller's bulk, landed late
+    gc = GarbageCollector(
+        world.neutron, world.tagging, GcSettings(1.0, 600.0), Owners(),
+        now=world.clock, live_trunks=Owners(trunk),
+    )  # fmt: skip
+    assert (await gc.run_once()).waiting == 1
+    world.clock.advance(601)
+    assert (await gc.run_once()).deleted_stranded == [late.id]
