@@ -273,10 +273,11 @@ class SubportProvider:
                 if claimed is not None and claimed.device_owner != SUBPORT_OWNER:
                     # Not attached any more (its trunk was deleted, or a human detached
                     # it): attach it again, or learn that the trunk is gone.
+                    detached = claimed
                     try:
-                        claimed = await self._adopt(claimed, request, owner_uid, name)
+                        claimed = await self._adopt(detached, request, owner_uid, name)
                     except TrunkNotFound:
-                        await self._detach_and_delete(claimed)  # useless without its trunk
+                        await self._detach_and_delete(detached)  # useless without its trunk
                         raise
                 if claimed is not None:
                     break
