@@ -48,7 +48,13 @@ class World:
         return str(self.sandbox.settings.hostname)
 
     def start_controller(
-        self, *, pool: bool | None = None, gc_grace: float = 3600.0, pod_subnet: str | None = None
+        self,
+        *,
+        pool: bool | None = None,
+        gc_grace: float = 3600.0,
+        pod_subnet: str | None = None,
+        pod_vif_driver: str = "neutron-vif",
+        worker_subnets: tuple[str, ...] = (),
     ) -> ControllerProcess:
         n = len(self.controllers)
         port = free_port()
@@ -62,6 +68,8 @@ class World:
             pool=self.pool if pool is None else pool,
             gc_grace=gc_grace,
             pod_subnet=pod_subnet,
+            pod_vif_driver=pod_vif_driver,
+            worker_subnets=worker_subnets,
         )
         log = LOG_DIR / self.cluster_id / f"controller-{n}.log"
         log.parent.mkdir(parents=True, exist_ok=True)

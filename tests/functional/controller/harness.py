@@ -12,6 +12,7 @@ Nothing here is timed: waits poll the state with generous deadlines (one Neutron
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -75,9 +76,16 @@ def write_conf(
     lease: tuple[float, float, float] = (6.0, 4.0, 1.0),
     gc_grace: float = 3600.0,
     pod_subnet: str | None = None,
+    pod_vif_driver: str = "neutron-vif",
+    worker_subnets: tuple[str, ...] = (),
 ) -> Path:
     topo = sandbox.topo
     duration, deadline, retry = lease
+    nested = (
+        f"\n[pod_vif_nested]\nworker_nodes_subnets = {','.join(worker_subnets)}\n"
+        if worker_subnets
+        else ""
+    )
     path.write_text(
         f"""[neutron]
 endpoint_override = http://127.0.0.1:9696
@@ -93,6 +101,7 @@ resource_tags = {extra_tag}
 ovs_bridge = br-int
 
 [kubernetes]
+pod_vif_driver = {pod_vif_driver}
 vif_pool_driver = {"neutron" if pool else "noop"}
 controller_ha = true
 leader_lease_namespace = {lease_namespace}
@@ -114,7 +123,7 @@ grace_period = {gc_grace}
 
 [health_server]
 port = {health_port}
-"""
+{nested}"""
     )
     return path
 
@@ -214,6 +223,19 @@ class Kube:
         body: Obj = r.json()
         return body
 
+    def node(self, name: str, *internal_ips: str) -> None:
+        """Register a Node (idempotent) with these InternalIP addresses."""
+        r = self.c.post("/api/v1/nodes", {"metadata": {"name": name}})
+        assert r.status_code in (201, 409), r.text
+        addresses = [{"type": "InternalIP", "address": ip} for ip in internal_ips]
+        addresses.append({"type": "Hostname", "address": name})
+        r = self.c.patch(f"/api/v1/nodes/{name}/status", {"status": {"addresses": addresses}})
+        assert r.status_code == 200, r.text
+
+    def delete_node(self, name: str) -> None:
+        r = self.c.delete(f"/api/v1/nodes/{name}")
+        assert r.status_code in (200, 202, 404), r.text
+
     def delete_pod(self, name: str) -> None:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}
         r = self.c.delete(f"/api/v1/namespaces/{self.ns}/pods/{name}", body)
@@ -268,8 +290,21 @@ class Ports:
                 return str(tag[len("kuryr.owner:") :])
         return ""
 
+    @staticmethod
+    def trunk(port: Any) -> str:
+        for tag in port.tags or []:
+            if tag.startswith("kuryr.trunk:"):
+                return str(tag[len("kuryr.trunk:") :])
+        return ""
+
     def delete_all(self) -> None:
         for port in self.all():
+            if port.device_owner == "trunk:subport" and self.trunk(port):
+                # Neutron refuses to delete a subport; not attached (any more): fine
+                with contextlib.suppress(Exception):
+                    self.conn.network.delete_trunk_subports(
+                        self.trunk(port), [{"port_id": port.id}]
+                    )
             self.conn.network.delete_port(port, ignore_missing=True)
 
 

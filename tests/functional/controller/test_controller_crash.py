@@ -27,13 +27,22 @@ PODS = 100
 KILLS = 6
 
 
-def burst(world: World, rng: random.Random, live: set[str], done: threading.Event) -> None:
-    """Create 100 pods; delete about a third of them, some at once, some later."""
+def burst(
+    world: World,
+    rng: random.Random,
+    live: set[str],
+    done: threading.Event,
+    *,
+    node: str | None = None,
+    pods: int = PODS,
+) -> None:
+    """Create ``pods`` pods (on ``node``, default the sandbox host); delete about a third of
+    them, some at once, some later."""
     try:
         created: list[str] = []
-        for i in range(PODS):
+        for i in range(pods):
             name = f"crash-{i:03d}"
-            world.kube.create_pod(name, world.node)
+            world.kube.create_pod(name, node or world.node)
             created.append(name)
             live.add(name)
             if rng.random() < 0.35 and created:
