@@ -55,6 +55,7 @@ class World:
         pod_subnet: str | None = None,
         pod_vif_driver: str = "neutron-vif",
         worker_subnets: tuple[str, ...] = (),
+        pool_batch: int = 10,
     ) -> ControllerProcess:
         n = len(self.controllers)
         port = free_port()
@@ -70,6 +71,7 @@ class World:
             pod_subnet=pod_subnet,
             pod_vif_driver=pod_vif_driver,
             worker_subnets=worker_subnets,
+            pool_batch=pool_batch,
         )
         log = LOG_DIR / self.cluster_id / f"controller-{n}.log"
         log.parent.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,7 @@ def write_conf(
     pod_subnet: str | None = None,
     pod_vif_driver: str = "neutron-vif",
     worker_subnets: tuple[str, ...] = (),
+    pool_batch: int = 10,
 ) -> Path:
     topo = sandbox.topo
     duration, deadline, retry = lease
@@ -114,7 +115,7 @@ port_sweep_interval = 3
 
 [vif_pool]
 ports_pool_min = 3
-ports_pool_batch = 10
+ports_pool_batch = {pool_batch}
 ports_pool_update_frequency = 5
 
 [garbage_collection]
@@ -298,13 +299,19 @@ class Ports:
         return ""
 
     def delete_all(self) -> None:
-        for port in self.all():
+        ports = self.all()
+        by_trunk: dict[str, list[dict[str, str]]] = {}
+        for port in ports:
             if port.device_owner == "trunk:subport" and self.trunk(port):
-                # Neutron refuses to delete a subport; not attached (any more): fine
-                with contextlib.suppress(Exception):
-                    self.conn.network.delete_trunk_subports(
-                        self.trunk(port), [{"port_id": port.id}]
-                    )
+                by_trunk.setdefault(self.trunk(port), []).append({"port_id": port.id})
+        for trunk, subports in by_trunk.items():  # Neutron refuses to delete a subport
+            try:
+                self.conn.network.delete_trunk_subports(trunk, subports)
+            except Exception:  # one is not attached (any more): one by one
+                for one in subports:
+                    with contextlib.suppress(Exception):
+                        self.conn.network.delete_trunk_subports(trunk, [one])
+        for port in ports:
             self.conn.network.delete_port(port, ignore_missing=True)
 
 

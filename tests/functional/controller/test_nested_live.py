@@ -65,6 +65,7 @@ def vm_factory(
 
 
 def _nested(world: World, sandbox: Sandbox, driver: str = "nested-vlan", **kw: Any) -> Any:
+    kw.setdefault("pool_batch", 5)  # Neutron here makes ~2 ports/s: keep batches small
     ctl = world.start_controller(
         pod_vif_driver=driver, worker_subnets=(sandbox.topo.subnet0_id,), **kw
     )
@@ -242,7 +243,7 @@ def test_sigkill_during_a_nested_burst_leaves_one_subport_per_pod_and_no_orphans
 ) -> None:
     rng = random.Random(20261127)
     vm = vm_factory()
-    ctl = _nested(world, sandbox, gc_grace=20.0)
+    ctl = _nested(world, sandbox, gc_grace=20.0, pool_batch=10)
     live: set[str] = set()
     done = threading.Event()
     producer = threading.Thread(
