@@ -84,10 +84,24 @@ def ensure_vms(
 
     vms = {PLAIN_VM: ensure_vm(ctx, conn, topo, VmSpec(name=PLAIN_VM, network="net0"), progress)}
     for name in WORKERS:
+        stale = _runs_stale_code(ctx, name)
+        if stale:
+            progress(f"  {name} runs older kuryr code than this checkout: restarting it")
         vms[name] = ensure_vm(
-            ctx, conn, topo, VmSpec(name=name, network="net0", trunk=True), progress
+            ctx, conn, topo, VmSpec(name=name, network="net0", trunk=True), progress, restart=stale
         )
     return vms
+
+
+def _runs_stale_code(ctx: Context, name: str) -> bool:
+    """A running worker started with other code than ``src/kuryr_k8s`` has now: its node
+    side must run the same version as the controllers."""
+    from kuryr_k8s.sandbox.vm import appdisk, get_vm, list_vms
+
+    if not any(i.name == name and i.state == "running" for i in list_vms(ctx)):
+        return False
+    stamp = get_vm(ctx, name).record.app_stamp
+    return stamp is not None and stamp != appdisk.source_stamp()
 
 
 def ensure_overcloud_nodes(ctx: Context, workers: dict[str, Any], progress: Progress) -> None:
@@ -106,6 +120,22 @@ def ensure_overcloud_nodes(ctx: Context, workers: dict[str, Any], progress: Prog
                 )
             time.sleep(1.0)
         progress(f"  {name}: node Ready in the overcloud, kuryr daemon ready ({took:.1f} s)")
+
+
+def repair_nested_pods(ctx: Context, workers: dict[str, Any], progress: Progress) -> None:
+    """A nested pod whose network namespace is missing in its worker (the VM restarted:
+    its disk is fresh at every boot) is deleted, so that it is created again."""
+    data = json.loads(okubectl(ctx, "get", "pods", "-o", "json", "--ignore-not-found"))
+    for pod in (data or {}).get("items", []):
+        name, node = pod["metadata"]["name"], pod["spec"].get("nodeName")
+        if name not in NESTED_PODS or node not in workers:
+            continue
+        netns = netns_name("default", name, pod["metadata"]["uid"])
+        listed = workers[node].exec(["ip", "netns", "list"], timeout=60).out.split()
+        if netns in listed:
+            continue
+        progress(f"  repairing {name}: its netns {netns} is gone from {node}; re-creating it")
+        okubectl(ctx, "delete", "pod", name, "--wait=true", f"--timeout={READY_TIMEOUT}s")
 
 
 def ensure_nested_pods(ctx: Context, progress: Progress) -> list[NestedPod]:
@@ -385,6 +415,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
         progress("[5/7] overcloud nodes: node agent + kuryr daemon + kuryr-cni in each worker VM")
         ensure_overcloud_nodes(ctx, workers, progress)
         progress("[6/7] nested pods, created with kubectl against the overcloud")
+        repair_nested_pods(ctx, workers, progress)
         nested = with_trunks(conn, ensure_nested_pods(ctx, progress), workers)
     finally:
         conn.close()

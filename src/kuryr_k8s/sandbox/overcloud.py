@@ -233,9 +233,11 @@ def start_node_side(ctx: Context, guest: Guest, node: str, node_ip: str) -> None
 def wait_daemon_ready(guest: Guest, timeout: float = 300.0) -> float:
     """Wait until the guest's daemon answers /readyz; returns the seconds it took."""
     t0 = time.monotonic()
+    host, port = GUEST_DAEMON_HEALTH.split(":")
+    # bash's /dev/tcp: a Python probe would cost a second of CPU per try under TCG.
     probe = (
-        'python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('
-        f"'http://{GUEST_DAEMON_HEALTH}/readyz', timeout=5).status == 200 else 1)\" 2>/dev/null"
+        f"exec 3<>/dev/tcp/{host}/{port} && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 "
+        "&& head -n 1 <&3 | grep -q ' 200 '"
     )
     while True:
         if guest.exec_sh(probe, timeout=60).returncode == 0:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,36 +68,39 @@ def vlan_supported() -> bool:
     return Path("/proc/net/vlan").exists() or Path("/sys/module/8021q").exists()
 
 
+SYS_NET = Path("/sys/class/net")
+
+
 def parent_link(name: str | None) -> ParentLink:
-    """The named NIC, or (no name) the one holding the IPv4 default route."""
-    with IPRoute() as ipr:
-        if name is None:
-            routes = [r for r in ipr.get_routes(family=socket.AF_INET) if r["dst_len"] == 0]
-            oif = next((r.get_attr("RTA_OIF") for r in routes if r.get_attr("RTA_OIF")), None)
-            if oif is None:
-                raise HostError(
-                    "cannot find the VM's NIC: no IPv4 default route; set [binding] link_iface"
-                )
-            links = ipr.get_links(oif)
-        else:
-            found = ipr.link_lookup(ifname=name)
-            if not found:
-                raise HostError(
-                    f"[binding] link_iface = {name}: no such interface on this node "
-                    f"(have: {', '.join(_names(ipr))})"
-                )
-            links = ipr.get_links(found[0])
-        link = links[0]
-        return ParentLink(
-            name=str(link.get_attr("IFLA_IFNAME")),
-            index=int(link["index"]),
-            mtu=int(link.get_attr("IFLA_MTU")),
-            up=bool(link["flags"] & 1),
-        )
+    """The named NIC, or (no name) the one holding the IPv4 default route.
+
+    Read from sysfs and procfs, not netlink: this also runs in the daemon's event loop
+    (``/readyz``), where pyroute2's synchronous socket cannot be used."""
+    if name is None:
+        name = _default_route_iface()
+    base = SYS_NET / name
+    try:
+        index = int((base / "ifindex").read_text())
+        mtu = int((base / "mtu").read_text())
+        flags = int((base / "flags").read_text(), 16)
+    except (OSError, ValueError) as exc:
+        have = ", ".join(sorted(p.name for p in SYS_NET.iterdir())) if SYS_NET.exists() else ""
+        raise HostError(
+            f"[binding] link_iface = {name}: no such interface on this node (have: {have})"
+        ) from exc
+    return ParentLink(name=name, index=index, mtu=mtu, up=bool(flags & 1))
 
 
-def _names(ipr: Any) -> list[str]:
-    return sorted(str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links())
+def _default_route_iface(route_file: Path = Path("/proc/net/route")) -> str:
+    try:
+        lines = route_file.read_text().splitlines()[1:]
+    except OSError as exc:
+        raise HostError(f"cannot read {route_file}: {exc}") from exc
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000" and int(fields[3], 16) & 0x2:
+            return fields[0]
+    raise HostError("cannot find the VM's NIC: no IPv4 default route; set [binding] link_iface")
 
 
 def named_netns() -> list[str]:
