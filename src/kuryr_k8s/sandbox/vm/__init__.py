@@ -23,22 +23,53 @@ Map of the package:
 * ``layout``: names (sandbox id, tap names) and the per-VM folder.
 """
 
-from kuryr_k8s.sandbox.vm.channel import ChannelError, ExecResult
-from kuryr_k8s.sandbox.vm.image import ImageBuildError, ensure_image
-from kuryr_k8s.sandbox.vm.layout import sandbox_id, tap_name
-from kuryr_k8s.sandbox.vm.machine import (
-    NoSuchVm,
-    Vm,
-    VmInfo,
-    VmSpec,
-    delete,
-    ensure_vm,
-    format_vms,
-    get_vm,
-    list_vms,
-    start,
-    stop,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kuryr_k8s.sandbox.vm.channel import ChannelError, ExecResult
+    from kuryr_k8s.sandbox.vm.image import ImageBuildError, ensure_image
+    from kuryr_k8s.sandbox.vm.layout import sandbox_id, tap_name
+    from kuryr_k8s.sandbox.vm.machine import (
+        NoSuchVm,
+        Vm,
+        VmInfo,
+        VmSpec,
+        delete,
+        ensure_vm,
+        format_vms,
+        get_vm,
+        list_vms,
+        start,
+        stop,
+    )
+
+_SUBMODULES = {
+    "appdisk", "channel", "cli", "guest_init", "hostnet", "image", "layout", "machine",
+    "ports", "qemu",
+}  # fmt: skip
+_HOME = {
+    "ChannelError": "channel",
+    "ExecResult": "channel",
+    "ImageBuildError": "image",
+    "ensure_image": "image",
+    "sandbox_id": "layout",
+    "tap_name": "layout",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy: ``kuryr`` builds its parser from ``vm.cli`` at every start, which must not
+    import openstacksdk (about 1 s on the host, 10 s in a guest under emulation)."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kuryr_k8s.sandbox.vm.{name}")
+    if name in __all__:
+        module = importlib.import_module(f"kuryr_k8s.sandbox.vm.{_HOME.get(name, 'machine')}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ChannelError",

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -215,6 +216,7 @@ def run_command(req: dict[str, Any]) -> dict[str, Any]:
             env=env,
             cwd=str(req.get("cwd") or "/root"),
             start_new_session=True,
+            preexec_fn=_unblock_sigio,  # the server blocks it (single-threaded: safe)
         )
     except OSError as exc:
         return {"rc": 127, "out": "", "err": _b64(f"{argv[:1]}: {exc}\n".encode()), "dt": 0.0}
@@ -228,6 +230,10 @@ def run_command(req: dict[str, Any]) -> dict[str, Any]:
         err += f"\nkuryr-init: killed after the {timeout:.0f} s timeout\n".encode()
         rc = 124
     return {"rc": rc, "out": _b64(out), "err": _b64(err), "dt": time.monotonic() - t0}
+
+
+def _unblock_sigio() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGIO})
 
 
 def _b64(data: bytes) -> str:
@@ -266,15 +272,19 @@ def write_all(fd: int, data: bytes) -> None:
 
 def serve(port_path: str) -> None:
     """Read request lines forever. Without a host client, ``read`` returns EOF at once
-    (virtio_console), so poll briefly, faster right after activity."""
+    (virtio_console), so wait for SIGIO, which the port raises when the host connects or
+    data arrives (``O_ASYNC``); a short timeout covers a lost signal."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGIO})
     fd = os.open(port_path, os.O_RDWR)
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
     buf = b""
     last = time.monotonic()
     while True:
         chunk = os.read(fd, 1 << 16)
         if not chunk:
             buf = b""  # the client went away mid-line
-            time.sleep(0.01 if time.monotonic() - last < 3 else 0.05)
+            signal.sigtimedwait([signal.SIGIO], 0.02 if time.monotonic() - last < 1 else 0.5)
             continue
         last = time.monotonic()
         buf += chunk
@@ -295,6 +305,7 @@ def start_server(port_path: str) -> int:
     if pid == 0:
         try:
             os.setsid()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # only PID 1 ignores it
             serve(port_path)
         except BaseException as exc:  # report, then let init restart us
             log(f"command server died: {exc!r}")

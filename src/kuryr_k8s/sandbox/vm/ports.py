@@ -84,9 +84,11 @@ def ensure_port(
     *,
     device_id: str,
     host: str,
-    security_groups: list[str],
+    security_groups: list[str] | None,
     progress: Progress,
 ) -> Any:
+    """The VM's port, created if missing. ``security_groups`` None: the project's default
+    group for a new port, and an existing port keeps what it has."""
     port = find_port(conn, vm)
     if port is not None:
         if port.network_id != net.network_id:
@@ -94,8 +96,16 @@ def ensure_port(
                 f"VM {vm!r} already has port {port.id} on another network "
                 f"({port.network_id}); delete the VM first ('kuryr sandbox vm delete {vm}')"
             )
+        changes: dict[str, Any] = {}
         if port.binding_host_id != host:
-            port = conn.network.update_port(port, binding_host_id=host)
+            changes["binding_host_id"] = host
+        if security_groups is not None and sorted(port.security_group_ids or []) != sorted(
+            security_groups
+        ):
+            changes["security_group_ids"] = security_groups
+        if changes:
+            port = conn.network.update_port(port, **changes)
+            progress(f"  updated port {port_name(vm)}: {', '.join(sorted(changes))}")
         return port
     port = conn.network.create_port(
         name=port_name(vm),
@@ -104,7 +114,7 @@ def ensure_port(
         device_owner=DEVICE_OWNER,
         device_id=device_id,
         binding_host_id=host,
-        security_group_ids=security_groups,
+        security_group_ids=security_groups or [topo.default_sg_id],
         tags=[TAG],
     )
     if TAG not in (port.tags or []):
