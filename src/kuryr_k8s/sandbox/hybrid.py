@@ -38,7 +38,8 @@ Progress = Callable[[str], None]
 
 PLAIN_VM = "vm0"
 WORKERS = ("worker0", "worker1")
-NESTED_PODS = {"nested-1": "worker0", "nested-2": "worker1"}
+NESTED_PODS = {"nested-1": "worker0", "nested-2": "worker1", "nested-3": "worker0"}
+"""Nested pods and their worker: two on worker0's trunk (two VLAN ids), one on worker1's."""
 READY_TIMEOUT = 300
 HTTP_PORT = topology.HTTP_PORT
 
@@ -125,7 +126,7 @@ def ensure_overcloud_nodes(ctx: Context, workers: dict[str, Any], progress: Prog
 def repair_nested_pods(ctx: Context, workers: dict[str, Any], progress: Progress) -> None:
     """A nested pod whose network namespace is missing in its worker (the VM restarted:
     its disk is fresh at every boot) is deleted, so that it is created again."""
-    data = json.loads(okubectl(ctx, "get", "pods", "-o", "json", "--ignore-not-found"))
+    data = json.loads(okubectl(ctx, "get", "pods", "-o", "json"))
     for pod in (data or {}).get("items", []):
         name, node = pod["metadata"]["name"], pod["spec"].get("nodeName")
         if name not in NESTED_PODS or node not in workers:
@@ -342,7 +343,8 @@ def run_checks(
     nested: list[NestedPod],
 ) -> list[Check]:
     bm = bm_pods[0]
-    n1, n2 = nested
+    by_name = {p.endpoint.name: p for p in nested}
+    n1, n2, n3 = (by_name[name] for name in NESTED_PODS)
     w1 = vms[n1.endpoint.node]
     w2 = vms[n2.endpoint.node]
     vm0 = vms[PLAIN_VM]
@@ -355,6 +357,7 @@ def run_checks(
         ping_from_nested(w1, n1, n2.endpoint),
         ping_from_nested(w2, n2, bm),
         ping_from_host_pod(ctx, bm, n2.endpoint),
+        ping_from_nested(vms[n3.endpoint.node], n3, n1.endpoint),
     ]
     servers = HttpServers()
     try:
@@ -378,7 +381,15 @@ def inventory(
 ) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = [
         ("VM", plain_vm.name, plain_vm.ip, plain_vm.port_id, "QEMU, net0", "-", "-"),
-        ("VM stand-in", stand_in.name, stand_in.ip, stand_in.port_id, "netns, net0", "-", "-"),
+        (
+            "VM stand-in",
+            f"netns {demo.VM_NETNS}",
+            stand_in.ip,
+            stand_in.port_id,
+            "br-int, net0",
+            "-",
+            "-",
+        ),
     ]
     for name, vm in workers.items():
         info = vm.info
@@ -426,7 +437,8 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
     progress("")
     progress(demo.format_checks(checks))
     ok = all(c.ok for c in checks)
-    vlans = [p.vlan_id for p in nested]
+    vlan_of = {p.endpoint.name: p.vlan_id for p in nested}
+    vlans = [vlan_of[name] for name in NESTED_PODS]
     progress("")
     progress(
         f"{'all checks passed' if ok else 'SOME CHECKS FAILED'} "
