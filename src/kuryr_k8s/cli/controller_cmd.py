@@ -55,6 +55,11 @@ minimal kuryr.conf (the sandbox: keystone-less Neutron on 127.0.0.1:9696):
   # api_root = https://...                      # else --kubeconfig, else in-cluster
   vif_pool_driver = neutron                     # pooled ports; 'noop' = one create per pod
   controller_ha = true                          # leader election on a Lease
+  # pod_vif_driver = neutron-vif                # nested-vlan: nodes are VMs, pods get VLAN
+  #                                             # subports of the VM's trunk; mixed: per node
+
+  # [pod_vif_nested]                            # with nested-vlan or mixed
+  # worker_nodes_subnets = <subnet id>[,...]    # the VMs' addresses; their ports: trunk parents
 
   [vif_pool]
   ports_pool_min = 5

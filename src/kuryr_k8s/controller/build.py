@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from kuryr_k8s.controller import settings as s
 from kuryr_k8s.controller.crds import ensure_crds
@@ -49,6 +50,7 @@ from kuryr_k8s.openstack.ports import NeutronPort
 from kuryr_k8s.openstack.provider import PlainPortProvider, PortTagging
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,21 @@ def load_config(path: Path) -> ControllerConfig:
     return config
 
 
+async def _waiting_out_outages(
+    section: str, check: Callable[[], Awaitable[T]], sleep: Callable[[float], Awaitable[None]]
+) -> T:
+    """``check()``, retried with backoff while Neutron is unreachable (TemporaryError), so
+    a Neutron outage at start is not a crash loop. A ConfigError is final."""
+    backoff = Backoff(base=1.0, cap=30.0)
+    while True:
+        try:
+            return await check()
+        except TemporaryError as exc:
+            delay = backoff.next()
+            LOG.warning("cannot check [%s] yet (%s); retrying in %.0fs", section, exc, delay)
+            await sleep(delay)
+
+
 async def validated_defaults(
     neutron: Neutron,
     config: ControllerConfig,
@@ -88,16 +105,12 @@ async def validated_defaults(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> s.ValidatedNeutron:
     """``[neutron_defaults]`` checked against Neutron; waits (backing off) while Neutron is
-    unreachable, so a Neutron outage at start is not a crash loop. A ConfigError (the
-    subnet does not exist...) is final."""
-    backoff = Backoff(base=1.0, cap=30.0)
-    while True:
-        try:
-            return await s.validate_against_neutron(neutron, config.defaults, config.source)
-        except TemporaryError as exc:
-            delay = backoff.next()
-            LOG.warning("cannot check [neutron_defaults] yet (%s); retrying in %.0fs", exc, delay)
-            await sleep(delay)
+    unreachable. A ConfigError (the subnet does not exist...) is final."""
+    return await _waiting_out_outages(
+        "neutron_defaults",
+        lambda: s.validate_against_neutron(neutron, config.defaults, config.source),
+        sleep,
+    )
 
 
 async def validated_nested(
@@ -108,14 +121,9 @@ async def validated_nested(
 ) -> tuple[NeutronSubnet, ...]:
     """``[pod_vif_nested]`` checked against Neutron (trunk extension, worker subnets);
     waits out an unreachable Neutron like :func:`validated_defaults`."""
-    backoff = Backoff(base=1.0, cap=30.0)
-    while True:
-        try:
-            return await s.validate_nested(neutron, config.nested, config.source)
-        except TemporaryError as exc:
-            delay = backoff.next()
-            LOG.warning("cannot check [pod_vif_nested] yet (%s); retrying in %.0fs", exc, delay)
-            await sleep(delay)
+    return await _waiting_out_outages(
+        "pod_vif_nested", lambda: s.validate_nested(neutron, config.nested, config.source), sleep
+    )
 
 
 @dataclass

@@ -30,21 +30,26 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from kuryr_k8s.controller.poolset import (
+    CLAIM_ATTEMPTS,
+    MAX_BULK,
+    LiveOwners,
+    Pool,
+    PoolSet,
+    changed_sgs,
+    reset_port,
+)
 from kuryr_k8s.controller.settings import VifPoolSettings
-from kuryr_k8s.model.errors import KuryrError, ResourceNotReady, TemporaryError
+from kuryr_k8s.model.errors import KuryrError, ResourceNotReady
 from kuryr_k8s.openstack.neutron import (
-    IpExhausted,
     Neutron,
     NeutronNotFound,
-    QuotaExceeded,
     RevisionConflict,
 )
 from kuryr_k8s.openstack.ports import NeutronPort, PortRequest
@@ -61,39 +66,13 @@ from kuryr_k8s.openstack.provider import (
 
 LOG = logging.getLogger(__name__)
 
-LiveOwners = Callable[[], Awaitable[Collection[str]]]
-"""The uids of pods that own (or may own) a port: every live KuryrPort's ``spec.podUid``.
-Must raise rather than answer from a cache that has not synced yet."""
-
-MAX_BULK = 20
-"""Largest bulk create we send: bigger ones make Neutron's IPAM retry (upstream pain)."""
 REVISION_REFRESH_DELAY = 2.0
 """Seconds after a bulk create before re-reading the new ports once: Neutron bumps a new
 port's revision when its binding completes, and a claim with the stale revision would
 cost a 412 and a re-read on the pod's critical path."""
-CLAIM_ATTEMPTS = 5
-MAX_CANDIDATES = 10
-"""Ports one ``acquire`` tries to claim before giving up with a TemporaryError."""
-"""Re-reads after a lost ``If-Match`` before giving a port up (Neutron bumps a new
-port's revision by itself once, when the binding completes)."""
 
 
-@dataclass
-class _Pool:
-    key: PoolKey
-    subnet_id: str
-    free: deque[NeutronPort] = field(default_factory=deque)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    waiting: int = 0
-    refill: asyncio.Task[None] | None = None
-
-    @property
-    def request(self) -> PortRequest:
-        node, project, network, sgs = self.key
-        return PortRequest(node, project, network, self.subnet_id, sgs)
-
-
-class PooledPortProvider:
+class PooledPortProvider(PoolSet):
     """Pooled :class:`~kuryr_k8s.openstack.ports.PortProvider`; also see :func:`make_provider`.
 
     Lifecycle: ``await start()`` (rebuild, then the maintenance loop) before the first
@@ -110,22 +89,15 @@ class PooledPortProvider:
         *,
         revision_refresh_delay: float = REVISION_REFRESH_DELAY,
     ) -> None:
+        super().__init__(settings)
         self.neutron = neutron
         self._refresh_delay = revision_refresh_delay
-        self._background: set[asyncio.Task[None]] = set()
         self.tagging = tagging
-        self.settings = settings
         self._live_owners = live_owners
-        self._pools: dict[PoolKey, _Pool] = {}
-        self._origin: dict[str, PoolKey] = {}
-        """In-use port id -> the pool it was taken from (its SGs are restored on release)."""
         self._owners = OwnerLocks()
         self._retags: dict[str, asyncio.Task[None]] = {}
         """Claimed port id -> its tag flip to ``kuryr.owner:<uid>``, still in flight."""
         self._ready = False
-        self._loop_task: asyncio.Task[None] | None = None
-        self.refill_errors = 0
-        """Background refills that failed (Neutron errors); details are in the log."""
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -135,25 +107,14 @@ class PooledPortProvider:
 
     async def start(self) -> None:
         await self.rebuild()
-        if self._loop_task is None:
-            self._loop_task = asyncio.create_task(self._maintain_forever(), name="port-pools")
+        self._start_maintenance("port-pools")
 
     async def stop(self) -> None:
         self._ready = False
         retags, self._retags = list(self._retags.values()), {}
         if retags:  # short, and they make claimed ports look claimed: let them land
             await asyncio.wait(retags, timeout=10)
-        tasks = [p.refill for p in self._pools.values() if p.refill is not None]
-        tasks += self._background
-        tasks += retags
-        if self._loop_task is not None:
-            tasks.append(self._loop_task)
-            self._loop_task = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._cancel_background(retags)
 
     async def rebuild(self) -> None:
         """Forget the in-memory pools and rebuild them from Neutron and the live owners."""
@@ -205,24 +166,7 @@ class PooledPortProvider:
                 )
                 self._origin.setdefault(port.id, request.pool_key)
                 return port
-            pool = self._pool_for(request.pool_key, request.subnet_id)
-            for _ in range(MAX_CANDIDATES):
-                candidate, owned = await self._take(pool, owner_uid, name)
-                if owned:
-                    claimed: NeutronPort | None = candidate
-                else:
-                    claimed = await self._claim(candidate, request, owner_uid, name, pool)
-                if claimed is not None:
-                    break
-            else:
-                raise TemporaryError(
-                    f"no pool port of {request.node} could be claimed after "
-                    f"{MAX_CANDIDATES} tries (ports keep changing in Neutron)",
-                    delay=1.0,
-                )
-            self._origin[claimed.id] = request.pool_key
-            self._schedule_refill(pool)
-            return claimed
+            return await self._acquire_from_pool(request, owner_uid, name)
 
     async def release(self, port_id: str, owner_uid: str) -> None:
         self._check_ready()
@@ -247,29 +191,14 @@ class PooledPortProvider:
 
     # ---- for metrics, GC and the pool-manager -------------------------------------------
 
-    def sizes(self) -> dict[PoolKey, int]:
-        """Free ports per pool key."""
-        return {key: len(pool.free) for key, pool in self._pools.items()}
-
     async def find(self, owner_uid: str) -> NeutronPort | None:
         """The owner's port, if it has one; never takes or creates a port (for releasing
         after a crash that kept the port id out of the KuryrPort status)."""
         return await find_owned(self.neutron, self.tagging, owner_uid)
 
-    def forget(self, port_id: str) -> None:
-        """Drop a port from the free lists (garbage collection deleted it)."""
-        self._origin.pop(port_id, None)
-        for pool in self._pools.values():
-            for port in list(pool.free):
-                if port.id == port_id:
-                    pool.free.remove(port)
-
     def forget_node(self, node: str) -> list[str]:
         """Drop the pools of a node that is gone; returns their free port ids."""
-        dropped = []
-        for key in [k for k in self._pools if k[0] == node]:
-            dropped += [p.id for p in self._pools.pop(key).free]
-        return dropped
+        return self._forget_pools(node)
 
     async def warm(self, request: PortRequest) -> int:
         """Fill the pool of ``request`` up to ``ports_pool_min`` now (e.g. for every node at
@@ -290,73 +219,35 @@ class PooledPortProvider:
                     deleted += await self.neutron.delete_port(port.id)
         return deleted
 
-    async def maintain_once(self) -> None:
-        """Refill every pool below ``ports_pool_min``; trim every pool above the maximum."""
-        for pool in list(self._pools.values()):
-            if len(pool.free) < self.settings.ports_pool_min and not pool.lock.locked():
-                await self._refill(pool)
-            extra = self._trim(pool)
-            for port in extra:
-                await self.neutron.delete_port(port.id)
-
     # ---- internals ----------------------------------------------------------------------
 
     def _check_ready(self) -> None:
         if not self._ready:
             raise ResourceNotReady("port pools are being rebuilt from Neutron", delay=1.0)
 
-    def _pool_for(self, key: PoolKey, subnet_id: str) -> _Pool:
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = _Pool(key, subnet_id)
-        elif not pool.subnet_id:
-            pool.subnet_id = subnet_id
-        return pool
+    async def _claim_candidate(
+        self,
+        pool: Pool,
+        candidate: NeutronPort,
+        made_for_owner: bool,
+        request: PortRequest,
+        owner_uid: str,
+        name: str,
+    ) -> NeutronPort | None:
+        if made_for_owner:  # created with the owner's device_id already
+            return candidate
+        return await self._claim(candidate, request, owner_uid, name, pool)
 
-    def _trim(self, pool: _Pool) -> list[NeutronPort]:
-        maximum = self.settings.ports_pool_max
-        extra = []
-        while maximum and len(pool.free) > maximum:
-            extra.append(pool.free.pop())
-        return extra
+    async def _discard(self, port: NeutronPort) -> None:
+        await self.neutron.delete_port(port.id)
 
-    async def _take(self, pool: _Pool, owner_uid: str, name: str) -> tuple[NeutronPort, bool]:
-        """A port for ``pool``'s next pod and whether it is already the owner's: a free one
-        of its own, else one of a sibling pool (same node, project and network, other SGs:
-        the claim sets the SGs), else a fresh bulk whose first port is created for the
-        owner outright (no claim on the critical path) and the rest go to the pool."""
-        pool.waiting += 1
-        try:
-            async with pool.lock:
-                if pool.free:
-                    return pool.free.popleft(), False
-                sibling = self._sibling_with_free(pool.key)
-                if sibling is not None:
-                    return sibling.free.popleft(), False
-                count = max(self.settings.ports_pool_batch, min(pool.waiting, MAX_BULK))
-                try:
-                    mine, *rest = await self._create(pool, count, owner=(owner_uid, name))
-                except (IpExhausted, QuotaExceeded) as exc:
-                    if count == 1:
-                        raise
-                    # A bulk is all-or-nothing: room for this pod may remain.
-                    LOG.warning(
-                        "bulk of %d ports refused (%s); creating this pod's alone", count, exc
-                    )
-                    mine, *rest = await self._create(pool, 1, owner=(owner_uid, name))
-                pool.free.extend(rest)
-                return mine, True
-        finally:
-            pool.waiting -= 1
-
-    def _sibling_with_free(self, key: PoolKey) -> _Pool | None:
-        for other in self._pools.values():
-            if other.key[:3] == key[:3] and other.key != key and other.free:
-                return other
-        return None
+    async def _reset(self, port: NeutronPort, key: PoolKey) -> NeutronPort | None:
+        """Clear owner and name, restore the pool's SGs, flip tags to the pool's. None if
+        the port vanished or was claimed by someone else meanwhile."""
+        return await reset_port(self.neutron, port, key[3], self.tagging.free(key))
 
     async def _create(
-        self, pool: _Pool, count: int, owner: tuple[str, str] | None = None
+        self, pool: Pool, count: int, owner: tuple[str, str] | None = None
     ) -> list[NeutronPort]:
         """``count`` new free ports (one bulk call); with ``owner`` = (uid, name) the first
         one is made for that owner instead."""
@@ -374,12 +265,10 @@ class PooledPortProvider:
             specs[0] = spec_for(pool.request, self.tagging.in_use(uid), owner_uid=uid, name=name)
         created = await self.neutron.create_ports(specs)
         LOG.info("created %d ports for pool %s", len(created), pool.key)
-        task = asyncio.create_task(self._refresh_revisions(pool), name="pool revisions")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self._refresh_revisions(pool), "pool revisions")
         return created
 
-    async def _refresh_revisions(self, pool: _Pool) -> None:
+    async def _refresh_revisions(self, pool: Pool) -> None:
         """Re-read the pool's free ports once their bindings settled (saves claims a 412)."""
         await asyncio.sleep(self._refresh_delay)
         try:
@@ -399,7 +288,7 @@ class PooledPortProvider:
         request: PortRequest,
         owner_uid: str,
         name: str,
-        pool: _Pool,
+        pool: Pool,
     ) -> NeutronPort | None:
         """Make ``port`` the owner's, or None if it is not free any more (then dropped)."""
         current = port
@@ -457,68 +346,6 @@ class PooledPortProvider:
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-    async def _reset(self, port: NeutronPort, key: PoolKey) -> NeutronPort | None:
-        """Clear owner and name, restore the pool's SGs, flip tags to the pool's. None if
-        the port vanished or was claimed by someone else meanwhile."""
-        current = port
-        for _ in range(CLAIM_ATTEMPTS):
-            if current.owner_uid and current.owner_uid != port.owner_uid:
-                return None
-            try:
-                current = await self.neutron.update_port(
-                    port.id,
-                    if_revision=current.revision_number,
-                    device_id="",
-                    name="",
-                    security_groups=changed_sgs(current.security_groups, key[3]),
-                )
-            except RevisionConflict:
-                fresh = await self.neutron.get_port(port.id)
-                if fresh is None:
-                    return None
-                current = fresh
-                continue
-            except NeutronNotFound:
-                return None
-            return await self.neutron.set_tags(current, self.tagging.free(key))
-        return None
-
-    def _schedule_refill(self, pool: _Pool) -> None:
-        if len(pool.free) >= self.settings.ports_pool_min:
-            return
-        if pool.refill is not None and not pool.refill.done():
-            return
-        pool.refill = asyncio.create_task(self._refill(pool), name=f"refill {pool.key[0]}")
-
-    async def _refill(self, pool: _Pool) -> None:
-        try:
-            async with pool.lock:
-                missing = self.settings.ports_pool_min - len(pool.free)
-                if missing <= 0:
-                    return
-                count = max(missing, self.settings.ports_pool_batch)
-                if self.settings.ports_pool_max:
-                    count = min(count, self.settings.ports_pool_max - len(pool.free))
-                if count > 0:
-                    pool.free.extend(await self._create(pool, count))
-        except KuryrError as exc:
-            self.refill_errors += 1
-            LOG.warning("could not refill pool %s: %s", pool.key, exc)
-
-    async def _maintain_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.ports_pool_update_frequency)
-            try:
-                await self.maintain_once()
-            except KuryrError as exc:
-                LOG.warning("pool maintenance failed: %s", exc)
-
-
-def changed_sgs(have: tuple[str, ...], want: tuple[str, ...]) -> tuple[str, ...] | None:
-    """``want`` if it differs from ``have``, else None: an unchanged SG list in an update
-    still costs Neutron/OVN security-group work."""
-    return None if tuple(sorted(have)) == tuple(sorted(want)) else want
 
 
 def make_provider(

@@ -42,25 +42,23 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 
-from kuryr_k8s.controller.pool import (
+from kuryr_k8s.controller.poolset import (
     CLAIM_ATTEMPTS,
     MAX_BULK,
-    MAX_CANDIDATES,
     LiveOwners,
+    Pool,
+    PoolSet,
     changed_sgs,
+    reset_port,
 )
 from kuryr_k8s.controller.settings import VifPoolSettings
 from kuryr_k8s.model.errors import KuryrError, PermanentError, ResourceNotReady, TemporaryError
 from kuryr_k8s.openstack.neutron import (
-    IpExhausted,
     Neutron,
     NeutronNotFound,
     PortIsSubport,
-    QuotaExceeded,
     RevisionConflict,
     SubPort,
     TrunkNotFound,
@@ -107,24 +105,11 @@ def _tag_owner(port: NeutronPort) -> str:
     return ""
 
 
-@dataclass
-class _TrunkPool:
-    key: PoolKey
-    subnet_id: str
-    free: deque[NeutronPort] = field(default_factory=deque)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    waiting: int = 0
-    refill: asyncio.Task[None] | None = None
-
-    @property
-    def request(self) -> PortRequest:
-        trunk, project, network, sgs = self.key
-        return PortRequest("", project, network, self.subnet_id, sgs, trunk_id=trunk)
-
-
-class SubportProvider:
+class SubportProvider(PoolSet):
     """Ports for nested pods; see the module docstring. ``on_trunk_gone(trunk_id)`` is told
     when Neutron says a trunk does not exist (the node resolver drops its cache entry)."""
+
+    nested = True
 
     def __init__(
         self,
@@ -135,21 +120,15 @@ class SubportProvider:
         *,
         on_trunk_gone: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__(settings)
         self.neutron = neutron
         self.tagging = tagging
-        self.settings = settings
         self.pooled = settings.enabled
         self._live_owners = live_owners
         self._on_trunk_gone = on_trunk_gone
-        self._pools: dict[PoolKey, _TrunkPool] = {}
-        self._origin: dict[str, PoolKey] = {}
-        """In-use port id -> the pool it came from (its SGs are restored on release)."""
         self._trunk_locks: dict[str, asyncio.Lock] = {}
         self._owners = OwnerLocks()
         self._ready = not self.pooled
-        self._loop_task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
-        self.refill_errors = 0
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -161,23 +140,13 @@ class SubportProvider:
         if not self.pooled:
             return
         await self.rebuild()
-        if self._loop_task is None:
-            self._loop_task = asyncio.create_task(self._maintain_forever(), name="subport-pools")
+        self._start_maintenance("subport-pools")
 
     async def stop(self) -> None:
         if not self.pooled:
             return
         self._ready = False
-        tasks = [p.refill for p in self._pools.values() if p.refill is not None]
-        tasks += self._background
-        if self._loop_task is not None:
-            tasks.append(self._loop_task)
-            self._loop_task = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._cancel_background()
 
     async def rebuild(self) -> None:
         """Forget the in-memory pools and rebuild them from Neutron and the live owners."""
@@ -261,35 +230,7 @@ class SubportProvider:
                 if claimed is None:
                     raise TemporaryError(f"new subport {mine.id} changed under us", delay=1.0)
                 return claimed
-            pool = self._pool_for(request.pool_key, request.subnet_id)
-            for _ in range(MAX_CANDIDATES):
-                candidate, mine_ = await self._take(pool, owner_uid, name)
-                try:
-                    claimed = await self._claim(candidate, request, owner_uid, name)
-                except KuryrError:
-                    if not mine_:
-                        pool.free.appendleft(candidate)
-                    raise
-                if claimed is not None and claimed.device_owner != SUBPORT_OWNER:
-                    # Not attached any more (its trunk was deleted, or a human detached
-                    # it): attach it again, or learn that the trunk is gone.
-                    detached = claimed
-                    try:
-                        claimed = await self._adopt(detached, request, owner_uid, name)
-                    except TrunkNotFound:
-                        await self._detach_and_delete(detached)  # useless without its trunk
-                        raise
-                if claimed is not None:
-                    break
-            else:
-                raise TemporaryError(
-                    f"no subport of trunk {request.trunk_id} could be claimed after "
-                    f"{MAX_CANDIDATES} tries (ports keep changing in Neutron)",
-                    delay=1.0,
-                )
-            self._origin[claimed.id] = request.pool_key
-            self._schedule_refill(pool)
-            return claimed
+            return await self._acquire_from_pool(request, owner_uid, name)
 
     async def release(self, port_id: str, owner_uid: str) -> None:
         self._check_ready()
@@ -333,26 +274,10 @@ class SubportProvider:
 
     # ---- for metrics and GC -------------------------------------------------------------
 
-    def sizes(self) -> dict[PoolKey, int]:
-        return {key: len(pool.free) for key, pool in self._pools.items()}
-
-    def forget(self, port_id: str) -> None:
-        self._origin.pop(port_id, None)
-        for pool in self._pools.values():
-            for port in list(pool.free):
-                if port.id == port_id:
-                    pool.free.remove(port)
-
     def forget_trunk(self, trunk_id: str) -> list[str]:
         """Drop the pools of a trunk that is gone (or whose node is); their free port ids."""
-        dropped: list[str] = []
-        for key in [k for k in self._pools if k[0] == trunk_id]:
-            pool = self._pools.pop(key)
-            if pool.refill is not None:
-                pool.refill.cancel()
-            dropped += [p.id for p in pool.free]
         self._trunk_locks.pop(trunk_id, None)
-        return dropped
+        return self._forget_pools(trunk_id)
 
     async def warm(self, request: PortRequest) -> int:
         """Fill the trunk's pool to ``ports_pool_min`` now; returns its free count."""
@@ -361,28 +286,11 @@ class SubportProvider:
         await self._refill(pool)
         return len(pool.free)
 
-    async def maintain_once(self) -> None:
-        """Refill every pool below ``ports_pool_min``; trim every pool above the maximum."""
-        for pool in list(self._pools.values()):
-            if len(pool.free) < self.settings.ports_pool_min and not pool.lock.locked():
-                await self._refill(pool)
-            maximum = self.settings.ports_pool_max
-            while maximum and len(pool.free) > maximum:
-                await self._detach_and_delete(pool.free.pop())
-
     # ---- internals: claims --------------------------------------------------------------
 
     def _check_ready(self) -> None:
         if not self._ready:
             raise ResourceNotReady("subport pools are being rebuilt from Neutron", delay=1.0)
-
-    def _pool_for(self, key: PoolKey, subnet_id: str) -> _TrunkPool:
-        pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools[key] = _TrunkPool(key, subnet_id)
-        elif not pool.subnet_id:
-            pool.subnet_id = subnet_id
-        return pool
 
     async def _adopt(
         self, port: NeutronPort, request: PortRequest, owner_uid: str, name: str
@@ -423,42 +331,31 @@ class SubportProvider:
         port = await ensure_owned(self.neutron, self.tagging, port, request, owner_uid, name)
         return dataclasses.replace(port, vlan_id=vlan)
 
-    async def _take(self, pool: _TrunkPool, owner_uid: str, name: str) -> tuple[NeutronPort, bool]:
-        """A subport for the pool's next pod and whether it was made for that pod: a free
-        one, else one of a sibling pool (same trunk, other SGs), else a new attached batch
-        whose first port carries the owner's tag."""
-        pool.waiting += 1
+    async def _claim_candidate(
+        self,
+        pool: Pool,
+        candidate: NeutronPort,
+        made_for_owner: bool,
+        request: PortRequest,
+        owner_uid: str,
+        name: str,
+    ) -> NeutronPort | None:
+        """Claim a pooled subport (or the one made for the owner); one that is no longer
+        attached (its trunk was deleted, or a human detached it) is attached again, or
+        deleted if its trunk is gone (TrunkNotFound raised)."""
         try:
-            async with pool.lock:
-                if pool.free:
-                    return pool.free.popleft(), False
-                sibling = self._sibling_with_free(pool.key)
-                if sibling is not None:
-                    return sibling.free.popleft(), False
-                count = max(self.settings.ports_pool_batch, min(pool.waiting, MAX_BULK))
-                try:
-                    mine, *rest = await self._create_attached(
-                        pool.request, count, owner=(owner_uid, name)
-                    )
-                except (IpExhausted, QuotaExceeded) as exc:
-                    if count == 1:
-                        raise
-                    LOG.warning(
-                        "bulk of %d subports refused (%s); creating this pod's alone", count, exc
-                    )
-                    mine, *rest = await self._create_attached(
-                        pool.request, 1, owner=(owner_uid, name)
-                    )
-                pool.free.extend(rest)
-                return mine, True
-        finally:
-            pool.waiting -= 1
-
-    def _sibling_with_free(self, key: PoolKey) -> _TrunkPool | None:
-        for other in self._pools.values():
-            if other.key[:3] == key[:3] and other.key != key and other.free:
-                return other
-        return None
+            claimed = await self._claim(candidate, request, owner_uid, name)
+        except KuryrError:
+            if not made_for_owner:
+                pool.free.appendleft(candidate)
+            raise
+        if claimed is None or claimed.device_owner == SUBPORT_OWNER:
+            return claimed
+        try:
+            return await self._adopt(claimed, request, owner_uid, name)
+        except TrunkNotFound:
+            await self._detach_and_delete(claimed)  # useless without its trunk
+            raise
 
     async def _claim(
         self, port: NeutronPort, request: PortRequest, owner_uid: str, name: str
@@ -498,32 +395,17 @@ class SubportProvider:
         return None
 
     async def _reset(self, port: NeutronPort, key: PoolKey) -> NeutronPort | None:
-        """Clear owner and name, restore the pool's SGs, flip tags to the pool's (with
-        ``If-Match``). None if the port vanished or someone else claimed it meanwhile."""
-        current = port
-        for _ in range(CLAIM_ATTEMPTS):
-            if current.owner_uid and current.owner_uid != port.owner_uid:
-                return None
-            try:
-                current = await self.neutron.update_port(
-                    port.id,
-                    if_revision=current.revision_number,
-                    device_id="",
-                    name="",
-                    security_groups=changed_sgs(current.security_groups, key[3]),
-                )
-            except RevisionConflict:
-                fresh = await self.neutron.get_port(port.id)
-                if fresh is None:
-                    return None
-                current = fresh
-                continue
-            except NeutronNotFound:
-                return None
-            return await self.neutron.set_tags(current, self.tagging.free(key, key[0]))
-        return None
+        return await reset_port(self.neutron, port, key[3], self.tagging.free(key, key[0]))
 
     # ---- internals: create, attach, detach ----------------------------------------------
+
+    async def _create(
+        self, pool: Pool, count: int, owner: tuple[str, str] | None = None
+    ) -> list[NeutronPort]:
+        return await self._create_attached(pool.request, count, owner)
+
+    async def _discard(self, port: NeutronPort) -> None:
+        await self._detach_and_delete(port)
 
     async def _create_attached(
         self, request: PortRequest, count: int, owner: tuple[str, str] | None = None
@@ -625,9 +507,7 @@ class SubportProvider:
         dropped = self.forget_trunk(trunk_id)
         if dropped:
             LOG.warning("trunk %s is gone: deleting its %d free subports", trunk_id, len(dropped))
-            task = asyncio.create_task(self._delete_quietly(dropped), name=f"trunk {trunk_id} gone")
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(self._delete_quietly(dropped), f"trunk {trunk_id} gone")
 
     async def _delete_quietly(self, port_ids: Sequence[str]) -> None:
         for port_id in port_ids:
@@ -654,37 +534,3 @@ class SubportProvider:
         if port.trunk_id:
             await self.neutron.detach(port.trunk_id, port.id)
         await self.neutron.delete_port(port.id)
-
-    # ---- internals: refill --------------------------------------------------------------
-
-    def _schedule_refill(self, pool: _TrunkPool) -> None:
-        if len(pool.free) >= self.settings.ports_pool_min:
-            return
-        if pool.refill is not None and not pool.refill.done():
-            return
-        pool.refill = asyncio.create_task(self._refill(pool), name=f"refill {pool.key[0]}")
-
-    async def _refill(self, pool: _TrunkPool) -> None:
-        try:
-            async with pool.lock:
-                missing = self.settings.ports_pool_min - len(pool.free)
-                if missing <= 0:
-                    return
-                count = max(missing, self.settings.ports_pool_batch)
-                if self.settings.ports_pool_max:
-                    count = min(count, self.settings.ports_pool_max - len(pool.free))
-                if count > 0:
-                    pool.free.extend(await self._create_attached(pool.request, count))
-        except TrunkNotFound:
-            LOG.warning("trunk %s is gone: its pools are dropped", pool.key[0])
-        except KuryrError as exc:
-            self.refill_errors += 1
-            LOG.warning("could not refill subport pool %s: %s", pool.key, exc)
-
-    async def _maintain_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.ports_pool_update_frequency)
-            try:
-                await self.maintain_once()
-            except KuryrError as exc:
-                LOG.warning("subport pool maintenance failed: %s", exc)

@@ -19,7 +19,13 @@ from collections import Counter
 import pytest
 
 from functional.controller.conftest import World
-from functional.controller.harness import Ports, converged, port_id_of, wait_for
+from functional.controller.harness import (
+    ControllerProcess,
+    Ports,
+    converged,
+    port_id_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.functional
 
@@ -55,6 +61,25 @@ def burst(
         done.set()
 
 
+def kill_until(
+    ctl: ControllerProcess,
+    rng: random.Random,
+    done: threading.Event,
+    kills: int,
+    pause: tuple[float, float] = (0.5, 4.0),
+) -> int:
+    """SIGKILL and restart the controller at random moments, at least ``kills`` times and
+    until ``done``; returns how many kills."""
+    n = 0
+    while n < kills or not done.is_set():
+        time.sleep(rng.uniform(*pause))
+        ctl.kill()
+        n += 1
+        time.sleep(rng.uniform(0.0, 1.0))
+        ctl.start()
+    return n
+
+
 @pytest.mark.parametrize("seed", [20261126])
 def test_sigkill_during_a_burst_leaks_nothing_and_duplicates_nothing(
     world: World, seed: int
@@ -66,13 +91,7 @@ def test_sigkill_during_a_burst_leaks_nothing_and_duplicates_nothing(
     done = threading.Event()
     producer = threading.Thread(target=burst, args=(world, rng, live, done), daemon=True)
     producer.start()
-    kills = 0
-    while kills < KILLS or not done.is_set():
-        time.sleep(rng.uniform(0.5, 4.0))
-        ctl.kill()
-        kills += 1
-        time.sleep(rng.uniform(0.0, 1.0))
-        ctl.start()
+    kills = kill_until(ctl, rng, done, KILLS)
     producer.join()
     ctl.wait_role("leader")
 

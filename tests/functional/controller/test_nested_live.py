@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from functional.controller.harness import (
     unique_name,
     wait_for,
 )
-from functional.controller.test_controller_crash import burst
+from functional.controller.test_controller_crash import burst, kill_until
 
 pytestmark = pytest.mark.functional
 
@@ -253,13 +252,7 @@ def test_sigkill_during_a_nested_burst_leaves_one_subport_per_pod_and_no_orphans
         daemon=True,
     )
     producer.start()
-    kills = 0
-    while kills < NESTED_KILLS or not done.is_set():
-        time.sleep(rng.uniform(0.5, 3.0))
-        ctl.kill()
-        kills += 1
-        time.sleep(rng.uniform(0.0, 1.0))
-        ctl.start()
+    kills = kill_until(ctl, rng, done, NESTED_KILLS, pause=(0.5, 3.0))
     producer.join()
     ctl.wait_role("leader")
 

@@ -91,3 +91,19 @@ def test_the_cli_refuses_a_missing_required_option(
     conf.write_text(GOOD.replace("cluster_id = c1\n", ""))
     assert main(["controller", "--config-file", str(conf)]) == 2
     assert "[neutron_defaults] cluster_id is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ("[kubernetes]\npod_vif_driver = nested-macvlan\n", "Use pod_vif_driver = nested-vlan"),
+        ("[kubernetes]\npod_vif_driver = mixed\n", "worker_nodes_subnets is required"),
+    ],
+)
+def test_the_cli_refuses_nested_configuration_it_cannot_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, says: str
+) -> None:
+    conf = tmp_path / "kuryr.conf"
+    conf.write_text(GOOD + extra)
+    assert main(["controller", "--config-file", str(conf)]) == 2
+    assert says in capsys.readouterr().err

@@ -1,0 +1,294 @@
+"""What the bare-metal pools (``pool.py``) and the subport pools (``subports.py``) share.
+
+:class:`PoolSet` keeps free ports per pool key (``(node or trunk, project, network,
+sorted SGs)``) and does what does not depend on the kind of port: taking one (own pool,
+else a sibling pool of the same node/trunk with other SGs, else a new batch whose first
+port is made for the waiting pod), refilling below ``ports_pool_min`` off the critical
+path, trimming above ``ports_pool_max`` and the maintenance loop. A subclass makes a
+batch (:meth:`PoolSet._create`) and gets rid of a port (:meth:`PoolSet._discard`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kuryr_k8s.controller.settings import VifPoolSettings
+from kuryr_k8s.model.errors import KuryrError, TemporaryError
+from kuryr_k8s.openstack.neutron import (
+    IpExhausted,
+    Neutron,
+    NeutronNotFound,
+    QuotaExceeded,
+    RevisionConflict,
+)
+from kuryr_k8s.openstack.ports import NeutronPort, PortRequest
+from kuryr_k8s.openstack.provider import PoolKey
+
+LOG = logging.getLogger(__name__)
+
+LiveOwners = Callable[[], Awaitable[Collection[str]]]
+"""The uids of pods that own (or may own) a port: every live KuryrPort's ``spec.podUid``.
+Must raise rather than answer from a cache that has not synced yet."""
+
+MAX_BULK = 20
+"""Largest bulk create we send: bigger ones make Neutron's IPAM retry (upstream pain)."""
+CLAIM_ATTEMPTS = 5
+"""Re-reads after a lost ``If-Match`` before giving a port up (Neutron bumps a new
+port's revision by itself once, when the binding completes)."""
+MAX_CANDIDATES = 10
+"""Ports one ``acquire`` tries to claim before giving up with a TemporaryError."""
+
+
+@dataclass
+class Pool:
+    key: PoolKey
+    subnet_id: str
+    nested: bool = False
+    """The key's first element is a trunk id (subports), else a node name."""
+    free: deque[NeutronPort] = field(default_factory=deque)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+    refill: asyncio.Task[None] | None = None
+
+    @property
+    def request(self) -> PortRequest:
+        first, project, network, sgs = self.key
+        if self.nested:
+            return PortRequest("", project, network, self.subnet_id, sgs, trunk_id=first)
+        return PortRequest(first, project, network, self.subnet_id, sgs)
+
+
+class PoolSet:
+    """Free-port bookkeeping; see the module docstring."""
+
+    nested = False
+
+    def __init__(self, settings: VifPoolSettings) -> None:
+        self.settings = settings
+        self._pools: dict[PoolKey, Pool] = {}
+        self._origin: dict[str, PoolKey] = {}
+        """In-use port id -> the pool it was taken from (its SGs are restored on release)."""
+        self.refill_errors = 0
+        """Background refills that failed (Neutron errors); details are in the log."""
+        self._background: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # ---- background work ----------------------------------------------------------------
+
+    def _start_maintenance(self, name: str) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.create_task(self._maintain_forever(), name=name)
+
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancel_background(self, extra: Iterable[asyncio.Task[None]] = ()) -> None:
+        """Cancel refills, background tasks, ``extra`` and the maintenance loop (in-flight
+        Neutron calls finish in their threads)."""
+        tasks = [p.refill for p in self._pools.values() if p.refill is not None]
+        tasks += self._background
+        tasks += extra
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+            self._loop_task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ---- what subclasses provide --------------------------------------------------------
+
+    async def _create(
+        self, pool: Pool, count: int, owner: tuple[str, str] | None = None
+    ) -> list[NeutronPort]:
+        """``count`` new free ports for ``pool`` (one bulk call); with ``owner`` = (uid,
+        name) the first one is made for that owner."""
+        raise NotImplementedError
+
+    async def _discard(self, port: NeutronPort) -> None:
+        """Get rid of a free port (trim)."""
+        raise NotImplementedError
+
+    async def _claim_candidate(
+        self,
+        pool: Pool,
+        candidate: NeutronPort,
+        made_for_owner: bool,
+        request: PortRequest,
+        owner_uid: str,
+        name: str,
+    ) -> NeutronPort | None:
+        """Make ``candidate`` (from :meth:`_take`) the owner's, or None to try the next."""
+        raise NotImplementedError
+
+    # ---- shared -------------------------------------------------------------------------
+
+    def sizes(self) -> dict[PoolKey, int]:
+        """Free ports per pool key."""
+        return {key: len(pool.free) for key, pool in self._pools.items()}
+
+    def forget(self, port_id: str) -> None:
+        """Drop a port from the free lists (garbage collection deleted it)."""
+        self._origin.pop(port_id, None)
+        for pool in self._pools.values():
+            for port in list(pool.free):
+                if port.id == port_id:
+                    pool.free.remove(port)
+
+    def _forget_pools(self, first: str) -> list[str]:
+        """Drop the pools of a node (or trunk) that is gone; returns their free port ids."""
+        dropped: list[str] = []
+        for key in [k for k in self._pools if k[0] == first]:
+            pool = self._pools.pop(key)
+            if pool.refill is not None:
+                pool.refill.cancel()
+            dropped += [p.id for p in pool.free]
+        return dropped
+
+    async def maintain_once(self) -> None:
+        """Refill every pool below ``ports_pool_min``; trim every pool above the maximum."""
+        for pool in list(self._pools.values()):
+            if len(pool.free) < self.settings.ports_pool_min and not pool.lock.locked():
+                await self._refill(pool)
+            maximum = self.settings.ports_pool_max
+            while maximum and len(pool.free) > maximum:
+                await self._discard(pool.free.pop())
+
+    async def _acquire_from_pool(
+        self, request: PortRequest, owner_uid: str, name: str
+    ) -> NeutronPort:
+        """Take a port from the request's pool (or a new batch) and claim it."""
+        pool = self._pool_for(request.pool_key, request.subnet_id)
+        for _ in range(MAX_CANDIDATES):
+            candidate, made_for_owner = await self._take(pool, owner_uid, name)
+            claimed = await self._claim_candidate(
+                pool, candidate, made_for_owner, request, owner_uid, name
+            )
+            if claimed is not None:
+                break
+        else:
+            raise TemporaryError(
+                f"no pool port of {request.trunk_id or request.node} could be claimed after "
+                f"{MAX_CANDIDATES} tries (ports keep changing in Neutron)",
+                delay=1.0,
+            )
+        self._origin[claimed.id] = request.pool_key
+        self._schedule_refill(pool)
+        return claimed
+
+    def _pool_for(self, key: PoolKey, subnet_id: str) -> Pool:
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool(key, subnet_id, self.nested)
+        elif not pool.subnet_id:
+            pool.subnet_id = subnet_id
+        return pool
+
+    async def _take(self, pool: Pool, owner_uid: str, name: str) -> tuple[NeutronPort, bool]:
+        """A port for ``pool``'s next pod and whether it was made for that pod: a free one
+        of its own, else one of a sibling pool (same node/trunk, project and network, other
+        SGs: the claim sets the SGs), else a fresh batch whose first port is made for the
+        owner and the rest go to the pool."""
+        pool.waiting += 1
+        try:
+            async with pool.lock:
+                if pool.free:
+                    return pool.free.popleft(), False
+                sibling = self._sibling_with_free(pool.key)
+                if sibling is not None:
+                    return sibling.free.popleft(), False
+                count = max(self.settings.ports_pool_batch, min(pool.waiting, MAX_BULK))
+                try:
+                    mine, *rest = await self._create(pool, count, owner=(owner_uid, name))
+                except (IpExhausted, QuotaExceeded) as exc:
+                    if count == 1:
+                        raise
+                    # A bulk is all-or-nothing: room for this pod may remain.
+                    LOG.warning(
+                        "bulk of %d ports refused (%s); creating this pod's alone", count, exc
+                    )
+                    mine, *rest = await self._create(pool, 1, owner=(owner_uid, name))
+                pool.free.extend(rest)
+                return mine, True
+        finally:
+            pool.waiting -= 1
+
+    def _sibling_with_free(self, key: PoolKey) -> Pool | None:
+        for other in self._pools.values():
+            if other.key[:3] == key[:3] and other.key != key and other.free:
+                return other
+        return None
+
+    def _schedule_refill(self, pool: Pool) -> None:
+        if len(pool.free) >= self.settings.ports_pool_min:
+            return
+        if pool.refill is not None and not pool.refill.done():
+            return
+        pool.refill = asyncio.create_task(self._refill(pool), name=f"refill {pool.key[0]}")
+
+    async def _refill(self, pool: Pool) -> None:
+        try:
+            async with pool.lock:
+                missing = self.settings.ports_pool_min - len(pool.free)
+                if missing <= 0:
+                    return
+                count = max(missing, self.settings.ports_pool_batch)
+                if self.settings.ports_pool_max:
+                    count = min(count, self.settings.ports_pool_max - len(pool.free))
+                if count > 0:
+                    pool.free.extend(await self._create(pool, count))
+        except KuryrError as exc:
+            self.refill_errors += 1
+            LOG.warning("could not refill pool %s: %s", pool.key, exc)
+
+    async def _maintain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ports_pool_update_frequency)
+            try:
+                await self.maintain_once()
+            except KuryrError as exc:
+                LOG.warning("pool maintenance failed: %s", exc)
+
+
+def changed_sgs(have: tuple[str, ...], want: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``want`` if it differs from ``have``, else None: an unchanged SG list in an update
+    still costs Neutron/OVN security-group work."""
+    return None if tuple(sorted(have)) == tuple(sorted(want)) else want
+
+
+async def reset_port(
+    neutron: Neutron, port: NeutronPort, sgs: tuple[str, ...], tags: tuple[str, ...]
+) -> NeutronPort | None:
+    """Clear owner and name, restore ``sgs`` (with ``If-Match``, re-read on 412), then set
+    ``tags``. None if the port vanished or someone else claimed it meanwhile."""
+    current = port
+    for _ in range(CLAIM_ATTEMPTS):
+        if current.owner_uid and current.owner_uid != port.owner_uid:
+            return None
+        try:
+            current = await neutron.update_port(
+                port.id,
+                if_revision=current.revision_number,
+                device_id="",
+                name="",
+                security_groups=changed_sgs(current.security_groups, sgs),
+            )
+        except RevisionConflict:
+            fresh = await neutron.get_port(port.id)
+            if fresh is None:
+                return None
+            current = fresh
+            continue
+        except NeutronNotFound:
+            return None
+        return await neutron.set_tags(current, tags)
+    return None
