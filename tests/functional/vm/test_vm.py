@@ -347,3 +347,20 @@ def test_cli_errors_name_the_vm(vm_sandbox: Sandbox) -> None:
         check=False,
     )
     assert res.returncode == 1 and "bad VM name 'Bad_Name'" in res.stderr
+
+
+def test_failed_create_leaves_nothing(vm_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first ``ensure_vm`` that fails (here: a boot timeout too short to boot) removes
+    the port, trunk, tap, row, QEMU and folder it made."""
+    sb = vm_sandbox
+    name = new_name()
+    monkeypatch.setattr(vms.machine, "BOOT_TIMEOUT", 0.5)
+    with pytest.raises(SandboxError, match="did not answer within"):
+        vms.ensure_vm(sb.ctx, sb.conn, sb.topo, vms.VmSpec(name, trunk=True), progress)
+    assert name not in vms.machine.known_names(sb.ctx)
+    assert vms.machine.ports.find_port(sb.conn, name) is None
+    assert vms.machine.ports.find_trunk(sb.conn, name) is None
+    tap = layout.tap_name(layout.sandbox_id(sb.ctx.paths.root), name)
+    assert not hostnet.tap_exists(tap)
+    assert hostnet.ovs_external_ids(sb.ctx, tap) is None
+    assert not layout.vm_paths(sb.ctx.paths.root, name).dir.exists()

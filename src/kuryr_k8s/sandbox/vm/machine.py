@@ -10,6 +10,7 @@ start or delete the same VM at once.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import re
@@ -375,25 +376,47 @@ def ensure_vm(
     with _lifecycle_lock(paths):
         require_sandbox(ctx)
         img = image.ensure_image(progress)
-        rec = _ensure_neutron(ctx, conn, topo, spec, paths, progress)
-        running = qemu.pid(paths) is not None
-        if running and restart:
-            progress(f"VM {spec.name}: restarting as asked")
-            _stop_locked(ctx, paths, rec)
-        elif running:
-            problems = verify(ctx, paths, rec)
-            if not problems:
-                _warn_stale_code(paths, rec, progress)
-                progress(f"VM {spec.name}: running and verified ({rec.cidr}, tap {rec.tap})")
-                return Vm(ctx, rec)
-            if problems == ["OVS row"]:
-                _plug(ctx, rec)
-                progress(f"VM {spec.name}: repaired its br-int port row")
-                return Vm(ctx, rec)
-            progress(f"VM {spec.name}: repairing ({'; '.join(problems)}): restarting it")
-            _stop_locked(ctx, paths, rec)
-        _start_locked(ctx, conn, paths, rec, img, progress)
-        return Vm(ctx, rec)
+        fresh = load_record(paths) is None and ports.find_port(conn, spec.name) is None
+        try:
+            return _ensure_locked(ctx, conn, topo, spec, paths, img, progress, restart)
+        except BaseException:
+            if fresh:  # no partial VM: remove what this call made
+                with contextlib.suppress(Exception):
+                    made = _delete_locked(ctx, conn, paths, spec.name, progress)
+                    progress(f"VM {spec.name}: creation failed; removed {', '.join(made)}")
+                shutil.rmtree(paths.dir, ignore_errors=True)
+            raise
+
+
+def _ensure_locked(
+    ctx: Context,
+    conn: Any,
+    topo: Topology,
+    spec: VmSpec,
+    paths: VmPaths,
+    img: image.Image,
+    progress: Progress,
+    restart: bool,
+) -> Vm:
+    rec = _ensure_neutron(ctx, conn, topo, spec, paths, progress)
+    running = qemu.pid(paths) is not None
+    if running and restart:
+        progress(f"VM {spec.name}: restarting as asked")
+        _stop_locked(ctx, paths, rec)
+    elif running:
+        problems = verify(ctx, paths, rec)
+        if not problems:
+            _warn_stale_code(paths, rec, img, progress)
+            progress(f"VM {spec.name}: running and verified ({rec.cidr}, tap {rec.tap})")
+            return Vm(ctx, rec)
+        if problems == ["OVS row"]:
+            _plug(ctx, rec)
+            progress(f"VM {spec.name}: repaired its br-int port row")
+            return Vm(ctx, rec)
+        progress(f"VM {spec.name}: repairing ({'; '.join(problems)}): restarting it")
+        _stop_locked(ctx, paths, rec)
+    _start_locked(ctx, conn, paths, rec, img, progress)
+    return Vm(ctx, rec)
 
 
 def start(
@@ -540,12 +563,13 @@ def _wait_channel(paths: VmPaths, rec: VmRecord, pid: int) -> None:
         time.sleep(0.05)
 
 
-def _warn_stale_code(paths: VmPaths, rec: VmRecord, progress: Progress) -> None:
+def _warn_stale_code(paths: VmPaths, rec: VmRecord, img: image.Image, progress: Progress) -> None:
+    """A reused VM runs what it booted with: say when that is no longer current."""
+    hint = f"restart it to pick that up ('kuryr sandbox vm start --restart {rec.name}')"
     if rec.app_stamp is not None and rec.app_stamp != appdisk.source_stamp():
-        progress(
-            f"VM {rec.name}: note: src/kuryr_k8s changed since it started; restart it to run "
-            f"the new code ('kuryr sandbox vm start --restart {rec.name}')"
-        )
+        progress(f"VM {rec.name}: note: src/kuryr_k8s changed since it started; {hint}")
+    if rec.image_key is not None and rec.image_key != img.key:
+        progress(f"VM {rec.name}: note: it runs image {rec.image_key}, now {img.key}; {hint}")
 
 
 def verify(ctx: Context, paths: VmPaths, rec: VmRecord) -> list[str]:
@@ -606,32 +630,39 @@ def delete(ctx: Context, conn: Any, name: str, progress: Progress = _quiet) -> l
     (empty if nothing was there). Works from the record, or from the names when the
     record is gone."""
     paths = vm_paths(ctx.paths.root, name)
-    sid = sandbox_id(ctx.paths.root)
-    removed: list[str] = []
     with _lifecycle_lock(paths):
-        rec = load_record(paths)
-        if qemu.stop(paths):
-            removed.append("QEMU")
-        tap = rec.tap if rec is not None else tap_name(sid, name)
-        try:
-            if hostnet.delete_ovs_port(ctx, tap, sid):
-                removed.append(f"br-int port {tap}")
-        except SandboxError as exc:
-            progress(f"  {exc}")
-        if hostnet.delete_tap(tap):
-            removed.append(f"tap {tap}")
-        port = conn.network.find_port(rec.port_id, ignore_missing=True) if rec else None
-        port = port or ports.find_port(conn, name)
-        trunk_id = rec.trunk_id if rec is not None else None
-        trunk = ports.find_trunk(conn, name, port.id if port is not None else None)
-        for tid in {t for t in (trunk_id, trunk.id if trunk is not None else None) if t}:
-            removed += ports.delete_trunk(conn, tid, progress)
-        if port is not None:
-            conn.network.delete_port(port, ignore_missing=True)
-            removed.append(f"port {port.id}")
+        removed = _delete_locked(ctx, conn, paths, name, progress)
     shutil.rmtree(paths.dir, ignore_errors=True)
     if removed:
         progress(f"VM {name}: deleted {', '.join(removed)}")
+    return removed
+
+
+def _delete_locked(
+    ctx: Context, conn: Any, paths: VmPaths, name: str, progress: Progress
+) -> list[str]:
+    sid = sandbox_id(ctx.paths.root)
+    removed: list[str] = []
+    rec = load_record(paths)
+    if qemu.stop(paths):
+        removed.append("QEMU")
+    tap = rec.tap if rec is not None else tap_name(sid, name)
+    try:
+        if hostnet.delete_ovs_port(ctx, tap, sid):
+            removed.append(f"br-int port {tap}")
+    except SandboxError as exc:
+        progress(f"  {exc}")
+    if hostnet.delete_tap(tap):
+        removed.append(f"tap {tap}")
+    port = conn.network.find_port(rec.port_id, ignore_missing=True) if rec else None
+    port = port or ports.find_port(conn, name)
+    trunk_id = rec.trunk_id if rec is not None else None
+    trunk = ports.find_trunk(conn, name, port.id if port is not None else None)
+    for tid in {t for t in (trunk_id, trunk.id if trunk is not None else None) if t}:
+        removed += ports.delete_trunk(conn, tid, progress)
+    if port is not None:
+        conn.network.delete_port(port, ignore_missing=True)
+        removed.append(f"port {port.id}")
     return removed
 
 
