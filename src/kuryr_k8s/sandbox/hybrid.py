@@ -108,7 +108,7 @@ def _runs_stale_code(ctx: Context, name: str) -> bool:
 def ensure_overcloud_nodes(ctx: Context, workers: dict[str, Any], progress: Progress) -> None:
     """The node side in every worker VM, until its Node is Ready and its daemon serves."""
     for name, vm in workers.items():
-        overcloud.start_node_side(ctx, vm, name, vm.info.ip)
+        overcloud.start_node_side(vm, name, vm.info.ip, overcloud.guest_kubeconfig(ctx))
     for name, vm in workers.items():
         took = overcloud.wait_daemon_ready(vm)
         deadline = time.monotonic() + READY_TIMEOUT

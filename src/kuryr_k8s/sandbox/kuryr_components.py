@@ -63,8 +63,14 @@ ovs_bridge = br-int
 
 [kubernetes]
 kubeconfig = {p.kubeconfig}
+# mixed: bare-metal nodes (like this host) get ovs VIFs; a node whose InternalIP is a
+# trunk parent's address on a worker-nodes subnet (a VM on net0) gets vlan VIFs.
+pod_vif_driver = mixed
 vif_pool_driver = neutron
 controller_ha = true
+
+[pod_vif_nested]
+worker_nodes_subnets = {topo.subnet0_id}
 
 [vif_pool]
 ports_pool_min = 5

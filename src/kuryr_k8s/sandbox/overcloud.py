@@ -114,9 +114,14 @@ ready_timeout = 120
 
 def guest_kubeconfig(ctx: Context) -> str:
     """The overcloud kubeconfig with the server as the guest reaches it."""
-    text = overcloud_kubeconfig(ctx).read_text()
-    port = ctx.settings.ports.overcloud_kube_api
-    return text.replace(f"127.0.0.1:{port}", f"{HOST_FROM_GUEST}:{port}")
+    return as_seen_from_guest(overcloud_kubeconfig(ctx).read_text())
+
+
+def as_seen_from_guest(kubeconfig: str) -> str:
+    """A kubeconfig of a server on this host's loopback, as a guest reaches it."""
+    return kubeconfig.replace("//127.0.0.1:", f"//{HOST_FROM_GUEST}:").replace(
+        "//localhost:", f"//{HOST_FROM_GUEST}:"
+    )
 
 
 class OvercloudKubeApi(KubeApi):
@@ -197,12 +202,15 @@ def _check(proc: Any, what: str) -> str:
     return out
 
 
-def start_node_side(ctx: Context, guest: Guest, node: str, node_ip: str) -> None:
-    """Config files, the CNI plugin, ``kuryr daemon`` and the node agent in the guest.
+def start_node_side(
+    guest: Guest, node: str, node_ip: str, kubeconfig: str, *, schedule: bool = True
+) -> None:
+    """Config files, the CNI plugin, ``kuryr daemon`` and the node agent in the guest,
+    for Kubernetes node ``node`` of the cluster ``kubeconfig`` (as the guest reaches it).
 
     Idempotent: files are rewritten, processes already running are left alone (the VM's
-    ``spawn`` is)."""
-    guest.push_file(f"{GUEST_ETC}/kubeconfig", guest_kubeconfig(ctx).encode(), mode=0o600)
+    ``spawn`` is). ``schedule=False``: the node agent binds no unscheduled pods."""
+    guest.push_file(f"{GUEST_ETC}/kubeconfig", kubeconfig.encode(), mode=0o600)
     guest.push_file(f"{GUEST_ETC}/kuryr.conf", guest_conf(node).encode(), mode=0o600)
     _check(
         guest.exec_sh(
@@ -226,6 +234,7 @@ def start_node_side(ctx: Context, guest: Guest, node: str, node_ip: str) -> None
         GUEST_CNI_BIN,
         "--state-dir",
         GUEST_AGENT_STATE,
+        *([] if schedule else ["--no-schedule"]),
     ]
     guest.spawn("node-agent", "python3 -m kuryr_k8s.sandbox.nodeagent " + shlex.join(agent))
 
