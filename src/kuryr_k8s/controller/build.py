@@ -225,8 +225,11 @@ async def build(
     async def live_trunks() -> Collection[str]:
         """Trunks of the live nodes that are VMs (raises if one cannot be resolved now)."""
         assert resolver is not None
+        names = await live_nodes()
+        if not names:  # as for bare-metal pools: an empty node list never wipes the pools
+            raise ResourceNotReady("no nodes known")
         trunks = set()
-        for name in await live_nodes():
+        for name in names:
             try:
                 target = await resolver.resolve(name)
             except NodeNotNested:

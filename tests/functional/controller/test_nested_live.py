@@ -233,8 +233,23 @@ def test_one_controller_serves_bare_metal_and_vm_nodes(
     assert {p.id for p in ours if Ports.trunk(p)} == set(on_trunk)
 
 
-NESTED_PODS = 30
-NESTED_KILLS = 4
+def test_the_subports_of_a_vm_that_leaves_the_cluster_are_collected(
+    world: World, sandbox: Sandbox, vm_factory: Callable[..., Vm]
+) -> None:
+    vm = vm_factory()
+    _nested(world, sandbox, gc_grace=5.0, pool_batch=3)
+    world.kube.create_pod("short", vm.node)
+    wait_for("pod allocated", lambda: converged(world.kube, {"short"}))
+    world.kube.delete_pod("short")
+    wait_for("pod released", lambda: converged(world.kube, set()))
+    assert len(subports(sandbox, vm.trunk_id)) >= 3  # the trunk's warm pool
+    world.kube.delete_node(vm.node)
+    wait_for("the gone VM's subports detached and deleted", lambda: world.ports.all() == [], 120)
+    assert subports(sandbox, vm.trunk_id) == {}
+
+
+NESTED_PODS = 24
+NESTED_KILLS = 3
 
 
 def test_sigkill_during_a_nested_burst_leaves_one_subport_per_pod_and_no_orphans(
@@ -242,7 +257,7 @@ def test_sigkill_during_a_nested_burst_leaves_one_subport_per_pod_and_no_orphans
 ) -> None:
     rng = random.Random(20261127)
     vm = vm_factory()
-    ctl = _nested(world, sandbox, gc_grace=20.0, pool_batch=10)
+    ctl = _nested(world, sandbox, gc_grace=20.0)
     live: set[str] = set()
     done = threading.Event()
     producer = threading.Thread(
