@@ -370,6 +370,8 @@ class KuryrPortReconciler:
                     raise
                 request = self._network.request(node, target.trunk_id)
                 port = await self._provider.acquire(request, objects.uid(pod), name)
+        except NodeNotNested:
+            raise  # recorded by _target
         except PermanentError as exc:
             await self._fail(kp, pod, exc)
             raise

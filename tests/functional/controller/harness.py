@@ -12,6 +12,7 @@ Nothing here is timed: waits poll the state with generous deadlines (one Neutron
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -311,8 +312,9 @@ class Ports:
                 for one in subports:
                     with contextlib.suppress(Exception):
                         self.conn.network.delete_trunk_subports(trunk, [one])
-        for port in ports:
-            self.conn.network.delete_port(port, ignore_missing=True)
+        # A few at a time (the Neutron adapter shares one connection across threads too).
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda p: self.conn.network.delete_port(p, ignore_missing=True), ports))
 
 
 def converged(kube: Kube, live: set[str]) -> bool:

@@ -99,3 +99,5 @@ async def test_a_trunk_deleted_under_a_node_is_reported_as_the_node_not_nested(
     kp = world.kp("orphaned")
     assert kp is not None and kp["status"]["state"] == "Failed"
     assert condition(kp, "Allocated")["reason"] == "NodeNotNested"
+    warnings = [m for k, t, r, m in world.events.emitted if k == f"{NS}/orphaned"]
+    assert warnings == [f"NodeNotNested: {errors[0]}"]  # once, with the node's reason
