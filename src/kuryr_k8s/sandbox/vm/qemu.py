@@ -33,8 +33,12 @@ QEMU = "qemu-system-x86_64"
 PORT_NAME = "kuryr.cmd"
 MEMORY_MB = 512
 KERNEL_ARGS = (
-    "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off i8042.noaux i8042.nokbd i8042.nopnp"
+    "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off i8042.noaux i8042.nokbd "
+    "i8042.nopnp pci=noacpi"
 )
+"""``pci=noacpi``: PCI interrupts from the BIOS table instead of ACPI link devices, whose
+set-up took 1.3 s (host load 1) to 5 s (load 5) under TCG; with it, /init to root
+mounted takes about 1 s."""
 
 
 @dataclass(frozen=True)
