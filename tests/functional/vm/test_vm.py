@@ -88,6 +88,8 @@ def test_eth0_is_the_port(worker: vms.Vm, vm_sandbox: Sandbox) -> None:
     assert ids["attached-mac"] == port.mac_address
     assert ids["kuryr-vm"] == worker.name
     assert ids["kuryr-sandbox-id"] == layout.sandbox_id(vm_sandbox.ctx.paths.root)
+    assert not [a for a in link["addr_info"] if a["family"] == "inet6"]  # IPv6 is off
+    assert worker.exec(["hostname"], check=True).out.strip() == worker.name
     routes = worker.exec(["ip", "route"], check=True).out
     assert f"default via {worker.record.gateway} dev eth0" in routes
     assert "default" not in next(line for line in routes.splitlines() if "eth1" in line)
