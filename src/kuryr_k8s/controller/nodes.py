@@ -57,6 +57,13 @@ def internal_ips(node: Obj) -> list[str]:
     ]
 
 
+def _in(address: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    try:
+        return ipaddress.ip_address(address) in net
+    except ValueError:  # a malformed Node address is in no subnet
+        return False
+
+
 class NodeResolver:
     """``resolve(node name)`` → :class:`BareMetal` or :class:`TrunkTarget`.
 
@@ -91,10 +98,7 @@ class NodeResolver:
             )
         addresses = internal_ips(node)
         in_worker = [
-            (ip, subnet)
-            for ip in addresses
-            for subnet, net in self._subnets
-            if ipaddress.ip_address(ip) in net
+            (ip, subnet) for ip in addresses for subnet, net in self._subnets if _in(ip, net)
         ]
         if not in_worker:
             if not self._require_trunk:

@@ -65,13 +65,13 @@ async def test_a_vm_node_resolves_to_its_trunk_and_is_cached_for_a_minute() -> N
 
 async def test_an_address_in_no_worker_subnet_is_bare_metal_in_mixed_mode_only() -> None:
     world, nodes, clock = make_world(), Nodes(), Clock()
-    nodes.add("metal", "192.168.1.5")
+    nodes.add("metal", "192.168.1.5", "not-an-address")
     assert await _resolver(world, nodes, clock, require=False).resolve("metal") == BareMetal(
         "metal"
     )
     with pytest.raises(NodeNotNested) as err:
         await _resolver(world, nodes, clock, require=True).resolve("metal")
-    assert "node metal: InternalIP(s) 192.168.1.5 are in none of" in str(err.value)
+    assert "node metal: InternalIP(s) 192.168.1.5, not-an-address are in none of" in str(err.value)
     assert world.subnet in str(err.value) and "10.0.0.0/24" in str(err.value)
 
 
