@@ -366,3 +366,19 @@ def test_failed_create_leaves_nothing(vm_sandbox: Sandbox, monkeypatch: pytest.M
     assert not hostnet.tap_exists(tap)
     assert hostnet.ovs_external_ids(sb.ctx, tap) is None
     assert not layout.vm_paths(sb.ctx.paths.root, name).dir.exists()
+
+
+def test_ensure_vms_boots_several_at_once(vm_sandbox: Sandbox) -> None:
+    sb = vm_sandbox
+    names = [new_name(), new_name()]
+    try:
+        got = vms.ensure_vms(sb.ctx, sb.topo, [vms.VmSpec(n) for n in names], progress)
+        assert sorted(got) == sorted(names)
+        infos = [got[n].info for n in names]
+        assert [i.state for i in infos] == ["running", "running"]
+        assert infos[0].tap != infos[1].tap and infos[0].ip != infos[1].ip
+        assert all(got[n].runs_current_code() for n in names)
+        assert got[names[0]].exec(["ping", "-c", "2", "-w", "30", infos[1].ip]).rc == 0
+    finally:
+        for n in names:
+            vms.delete(sb.ctx, sb.conn, n, progress)

@@ -16,7 +16,8 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 from kuryr_k8s.model.errors import ConfigError
 from kuryr_k8s.sandbox.components import Context, http_ok
 from kuryr_k8s.sandbox.process import SandboxError, log_tail, run
-from kuryr_k8s.sandbox.topology import Topology
+from kuryr_k8s.sandbox.topology import Topology, connect
 from kuryr_k8s.sandbox.vm import appdisk, hostnet, image, ports, qemu
 from kuryr_k8s.sandbox.vm.channel import Channel, ChannelError, ExecResult
 from kuryr_k8s.sandbox.vm.layout import (
@@ -191,6 +192,12 @@ class Vm:
 
     def __repr__(self) -> str:
         return f"Vm({self.name!r}, {self.record.cidr}, port={self.record.port_id})"
+
+    def runs_current_code(self) -> bool:
+        """True if the guest booted with ``src/kuryr_k8s`` as it is now (the code is
+        pushed at start; ``ensure_vm(..., restart=True)`` pushes the current one)."""
+        rec = load_record(self.paths) or self.record
+        return rec.app_stamp == appdisk.source_stamp()
 
     def exec(
         self,
@@ -417,6 +424,45 @@ def _ensure_locked(
         _stop_locked(ctx, paths, rec)
     _start_locked(ctx, conn, paths, rec, img, progress)
     return Vm(ctx, rec)
+
+
+def ensure_vms(
+    ctx: Context,
+    topo: Topology,
+    specs: Sequence[VmSpec],
+    progress: Progress = _quiet,
+    *,
+    restart: Collection[str] = (),
+    parallel: int = 2,
+) -> dict[str, Vm]:
+    """``ensure_vm`` for several VMs, ``parallel`` at a time, so their boots overlap.
+
+    Under TCG each guest keeps one host core busy while it boots, so more than the host's
+    core count gains nothing. Each worker uses its own Neutron connection. Every VM is
+    attempted; the first error is raised after all have finished, naming the others.
+    ``restart`` names VMs to restart if they already run.
+    """
+    image.ensure_image(progress)  # once, before the workers
+
+    def one(spec: VmSpec) -> Vm:
+        conn = connect(ctx.settings)
+        try:
+            return ensure_vm(ctx, conn, topo, spec, progress, restart=spec.name in restart)
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = {spec.name: pool.submit(one, spec) for spec in specs}
+    errors = {name: f.exception() for name, f in futures.items() if f.exception() is not None}
+    if errors:
+        first = next(iter(errors.values()))
+        assert first is not None
+        if len(errors) > 1:
+            raise SandboxError(
+                "; ".join(f"VM {name}: {exc}" for name, exc in errors.items())
+            ) from first
+        raise first
+    return {name: f.result() for name, f in futures.items()}
 
 
 def start(
