@@ -117,6 +117,8 @@ def test_tcp_both_ways_across_br_int(
     peer = _stand_in(neutron, vm_sandbox, netns_factory, vm_sg)
     ping = ns_run(peer.netns, "ping", "-c", "3", "-i", "0.3", "-w", "30", worker.record.ip)
     assert ping.returncode == 0, ping.stdout
+    back = worker.exec(["ping", "-c", "3", "-i", "0.3", "-w", "30", peer.ip], timeout=120)
+    assert back.rc == 0, back.out
     # guest -> host netns
     with tcp_server(peer.netns, peer.ip, TEST_PORT, tag="peer"):
         res = worker.exec(

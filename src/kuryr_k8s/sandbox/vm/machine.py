@@ -380,9 +380,9 @@ def ensure_vm(
     """
     paths = vm_paths(ctx.paths.root, spec.name)
     paths.check_socket_paths()
+    require_sandbox(ctx)
+    img = image.ensure_image(progress)
     with _lifecycle_lock(paths):
-        require_sandbox(ctx)
-        img = image.ensure_image(progress)
         fresh = load_record(paths) is None and ports.find_port(conn, spec.name) is None
         try:
             return _ensure_locked(ctx, conn, topo, spec, paths, img, progress, restart)
@@ -541,10 +541,15 @@ def _plug(ctx: Context, rec: VmRecord) -> None:
     )
 
 
-def _unplug(ctx: Context, rec: VmRecord) -> list[str]:
+def _unplug(ctx: Context, rec: VmRecord, progress: Progress = _quiet) -> list[str]:
+    """Remove the br-int row and the tap. An OVS that is down keeps its row (``start``
+    rewrites it); the tap goes anyway."""
     removed = []
-    if hostnet.delete_ovs_port(ctx, rec.tap, rec.sandbox_id):
-        removed.append(f"br-int port {rec.tap}")
+    try:
+        if hostnet.delete_ovs_port(ctx, rec.tap, rec.sandbox_id):
+            removed.append(f"br-int port {rec.tap}")
+    except SandboxError as exc:
+        progress(f"VM {rec.name}: br-int row of {rec.tap} left in place: {exc}")
     if hostnet.delete_tap(rec.tap):
         removed.append(f"tap {rec.tap}")
     return removed
@@ -664,7 +669,7 @@ def stop(ctx: Context, name: str, progress: Progress = _quiet) -> bool:
 def _stop_locked(ctx: Context, paths: VmPaths, rec: VmRecord, progress: Progress = _quiet) -> bool:
     t0 = time.monotonic()
     was = qemu.stop(paths)
-    removed = _unplug(ctx, rec)
+    removed = _unplug(ctx, rec, progress)
     if was or removed:
         progress(f"VM {rec.name}: stopped in {time.monotonic() - t0:.1f} s")
     return was
