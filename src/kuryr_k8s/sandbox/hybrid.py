@@ -77,32 +77,26 @@ def nested_manifest(name: str, node: str) -> str:
     )
 
 
-def ensure_vms(
-    ctx: Context, conn: Any, topo: topology.Topology, progress: Progress
-) -> dict[str, Any]:
-    """The plain VM and the worker VMs (trunk parents), started and verified."""
-    from kuryr_k8s.sandbox.vm import VmSpec, ensure_vm
+def ensure_vms(ctx: Context, topo: topology.Topology, progress: Progress) -> dict[str, Any]:
+    """The plain VM and the worker VMs (trunk parents), booted two at a time, verified.
 
-    vms = {PLAIN_VM: ensure_vm(ctx, conn, topo, VmSpec(name=PLAIN_VM, network="net0"), progress)}
-    for name in WORKERS:
-        stale = _runs_stale_code(ctx, name)
-        if stale:
-            progress(f"  {name} runs older kuryr code than this checkout: restarting it")
-        vms[name] = ensure_vm(
-            ctx, conn, topo, VmSpec(name=name, network="net0", trunk=True), progress, restart=stale
-        )
-    return vms
+    A running worker started with other code than ``src/kuryr_k8s`` has now is restarted:
+    its node side must run the same version as the controllers."""
+    from kuryr_k8s.sandbox import vm
+
+    stale = [name for name in WORKERS if _runs_stale_code(ctx, name)]
+    for name in stale:
+        progress(f"  {name} runs older kuryr code than this checkout: restarting it")
+    specs = [vm.VmSpec(name=PLAIN_VM, network="net0")]
+    specs += [vm.VmSpec(name=name, network="net0", trunk=True) for name in WORKERS]
+    return dict(vm.ensure_vms(ctx, topo, specs, progress, restart=stale))
 
 
 def _runs_stale_code(ctx: Context, name: str) -> bool:
-    """A running worker started with other code than ``src/kuryr_k8s`` has now: its node
-    side must run the same version as the controllers."""
-    from kuryr_k8s.sandbox.vm import appdisk, get_vm, list_vms
+    from kuryr_k8s.sandbox import vm
 
-    if not any(i.name == name and i.state == "running" for i in list_vms(ctx)):
-        return False
-    stamp = get_vm(ctx, name).record.app_stamp
-    return stamp is not None and stamp != appdisk.source_stamp()
+    running = any(i.name == name and i.state == "running" for i in vm.list_vms(ctx))
+    return running and not vm.get_vm(ctx, name).runs_current_code()
 
 
 def ensure_overcloud_nodes(ctx: Context, workers: dict[str, Any], progress: Progress) -> None:
@@ -419,7 +413,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
         stand_in = demo.ensure_vm(ctx, conn, topo, progress)
         bm_pods = demo.ensure_pods(ctx, progress)
         progress(f"[4/7] VMs (QEMU): {PLAIN_VM} on net0, {', '.join(WORKERS)} on trunks")
-        vms = ensure_vms(ctx, conn, topo, progress)
+        vms = ensure_vms(ctx, topo, progress)
         workers = {name: vms[name] for name in WORKERS}
         info = vms[PLAIN_VM].info
         plain_vm = Endpoint("VM", PLAIN_VM, info.ip, info.port_id, "QEMU")
