@@ -220,7 +220,7 @@ class RealPlug:
 
     def __init__(self) -> None:
         from kuryr_k8s.cni.host.ovs import Ovsdb
-        from kuryr_k8s.sandbox import topology
+        from kuryr_k8s.sandbox.openstack import topology
         from kuryr_k8s.sandbox.paths import paths_for
         from kuryr_k8s.sandbox.settings import settings_from_env
 

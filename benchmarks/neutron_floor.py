@@ -6,7 +6,7 @@ Measured in one run against the sandbox (``kuryr sandbox up``), through our adap
 1. ``create_port`` alone: one port per request, sequential.
 2. bulk ``POST /ports``: ``--bulk`` ports per request (per request and per port).
 3. create + plug + ACTIVE: a bound port created, plugged into br-int from a netns with
-   ``kuryr_k8s.sandbox.hostplug`` (what a VM's tap or our CNI does), polled until
+   ``kuryr_k8s.sandbox.openstack.hostplug`` (what a VM's tap or our CNI does), polled until
    Neutron says ACTIVE. This is the floor pod wiring without pools is compared with.
 4. warm pool: ``PooledPortProvider.acquire`` from a pre-filled pool (lookup + claim +
    tag flip), then plug + ACTIVE: our pooled path, as a ratio to (3).
@@ -33,8 +33,9 @@ from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.neutron import Neutron
 from kuryr_k8s.openstack.ports import PortRequest
 from kuryr_k8s.openstack.provider import PortTagging, spec_for
-from kuryr_k8s.sandbox import hostplug, manager, topology
+from kuryr_k8s.sandbox import manager
 from kuryr_k8s.sandbox.components import Context
+from kuryr_k8s.sandbox.openstack import hostplug, topology
 from kuryr_k8s.sandbox.settings import settings_from_env
 
 ACTIVE_TIMEOUT = 60.0

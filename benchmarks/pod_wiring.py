@@ -47,7 +47,7 @@ from kuryr_k8s.k8s import PODS, KubeClient, load_kubeconfig
 from kuryr_k8s.k8s.resources import KURYRPORTS, NAMESPACES
 from kuryr_k8s.model.kuryrport import NODE_LABEL
 from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX, POOL_TAG_PREFIX
-from kuryr_k8s.sandbox import hostplug, manager, topology
+from kuryr_k8s.sandbox import manager
 from kuryr_k8s.sandbox.components import Context
 from kuryr_k8s.sandbox.kuryr_components import (
     CLUSTER_ID,
@@ -56,6 +56,7 @@ from kuryr_k8s.sandbox.kuryr_components import (
     KuryrDaemon,
     kuryr_conf,
 )
+from kuryr_k8s.sandbox.openstack import hostplug, topology
 from kuryr_k8s.sandbox.settings import settings_from_env
 
 READY_TIMEOUT = 600.0

@@ -200,7 +200,7 @@ def _env(args: argparse.Namespace) -> int:
 
 @_guarded
 def _topology(args: argparse.Namespace) -> int:
-    from kuryr_k8s.sandbox import topology
+    from kuryr_k8s.sandbox.openstack import topology
 
     settings = _settings(args)
     topo = topology.ensure_base_topology(topology.connect(settings), _progress)

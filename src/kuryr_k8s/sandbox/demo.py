@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from kuryr_k8s.sandbox import hostplug, manager, process, topology
+from kuryr_k8s.sandbox import manager, process
 from kuryr_k8s.sandbox.components import Context
 from kuryr_k8s.sandbox.kuryr_components import DEMO_VM_NETNS, nodeagent_state
 from kuryr_k8s.sandbox.nodeagent import exec_in_pod
+from kuryr_k8s.sandbox.openstack import hostplug, topology
 from kuryr_k8s.sandbox.process import SandboxError
 from kuryr_k8s.sandbox.settings import SandboxSettings
 

@@ -25,12 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kuryr_k8s.sandbox import demo, manager, overcloud, process, topology
+from kuryr_k8s.sandbox import demo, manager, overcloud, process
 from kuryr_k8s.sandbox.components import Context
 from kuryr_k8s.sandbox.demo import Check, Endpoint
 from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
 from kuryr_k8s.sandbox.nodeagent import netns_name
 from kuryr_k8s.sandbox.nodeagent.exec import find_sandbox
+from kuryr_k8s.sandbox.openstack import topology
 from kuryr_k8s.sandbox.process import SandboxError
 from kuryr_k8s.sandbox.settings import SandboxSettings
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from kuryr_k8s.cni.install import InstallSettings
 from kuryr_k8s.cni.install import install as install_cni
-from kuryr_k8s.sandbox import topology
 from kuryr_k8s.sandbox.components import Component, Context, http_ok
 from kuryr_k8s.sandbox.nodeagent.records import RecordStore
+from kuryr_k8s.sandbox.openstack import topology
 from kuryr_k8s.sandbox.process import run
 
 CLUSTER_ID = "kuryr-sandbox"

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kuryr_k8s.sandbox import configs
 from kuryr_k8s.sandbox.components import (
     Component,
     Context,
     all_components,
-    delete_leftover_taps,
     is_root,
 )
+from kuryr_k8s.sandbox.openstack import configs
+from kuryr_k8s.sandbox.openstack.services import delete_leftover_taps
 from kuryr_k8s.sandbox.paths import paths_for
 from kuryr_k8s.sandbox.process import SandboxError, pss_mib
 from kuryr_k8s.sandbox.settings import SandboxSettings

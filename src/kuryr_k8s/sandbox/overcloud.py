@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from kuryr_k8s.sandbox import topology
 from kuryr_k8s.sandbox.components import Component, Context, KubeApi
 from kuryr_k8s.sandbox.kuryr_components import _KuryrService
+from kuryr_k8s.sandbox.openstack import topology
 from kuryr_k8s.sandbox.process import SandboxError
 
 Progress = Callable[[str], None]

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from fixtures.sandbox import Sandbox
-from kuryr_k8s.sandbox import demo, hostplug
+from kuryr_k8s.sandbox import demo
+from kuryr_k8s.sandbox.openstack import hostplug
 
 pytestmark = pytest.mark.e2e
 

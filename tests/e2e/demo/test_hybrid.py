@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from fixtures.sandbox import Sandbox
-from kuryr_k8s.sandbox import demo, hostplug, hybrid, overcloud
+from kuryr_k8s.sandbox import demo, hybrid, overcloud
+from kuryr_k8s.sandbox.openstack import hostplug
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import pytest
 
 from fixtures.sandbox import NeutronTracker, Sandbox
 from functional.traffic import ping, tcp_echo
-from kuryr_k8s.sandbox import hostplug
+from kuryr_k8s.sandbox.openstack import hostplug
 
 pytestmark = pytest.mark.functional
 

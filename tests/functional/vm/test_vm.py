@@ -18,8 +18,8 @@ import pytest
 from fixtures.sandbox import NeutronTracker, Sandbox
 from functional.traffic import TAG_SERVER, ns_run, tcp_request, tcp_server, wait_listening
 from functional.vm.conftest import TEST_PORT, new_name, progress, residue
-from kuryr_k8s.sandbox import hostplug, topology
 from kuryr_k8s.sandbox import vm as vms
+from kuryr_k8s.sandbox.openstack import hostplug, topology
 from kuryr_k8s.sandbox.process import SandboxError
 from kuryr_k8s.sandbox.vm import hostnet, layout
 

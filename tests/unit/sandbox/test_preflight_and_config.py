@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from kuryr_k8s.model.errors import ConfigError
-from kuryr_k8s.sandbox import configs, manager
+from kuryr_k8s.sandbox import manager
 from kuryr_k8s.sandbox.manager import ComponentStatus, format_status
+from kuryr_k8s.sandbox.openstack import configs
 from kuryr_k8s.sandbox.paths import paths_for
 from kuryr_k8s.sandbox.process import SandboxError
 from kuryr_k8s.sandbox.settings import SandboxSettings, record, settings_from_env

@@ -112,7 +112,7 @@ def _ctx(args: argparse.Namespace) -> Any:
 
 
 def _neutron(ctx: Any) -> tuple[Any, Any]:
-    from kuryr_k8s.sandbox import topology
+    from kuryr_k8s.sandbox.openstack import topology
     from kuryr_k8s.sandbox.vm.machine import require_sandbox
 
     require_sandbox(ctx)

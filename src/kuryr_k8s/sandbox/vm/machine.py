@@ -25,8 +25,8 @@ from typing import Any
 
 from kuryr_k8s.model.errors import ConfigError
 from kuryr_k8s.sandbox.components import Context, http_ok
+from kuryr_k8s.sandbox.openstack.topology import Topology, connect
 from kuryr_k8s.sandbox.process import SandboxError, log_tail, run
-from kuryr_k8s.sandbox.topology import Topology, connect
 from kuryr_k8s.sandbox.vm import appdisk, hostnet, image, ports, qemu
 from kuryr_k8s.sandbox.vm.channel import Channel, ChannelError, ExecResult
 from kuryr_k8s.sandbox.vm.layout import (

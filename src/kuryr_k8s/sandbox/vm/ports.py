@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from kuryr_k8s.model.errors import ConfigError
+from kuryr_k8s.sandbox.openstack.topology import TAG, Topology
 from kuryr_k8s.sandbox.process import SandboxError
-from kuryr_k8s.sandbox.topology import TAG, Topology
 
 Progress = Callable[[str], None]
 DEVICE_OWNER = "compute:sandbox-vm"
