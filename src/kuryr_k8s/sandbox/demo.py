@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from kuryr_k8s.sandbox import manager, process
@@ -52,10 +53,17 @@ class Check:
     detail: str
 
 
-def kubectl(ctx: Context, *args: str, input_text: str | None = None) -> str:
+def kubectl(
+    ctx: Context,
+    *args: str,
+    input_text: str | None = None,
+    kubeconfig: Path | None = None,
+    timeout: float = READY_TIMEOUT + 30,
+) -> str:
+    """kubectl against the sandbox's cluster (or the one ``kubeconfig`` names)."""
     return process.run(
-        ["kubectl", f"--kubeconfig={ctx.paths.kubeconfig}", *args],
-        timeout=READY_TIMEOUT + 30,
+        ["kubectl", f"--kubeconfig={kubeconfig or ctx.paths.kubeconfig}", *args],
+        timeout=timeout,
         input_text=input_text,
     ).stdout
 

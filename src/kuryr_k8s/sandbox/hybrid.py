@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kuryr_k8s.sandbox import demo, manager, overcloud, process
+from kuryr_k8s.sandbox import demo, manager, overcloud
 from kuryr_k8s.sandbox.components import Context
 from kuryr_k8s.sandbox.demo import Check, Endpoint
 from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
@@ -55,11 +55,10 @@ class NestedPod:
 
 def okubectl(ctx: Context, *args: str, input_text: str | None = None) -> str:
     """kubectl against the overcloud's API."""
-    return process.run(
-        ["kubectl", f"--kubeconfig={overcloud.overcloud_kubeconfig(ctx)}", *args],
-        timeout=READY_TIMEOUT + 30,
-        input_text=input_text,
-    ).stdout
+    okube = overcloud.overcloud_kubeconfig(ctx)
+    return demo.kubectl(
+        ctx, *args, input_text=input_text, kubeconfig=okube, timeout=READY_TIMEOUT + 30
+    )
 
 
 def nested_manifest(name: str, node: str) -> str:
