@@ -67,11 +67,16 @@ def kill_until(
     done: threading.Event,
     kills: int,
     pause: tuple[float, float] = (0.5, 4.0),
+    *,
+    after_leading: bool = False,
 ) -> int:
     """SIGKILL and restart the controller at random moments, at least ``kills`` times and
-    until ``done``; returns how many kills."""
+    until ``done``; returns how many kills. ``after_leading``: each pause starts once the
+    controller leads, so every kill lands while it reconciles (not while it starts)."""
     n = 0
     while n < kills or not done.is_set():
+        if after_leading:
+            ctl.wait_role("leader")
         time.sleep(rng.uniform(*pause))
         ctl.kill()
         n += 1
