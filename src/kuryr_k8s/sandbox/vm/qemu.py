@@ -32,6 +32,7 @@ from kuryr_k8s.sandbox.vm.layout import VmPaths
 QEMU = "qemu-system-x86_64"
 PORT_NAME = "kuryr.cmd"
 MEMORY_MB = 512
+CPU = "max"
 KERNEL_ARGS = (
     "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off i8042.noaux i8042.nokbd "
     "i8042.nopnp pci=noacpi"
@@ -72,7 +73,7 @@ def argv(paths: VmPaths, image: Image, tap: str, net: GuestNet) -> list[str]:
         "-accel",
         "tcg,tb-size=64",
         "-cpu",
-        "max",
+        CPU,
         "-smp",
         "1",
         "-m",
