@@ -254,6 +254,7 @@ async def build(
         on_node_gone=gc_node_gone,
         live_trunks=live_trunks if subports is not None else None,
         on_trunk_gone=subports.forget_trunk if subports is not None else None,
+        busy_trunks=subports.busy_trunks if subports is not None else None,
     )
     events = EventRecorder(client, "kuryr-controller", host=identity)
     engine_settings = EngineSettings(workers=k.workers)

@@ -73,6 +73,7 @@ class GarbageCollector:
         on_node_gone: Callable[[str], object] | None = None,
         live_trunks: LiveSet | None = None,
         on_trunk_gone: Callable[[str], object] | None = None,
+        busy_trunks: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.neutron = neutron
         self.tagging = tagging
@@ -85,6 +86,9 @@ class GarbageCollector:
         self._live_trunks = live_trunks
         """Trunk ids of the live nodes that are VMs (None: never collect by trunk)."""
         self._on_trunk_gone = on_trunk_gone
+        self._busy_trunks = busy_trunks
+        """Trunks with a create/attach in flight in this process: their unattached ports
+        are being attached, not forgotten (read after the port list, like the live sets)."""
         self.deleted_total = 0
 
     async def run_once(self) -> GcResult:
@@ -96,6 +100,7 @@ class GarbageCollector:
             LOG.warning("no nodes known: not collecting pool ports by node this pass")
             nodes = None
         trunks = await self._trunks()
+        busy = set(self._busy_trunks()) if self._busy_trunks is not None else set()
         cutoff = self._now() - timedelta(seconds=self.settings.grace_period)
         for port in ports:
             owner = port.owner_uid
@@ -107,6 +112,8 @@ class GarbageCollector:
             elif port.trunk_id:
                 attached = port.device_owner == SUBPORT_OWNER
                 if attached and (trunks is None or port.trunk_id in trunks):
+                    continue
+                if not attached and port.trunk_id in busy:
                     continue
                 bucket = result.deleted_stranded
                 why = (

@@ -42,7 +42,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from kuryr_k8s.controller.poolset import (
     CLAIM_ATTEMPTS,
@@ -127,6 +128,8 @@ class SubportProvider(PoolSet):
         self._live_owners = live_owners
         self._on_trunk_gone = on_trunk_gone
         self._trunk_locks: dict[str, asyncio.Lock] = {}
+        self._busy: Counter[str] = Counter()
+        """Trunk id -> creates/attaches in flight (their ports may be unattached yet)."""
         self._owners = OwnerLocks()
         self._ready = not self.pooled
 
@@ -425,12 +428,13 @@ class SubportProvider(PoolSet):
         if owner is not None:
             uid, name = owner
             specs[0] = spec_for(node_less, self.tagging.in_use(uid, request.trunk_id), name=name)
-        created = await self.neutron.create_ports(specs)
-        try:
-            attached = await self._attach_fresh(request.trunk_id, created)
-        except BaseException:
-            await self._cleanup(request.trunk_id, created)
-            raise
+        with self._working_on(request.trunk_id):
+            created = await self.neutron.create_ports(specs)
+            try:
+                attached = await self._attach_fresh(request.trunk_id, created)
+            except BaseException:
+                await self._cleanup(request.trunk_id, created)
+                raise
         LOG.info(
             "created %d subports on trunk %s (VLAN %s)",
             len(attached),
@@ -450,9 +454,30 @@ class SubportProvider(PoolSet):
                     "could not delete new subport %s after a failed attach: %s", port.id, exc
                 )
 
+    def busy_trunks(self) -> set[str]:
+        """Trunks with a create or attach in flight: garbage collection leaves their
+        unattached ports alone (they are being attached)."""
+        return {trunk for trunk, n in self._busy.items() if n > 0}
+
+    @contextlib.contextmanager
+    def _working_on(self, trunk_id: str) -> Iterator[None]:
+        self._busy[trunk_id] += 1
+        try:
+            yield
+        finally:
+            self._busy[trunk_id] -= 1
+            if self._busy[trunk_id] <= 0:
+                del self._busy[trunk_id]
+
     async def _attach_fresh(self, trunk_id: str, ports: Sequence[NeutronPort]) -> list[NeutronPort]:
         """Attach ``ports`` and return them re-read (revisions after the attach) with their
         VLAN ids, in the same order."""
+        with self._working_on(trunk_id):
+            return await self._attach_and_read(trunk_id, ports)
+
+    async def _attach_and_read(
+        self, trunk_id: str, ports: Sequence[NeutronPort]
+    ) -> list[NeutronPort]:
         vlans = await self._attach(trunk_id, [p.id for p in ports])
         fresh = {p.id: p for p in await self.neutron.list_ports(id=[p.id for p in ports])}
         return [dataclasses.replace(fresh.get(p.id, p), vlan_id=vlans[p.id]) for p in ports]
@@ -484,6 +509,11 @@ class SubportProvider(PoolSet):
                 except TrunkNotFound:
                     self._trunk_gone(trunk_id)
                     raise
+                except NeutronNotFound as exc:  # a port deleted under us (GC, a human)
+                    raise TemporaryError(
+                        f"attach to trunk {trunk_id}: {exc}; trying again with new ports",
+                        delay=1.0,
+                    ) from exc
                 except (VlanConflict, PortIsSubport) as exc:
                     # Another writer took an id, or an earlier call whose answer we lost
                     # attached a port already: read the trunk again and pick again.

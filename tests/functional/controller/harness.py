@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from openstack.exceptions import ConflictException
 
 from fixtures.kubeapi import KubeApi, KubeClient, KubeConfig
 from kuryr_k8s.sandbox.kubeapi import EmulatorProcess
@@ -314,7 +315,21 @@ class Ports:
                         self.conn.network.delete_trunk_subports(trunk, [one])
         # A few at a time (the Neutron adapter shares one connection across threads too).
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda p: self.conn.network.delete_port(p, ignore_missing=True), ports))
+            list(pool.map(self._delete, ports))
+
+    def _delete(self, port: Any) -> None:
+        """Delete; a killed controller's attach may still land after the list: detach then."""
+        for _ in range(5):
+            try:
+                self.conn.network.delete_port(port, ignore_missing=True)
+                return
+            except ConflictException:
+                with contextlib.suppress(Exception):
+                    self.conn.network.delete_trunk_subports(
+                        self.trunk(port), [{"port_id": port.id}]
+                    )
+                time.sleep(1)
+        self.conn.network.delete_port(port, ignore_missing=True)
 
 
 def converged(kube: Kube, live: set[str]) -> bool:

@@ -5,6 +5,7 @@ release paths, rebuild cases, the pool-less variant, GC of subports and mixed ro
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from collections.abc import Collection
 from typing import Any
@@ -16,8 +17,8 @@ from kuryr_k8s.controller.pool import PooledPortProvider
 from kuryr_k8s.controller.settings import GcSettings, VifPoolSettings
 from kuryr_k8s.controller.subports import SubportProvider, free_vlans
 from kuryr_k8s.controller.targets import TargetedPorts
-from kuryr_k8s.model.errors import PermanentError
-from kuryr_k8s.openstack.neutron import PortSpec, TrunkNotFound
+from kuryr_k8s.model.errors import PermanentError, TemporaryError
+from kuryr_k8s.openstack.neutron import Neutron, PortSpec, TrunkNotFound
 from kuryr_k8s.openstack.ports import PortRequest
 from unit.openstack.world import PROJECT, World, make_world
 
@@ -354,3 +355,59 @@ async def test_gc_deletes_free_ports_never_attached_after_the_grace_period() -> 
     assert (await gc.run_once()).waiting == 1
     world.clock.advance(601)
     assert (await gc.run_once()).deleted_stranded == [late.id]
+
+
+async def test_gc_leaves_ports_of_a_trunk_being_attached_alone() -> None:
+    world = make_world()
+    trunk = _trunk(world)
+    neutron = Neutron(world.fake, max_concurrency=4)  # threads: an attach can be held
+    provider = SubportProvider(
+        neutron, world.tagging, VifPoolSettings(True, 0, 3, 0, 3600), Owners()
+    )
+    await provider.rebuild()
+    gc = GarbageCollector(
+        neutron, world.tagging, GcSettings(1.0, 60.0), Owners("uid-1"),
+        now=world.clock, live_trunks=Owners(trunk), busy_trunks=provider.busy_trunks,
+    )  # fmt: skip
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_attach(method: str, path: str) -> None:
+        if path.endswith("/add_subports") and not held.is_set():
+            held.set()
+            release.wait(30)
+
+    world.fake.on_request = hold_the_attach
+    try:
+        acquiring = asyncio.ensure_future(provider.acquire(_req(world, trunk), "uid-1", "x"))
+        assert await asyncio.to_thread(held.wait, 30)
+        world.clock.advance(3600)  # the new port, unattached, is far past the grace period
+        assert provider.busy_trunks() == {trunk}
+        result = await gc.run_once()
+        release.set()
+        port = await acquiring
+    finally:
+        release.set()
+        neutron.close(wait=True)
+    assert (result.deleted_stranded, result.waiting) == ([], 0)
+    assert provider.busy_trunks() == set()
+    assert set(_subports(world, trunk)) == {p["id"] for p in world.ports(world.tagging.cluster_tag)}
+    assert len(_subports(world, trunk)) == 3 and port.vlan_id is not None
+
+
+async def test_a_port_deleted_before_its_attach_is_a_temporary_error_and_nothing_stays() -> None:
+    world = make_world()
+    trunk = _trunk(world)
+    provider = await _provider(world, settings=NOOP)
+
+    def delete_it(method: str, path: str) -> None:
+        if path.endswith("/add_subports") and world.fake.on_request is not None:
+            world.fake.on_request = None
+            victim = next(p for p in world.ports(f"kuryr.trunk:{trunk}"))
+            world.fake("DELETE", f"/ports/{victim['id']}")
+
+    world.fake.on_request = delete_it
+    with pytest.raises(TemporaryError, match="trying again with new ports"):
+        await provider.acquire(_req(world, trunk), "uid-1", "ns/pod")
+    assert world.ports(f"kuryr.trunk:{trunk}") == []
+    port = await provider.acquire(_req(world, trunk), "uid-1", "ns/pod")
+    assert _subports(world, trunk) == {port.id: 1}
