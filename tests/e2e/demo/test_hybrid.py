@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fixtures.sandbox import Sandbox
-from kuryr_k8s.sandbox import demo, hybrid, overcloud
+from kuryr_k8s.sandbox import demo, hybrid, overcloud, vm
 from kuryr_k8s.sandbox.openstack import hostplug
 
 pytestmark = pytest.mark.e2e
@@ -130,3 +130,7 @@ def test_hybrid_scenario_green_twice_then_nothing_left(sandbox: Sandbox) -> None
     assert tagged == [], [p.id for p in tagged]
     trunks = [t for t in sandbox.conn.network.trunks() if t.name.startswith("worker")]
     assert trunks == [], [t.name for t in trunks]
+    assert vm.machine.orphan_taps(sandbox.ctx) == []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert demo.VM_NETNS not in netns.split()
+    assert not [n for n in netns.split() if n.startswith("kuryr-default-busybox")], netns
