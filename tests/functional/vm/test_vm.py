@@ -222,6 +222,12 @@ def test_exec_push_spawn(worker: vms.Vm) -> None:
     assert (res.rc, res.out, res.err) == (3, "out\n", "err\n")
     assert worker.exec(["cat"], stdin=b"\x00bytes\xff").stdout == b"\x00bytes\xff"
     assert worker.exec(["sleep", "30"], timeout=1).rc == 124
+    # a background process in its own session holding the output pipe: bounded, and the
+    # channel still answers afterwards
+    stuck = worker.exec_sh("setsid sleep 120 & echo started", timeout=2)
+    assert stuck.rc == 124 and stuck.out == "started\n"
+    assert stuck.seconds < 60
+    assert worker.exec(["true"]).rc == 0
     assert worker.exec(["no-such-binary"]).rc == 127
     worker.push_file("/etc/kuryr/test.conf", b"[DEFAULT]\nx = 1\n", mode=0o600)
     assert worker.read_file("/etc/kuryr/test.conf") == b"[DEFAULT]\nx = 1\n"

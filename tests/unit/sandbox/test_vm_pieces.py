@@ -8,6 +8,7 @@ import base64
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +81,14 @@ def test_guest_handles_exec_ping_and_bad_input() -> None:
         b'{"id": "2", "op": "exec", "argv": ["sleep", "5"], "timeout": 0.2}'
     )
     assert reply["rc"] == 124
+    # a background process in its own session keeps the pipe open: still bounded
+    t0 = time.monotonic()
+    reply, _ = guest_init.handle(
+        b'{"id": "2b", "op": "exec", "argv": ["sh", "-c", "setsid sleep 30 & echo x"], '
+        b'"timeout": 0.5}'
+    )
+    assert reply["rc"] == 124 and time.monotonic() - t0 < 15
+    assert base64.b64decode(reply["out"]) == b"x\n"
     reply, _ = guest_init.handle(b'{"id": "3", "op": "exec", "argv": ["no-such-binary-x"]}')
     assert reply["rc"] == 127
     reply, _ = guest_init.handle(b'{"id": "4", "op": "ping"}')

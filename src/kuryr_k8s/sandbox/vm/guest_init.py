@@ -226,7 +226,16 @@ def run_command(req: dict[str, Any]) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired as exc:
+            # a process outside the group (setsid, no redirect) holds the pipes: stop
+            # reading rather than hang the command channel
+            out, err = exc.output or b"", exc.stderr or b""
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            proc.wait()
         err += f"\nkuryr-init: killed after the {timeout:.0f} s timeout\n".encode()
         rc = 124
     return {"rc": rc, "out": _b64(out), "err": _b64(err), "dt": time.monotonic() - t0}
