@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from kuryr_k8s.controller.poolset import PoolSet
 from kuryr_k8s.controller.subports import SubportProvider
 from kuryr_k8s.model.errors import PermanentError
 from kuryr_k8s.openstack.neutron import Neutron
@@ -86,7 +87,6 @@ class TargetedPorts:
     def sizes(self) -> dict[PoolKey, int]:
         """Free ports per pool of both providers (the nested keys start with a trunk id)."""
         sizes = dict(self.nested.sizes())
-        bare_sizes = getattr(self.bare, "sizes", None)
-        if bare_sizes is not None:
-            sizes.update(bare_sizes())
+        if isinstance(self.bare, PoolSet):  # the plain provider has no pools
+            sizes.update(self.bare.sizes())
         return sizes
