@@ -300,7 +300,15 @@ class Ports:
                 return str(tag[len("kuryr.trunk:") :])
         return ""
 
-    def delete_all(self) -> None:
+    def delete_all(self, settle: float = 8.0) -> None:
+        """Delete every port of the cluster; if there were any, look again after ``settle``
+        seconds: a bulk create a killed controller had already sent (a pool refill) can
+        land in Neutron after the first sweep (seen in CI: 10 pool ports 4 s later)."""
+        if self._delete_listed():
+            time.sleep(settle)
+            self._delete_listed()
+
+    def _delete_listed(self) -> int:
         ports = self.all()
         by_trunk: dict[str, list[dict[str, str]]] = {}
         for port in ports:
@@ -316,6 +324,7 @@ class Ports:
         # A few at a time (the Neutron adapter shares one connection across threads too).
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             list(pool.map(self._delete, ports))
+        return len(ports)
 
     def _delete(self, port: Any) -> None:
         """Delete; a killed controller's attach may still land after the list: detach then."""
