@@ -19,10 +19,12 @@ reuses the VMs and the pods (verifying them) and checks again.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kuryr_k8s.sandbox import demo, manager, overcloud
@@ -229,12 +231,13 @@ class HttpServers:
     def __init__(self) -> None:
         self._host: list[subprocess.Popen[bytes]] = []
         self._guest: list[tuple[Any, str]] = []
+        self._roots: list[str] = []
 
     def in_host_pod(self, netns: str, name: str, ip: str) -> None:
         root = f"/tmp/kuryr-http-{name}"
-        subprocess.run(["mkdir", "-p", root], check=True)
-        with open(f"{root}/index.html", "w") as f:
-            f.write(f"hello from {name}\n")
+        Path(root).mkdir(parents=True, exist_ok=True)
+        Path(root, "index.html").write_text(f"hello from {name}\n")
+        self._roots.append(root)
         self._host.append(
             subprocess.Popen(
                 [
@@ -267,6 +270,8 @@ class HttpServers:
         self._guest.append((vm, name))
 
     def stop(self) -> None:
+        for root in self._roots:
+            shutil.rmtree(root, ignore_errors=True)
         for proc in self._host:
             proc.terminate()
         for proc in self._host:
@@ -275,7 +280,10 @@ class HttpServers:
             except subprocess.TimeoutExpired:
                 proc.kill()
         for vm, name in self._guest:
-            vm.exec_sh(f"kill $(cat /tmp/http-{name}.pid) 2>/dev/null; true", timeout=60)
+            vm.exec_sh(
+                f"kill $(cat /tmp/http-{name}.pid) 2>/dev/null; rm -rf /tmp/kuryr-http-{name}",
+                timeout=60,
+            )
 
 
 def _fetch_script(ip: str) -> str:
