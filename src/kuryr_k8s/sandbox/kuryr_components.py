@@ -108,14 +108,22 @@ class _KuryrService(_KuryrComponent):
     subcommand: str
     health: str
 
+    @property
+    def conf_path(self) -> Path:
+        return kuryr_conf_path(self.ctx)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.ctx.paths.kubeconfig
+
     def launch(self) -> None:
         self.spawn(
             kuryr_argv(
                 self.subcommand,
                 "--config-file",
-                str(kuryr_conf_path(self.ctx)),
+                str(self.conf_path),
                 "--kubeconfig",
-                str(self.ctx.paths.kubeconfig),
+                str(self.kubeconfig),
             ),
             self.name,
             pidfile=self.pidfile,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kuryr_k8s.sandbox.components import Component, Context, KubeApi
-from kuryr_k8s.sandbox.kuryr_components import _KuryrService, kuryr_argv, neutron_sections
+from kuryr_k8s.sandbox.kuryr_components import _KuryrService, neutron_sections
 from kuryr_k8s.sandbox.openstack import topology
 from kuryr_k8s.sandbox.process import SandboxError
 
@@ -149,20 +149,15 @@ class OvercloudController(_KuryrService):
             topo = topology.ensure_base_topology(conn, lambda msg: None)
         finally:
             conn.close()
-        overcloud_conf_path(self.ctx).write_text(controller_conf(self.ctx, topo))
+        self.conf_path.write_text(controller_conf(self.ctx, topo))
 
-    def launch(self) -> None:
-        self.spawn(
-            kuryr_argv(
-                "controller",
-                "--config-file",
-                str(overcloud_conf_path(self.ctx)),
-                "--kubeconfig",
-                str(overcloud_kubeconfig(self.ctx)),
-            ),
-            self.name,
-            pidfile=self.pidfile,
-        )
+    @property
+    def conf_path(self) -> Path:
+        return overcloud_conf_path(self.ctx)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return overcloud_kubeconfig(self.ctx)
 
 
 def overcloud_components(ctx: Context) -> list[Component]:
