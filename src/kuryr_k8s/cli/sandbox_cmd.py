@@ -203,7 +203,10 @@ def _topology(args: argparse.Namespace) -> int:
     from kuryr_k8s.sandbox.openstack import topology
 
     settings = _settings(args)
+    from kuryr_k8s.sandbox.openstack import hostplug
+
     topo = topology.ensure_base_topology(topology.connect(settings), _progress)
+    hostplug.ensure_external_host(topo.external_cidr)
     print(topology.format_topology(topo))
     return 0
 

@@ -125,3 +125,18 @@ def ovn_installed(ctx: Context, host_ifname: str) -> bool:
     """OVN marks the OVS interface once the port's flows are in."""
     out = ctx.vsctl("--if-exists", "get", "Interface", host_ifname, "external_ids:ovn-installed")
     return out.strip('"') == "true"
+
+
+def ensure_external_host(cidr: str, bridge: str = "br-ex") -> str:
+    """Give the host the first address of the external network ``cidr`` on ``bridge``
+    (the OVS bridge of ``physnet1``), so floating IPs answer from the host; idempotent.
+    TX checksum offload goes off there as on every interface sending into a netdev bridge.
+    Returns the host's address."""
+    net = ipaddress.ip_network(cidr)
+    address = f"{net.network_address + 1}/{net.prefixlen}"
+    shown = run(["ip", "-o", "addr", "show", "dev", bridge]).stdout
+    if address not in shown:
+        run(["ip", "addr", "replace", address, "dev", bridge])
+    run(["ip", "link", "set", bridge, "up"])
+    run(["ethtool", "-K", bridge, "tx", "off"], check=False)
+    return str(net.network_address + 1)

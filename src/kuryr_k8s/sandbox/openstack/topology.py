@@ -1,6 +1,7 @@
 """The seed's base topology in the sandbox Neutron, created idempotently.
 
-net0/subnet0 for VMs, net1/subnet1 for pods, router1 joining them, and the project's
+net0/subnet0 for VMs, net1/subnet1 for pods, the Service VIP subnet, router1 joining them
+(its gateway on the flat external network "public"), and the project's
 default security group allowing ICMP and SSH (the seed's "undercloud" steps) and TCP
 8080 (the main job's HTTP checks). Every
 resource carries the tag ``kuryr-sandbox`` and is looked up by name before it is created.
@@ -8,6 +9,7 @@ resource carries the tag ``kuryr-sandbox`` and is looked up by name before it is
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +31,15 @@ NETWORKS = {
 }
 
 Progress = Callable[[str], None]
+
+SERVICE_NETWORK = ("services", "service-subnet")
+"""Network and subnet of Service VIPs; the subnet's CIDR is the API emulator's Service
+range (``kubeapi.defaults.SERVICE_CIDR``), so an LB's VIP can be the Service's clusterIP.
+Its gateway (router1's port) is the range's last address, far from where clusterIPs are
+handed out."""
+EXTERNAL_NETWORK = ("public", "public-subnet", "172.24.4.0/24", "physnet1")
+"""The external (flat, provider) network: router1's gateway and floating IPs. The host
+reaches it through ``br-ex`` (``physnet1:br-ex``), see ``hostplug.ensure_external_host``."""
 
 HTTP_PORT = 8080
 """TCP port of the small HTTP servers the main job's TCP checks run in pods and VMs."""
@@ -59,6 +70,11 @@ class Topology:
     subnet0_cidr: str
     subnet1_cidr: str
     mtu: int
+    service_subnet_id: str = ""
+    service_cidr: str = ""
+    external_net_id: str = ""
+    external_subnet_id: str = ""
+    external_cidr: str = ""
 
 
 def _one(items: Any, what: str) -> Any:
@@ -113,6 +129,70 @@ def ensure_router(
     return router
 
 
+def ensure_service_subnet(conn: openstack.connection.Connection, progress: Progress) -> Any:
+    """The Service VIP subnet (CIDR = the emulator's Service range), gateway at its end."""
+    from kuryr_k8s.sandbox.kubeapi.defaults import SERVICE_CIDR
+
+    net_name, sub_name = SERVICE_NETWORK
+    net = ensure_network(conn, net_name, progress)
+    sub = _one(conn.network.subnets(name=sub_name, network_id=net.id), f"subnet {sub_name}")
+    if sub is None:
+        last = SERVICE_CIDR.broadcast_address - 1
+        sub = conn.network.create_subnet(
+            name=sub_name,
+            network_id=net.id,
+            project_id=PROJECT_ID,
+            ip_version=4,
+            cidr=str(SERVICE_CIDR),
+            gateway_ip=str(last),
+            # Neutron hands out nothing by itself here: every VIP names its clusterIP.
+            allocation_pools=[{"start": str(last - 254), "end": str(last - 1)}],
+            enable_dhcp=False,
+        )
+        conn.network.set_tags(sub, [TAG])
+        progress(f"  created subnet {sub_name} {SERVICE_CIDR} ({sub.id})")
+    return sub
+
+
+def ensure_external(conn: openstack.connection.Connection, progress: Progress) -> tuple[Any, Any]:
+    """The flat external network and its subnet (router1's gateway, floating IPs)."""
+    net_name, sub_name, cidr, physnet = EXTERNAL_NETWORK
+    net = _one(conn.network.networks(name=net_name), f"network {net_name}")
+    if net is None:
+        net = conn.network.create_network(
+            name=net_name,
+            project_id=PROJECT_ID,
+            is_router_external=True,
+            provider_network_type="flat",
+            provider_physical_network=physnet,
+        )
+        conn.network.set_tags(net, [TAG])
+        progress(f"  created external network {net_name} ({net.id}, flat on {physnet})")
+    sub = _one(conn.network.subnets(name=sub_name, network_id=net.id), f"subnet {sub_name}")
+    if sub is None:
+        sub = conn.network.create_subnet(
+            name=sub_name,
+            network_id=net.id,
+            project_id=PROJECT_ID,
+            ip_version=4,
+            cidr=cidr,
+            gateway_ip=str(ipaddress.ip_network(cidr).network_address + 1),  # the host
+            enable_dhcp=False,
+        )
+        conn.network.set_tags(sub, [TAG])
+        progress(f"  created subnet {sub_name} {cidr} ({sub.id})")
+    return net, sub
+
+
+def ensure_router_gateway(
+    conn: openstack.connection.Connection, router: Any, external_net: Any, progress: Progress
+) -> None:
+    info = router.external_gateway_info or {}
+    if info.get("network_id") != external_net.id:
+        conn.network.update_router(router, external_gateway_info={"network_id": external_net.id})
+        progress(f"  router1: gateway on {external_net.name}")
+
+
 def ensure_default_sg(conn: openstack.connection.Connection, progress: Progress) -> Any:
     sg = _one(conn.network.security_groups(name="default", project_id=PROJECT_ID), "default SG")
     if sg is None:
@@ -150,7 +230,10 @@ def ensure_base_topology(conn: openstack.connection.Connection, progress: Progre
     for name, (sub_name, cidr) in NETWORKS.items():
         nets[name] = ensure_network(conn, name, progress)
         subs[name] = ensure_subnet(conn, nets[name], sub_name, cidr, progress)
-    router = ensure_router(conn, [subs["net0"], subs["net1"]], progress)
+    service_sub = ensure_service_subnet(conn, progress)
+    router = ensure_router(conn, [subs["net0"], subs["net1"], service_sub], progress)
+    external_net, external_sub = ensure_external(conn, progress)
+    ensure_router_gateway(conn, router, external_net, progress)
     sg = ensure_default_sg(conn, progress)
     return Topology(
         project_id=PROJECT_ID,
@@ -163,6 +246,11 @@ def ensure_base_topology(conn: openstack.connection.Connection, progress: Progre
         subnet0_cidr=subs["net0"].cidr,
         subnet1_cidr=subs["net1"].cidr,
         mtu=int(nets["net1"].mtu),
+        service_subnet_id=service_sub.id,
+        service_cidr=service_sub.cidr,
+        external_net_id=external_net.id,
+        external_subnet_id=external_sub.id,
+        external_cidr=external_sub.cidr,
     )
 
 
@@ -171,7 +259,13 @@ def format_topology(t: Topology) -> str:
         ("project", t.project_id, "noauth project id"),
         ("net0 / subnet0", f"{t.net0_id} / {t.subnet0_id}", f"VMs, {t.subnet0_cidr}"),
         ("net1 / subnet1", f"{t.net1_id} / {t.subnet1_id}", f"pods, {t.subnet1_cidr}"),
-        ("router1", t.router_id, "joins subnet0 and subnet1"),
+        ("router1", t.router_id, "joins subnet0, subnet1 and service-subnet; gateway on public"),
+        ("service-subnet", t.service_subnet_id, f"Service VIPs (= clusterIPs), {t.service_cidr}"),
+        (
+            "public",
+            f"{t.external_net_id} / {t.external_subnet_id}",
+            f"external (flat physnet1 via br-ex), floating IPs, {t.external_cidr}",
+        ),
         ("default SG", t.default_sg_id, f"allows ICMP, SSH and TCP {HTTP_PORT} in"),
         ("MTU", str(t.mtu), "geneve tenant networks"),
     ]
