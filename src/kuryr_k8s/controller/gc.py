@@ -74,6 +74,7 @@ class GarbageCollector:
         live_trunks: LiveSet | None = None,
         on_trunk_gone: Callable[[str], object] | None = None,
         busy_trunks: Callable[[], Collection[str]] | None = None,
+        known: Callable[[str], bool] | None = None,
     ) -> None:
         self.neutron = neutron
         self.tagging = tagging
@@ -89,6 +90,10 @@ class GarbageCollector:
         self._busy_trunks = busy_trunks
         """Trunks with a create/attach in flight in this process: their unattached ports
         are being attached, not forgotten (read after the port list, like the live sets)."""
+        self._known = known
+        """Ports the port providers hold (in use in the ledger, or free in a pool): never
+        collected, whatever Neutron's marks say (marks follow the ledger with a delay,
+        ``pool-ownership.md`` §7). Asked after the port list, like the live sets."""
         self.deleted_total = 0
 
     async def run_once(self) -> GcResult:
@@ -103,6 +108,8 @@ class GarbageCollector:
         busy = set(self._busy_trunks()) if self._busy_trunks is not None else set()
         cutoff = self._now() - timedelta(seconds=self.settings.grace_period)
         for port in ports:
+            if self._known is not None and self._known(port.id):
+                continue
             owner = port.owner_uid
             if owner:
                 if owner in owners:

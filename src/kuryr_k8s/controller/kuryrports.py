@@ -24,7 +24,9 @@ never creates one). A KuryrPort with no state never asked for a port.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from kuryr_k8s.controller.engine import Result
 from kuryr_k8s.controller.finalizers import add_finalizer, finalizers_of, remove_finalizer
 from kuryr_k8s.controller.metrics import Metrics
 from kuryr_k8s.controller.nodes import BareMetal, NodeNotNested, NodeTarget, TrunkTarget
+from kuryr_k8s.controller.placement import PodPlacement, StaticPlacement
 from kuryr_k8s.k8s import objects
 from kuryr_k8s.k8s.client import KubeClient, PatchType
 from kuryr_k8s.k8s.errors import NotFound
@@ -43,12 +46,15 @@ from kuryr_k8s.k8s.objects import Obj
 from kuryr_k8s.k8s.resources import KURYRPORTS, PODS
 from kuryr_k8s.k8s.timing import Clock, SystemClock
 from kuryr_k8s.model import kuryrport as kp_model
-from kuryr_k8s.model.errors import KuryrError, PermanentError
+from kuryr_k8s.model.errors import KuryrError, PermanentError, TemporaryError
 from kuryr_k8s.model.vif import InvalidVif, IpConfig, Vif
 from kuryr_k8s.openstack.neutron import TrunkNotFound
 from kuryr_k8s.openstack.ports import NeutronPort, PortProvider, PortRequest
 
 LOG = logging.getLogger(__name__)
+
+GONE = "GONE"
+"""What the status watcher reports for a port Neutron no longer has."""
 
 PENDING, ALLOCATED, ACTIVE, RELEASING, FAILED = (
     "Pending",
@@ -125,18 +131,69 @@ class PodNetwork:
 
 
 class Ports(PortProvider, Protocol):
-    """The provider contract plus a look-up that never takes or creates a port."""
+    """The provider contract plus the ledger's look-ups (``pool-ownership.md``)."""
 
-    async def find(self, owner_uid: str) -> NeutronPort | None: ...
+    async def find(self, owner_uid: str) -> NeutronPort | None:
+        """The owner's port, if it has one; never takes or creates one."""
+        ...
+
+    async def known(self, port_id: str, owner_uid: str) -> NeutronPort | None:
+        """``port_id`` (named by the owner's KuryrPort status) if it is the owner's."""
+        ...
+
+    def lost(self, port_id: str) -> None:
+        """Neutron says the port is gone: forget it."""
+        ...
+
+
+class Statuses(Protocol):
+    """:class:`kuryr_k8s.controller.portstatus.PortStatusWatcher` satisfies it."""
+
+    def status(self, port_id: str) -> str | None: ...
+
+    def seen(self, port_id: str, status: str) -> None: ...
+
+    def watch(self, port_id: str, key: str) -> None: ...
+
+    def forget(self, port_id: str) -> None: ...
+
+
+class FirstSeen:
+    """When this process first saw each pod (monotonic and wall clock), for the latency
+    histograms: sub-second, and from what the process saw (not ``creationTimestamp``)."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._seen: dict[str, tuple[float, float]] = {}
+        self._wired: set[str] = set()
+
+    def saw(self, uid: str) -> None:
+        if uid and uid not in self._seen:
+            self._seen[uid] = (self._clock.monotonic(), self._clock.now().timestamp())
+
+    def since(self, uid: str) -> float | None:
+        first = self._seen.get(uid)
+        return None if first is None else max(0.0, self._clock.monotonic() - first[0])
+
+    def wall(self, uid: str) -> float | None:
+        first = self._seen.get(uid)
+        return None if first is None else first[1]
+
+    def wired_once(self, uid: str) -> bool:
+        """True the first time it is asked for ``uid``."""
+        if uid in self._wired:
+            return False
+        self._wired.add(uid)
+        return True
+
+    def drop(self, uid: str) -> None:
+        self._seen.pop(uid, None)
+        self._wired.discard(uid)
 
 
 def owned_by(port: NeutronPort, uid: str) -> bool:
-    """The port is the pod's: its ``device_id`` names the pod.
-
-    ``device_id`` is set only when the port is created for the pod or claimed from a pool
-    under an ``If-Match`` revision (Neutron's compare-and-swap), so it is the mark that
-    cannot race. The ``kuryr.owner:`` tag follows a claim off the pod's critical path
-    (and is repaired if a crash kept it from landing), so it is not required here."""
+    """The provider handed the port out as the pod's (its ``device_id`` as the provider
+    returns it; in Neutron the mark may still be on its way, ``pool-ownership.md``)."""
     return bool(port.device_id) and port.device_id == uid
 
 
@@ -209,6 +266,10 @@ class KuryrPortReconciler:
         clock: Clock | None = None,
         poll_max: float = 10.0,
         nodes: NodeTargets | None = None,
+        placement: PodPlacement | None = None,
+        statuses: Statuses | None = None,
+        may_claim: Callable[[], bool] | None = None,
+        first_seen: FirstSeen | None = None,
     ) -> None:
         self._client = client
         self._pods = pods
@@ -222,6 +283,13 @@ class KuryrPortReconciler:
         self._polls: dict[str, int] = {}
         self._nodes = nodes
         """None: side-by-side only (``neutron-vif``); else nested-vlan/mixed routing."""
+        self._placement: PodPlacement = placement or StaticPlacement(network)
+        self._statuses = statuses
+        """Batched port status (one list call for all waiting ports); None: GET per port."""
+        self._may_claim = may_claim
+        """Fencing: False once this process may no longer hold the lease (it must not
+        name a new port in a KuryrPort then: a successor may hand that port out)."""
+        self.first_seen = first_seen or FirstSeen(self._clock)
 
     async def reconcile(self, key: str) -> Result:
         logs.bind(pod=key, port="-")
@@ -229,6 +297,7 @@ class KuryrPortReconciler:
         if kp is None:
             self._polls.pop(key, None)
             return Result()
+        self.first_seen.saw(str((kp.get("spec") or {}).get("podUid") or ""))
         ids = port_ids_in(kp)
         if ids:
             logs.bind(port=ids[0])
@@ -253,6 +322,7 @@ class KuryrPortReconciler:
         if not status.get("state"):
             status = await self._write_status(kp, {**status, "state": PENDING})
         target = await self._target(kp, pod)
+        network = await self._placement.network_for(pod)
         port = await self._known_port(kp, repairs)
         if (
             port is not None
@@ -260,15 +330,21 @@ class KuryrPortReconciler:
             and (port.trunk_id != target.trunk_id or port.vlan_id is None)
         ):
             port = None  # detached, or of another trunk: acquire attaches or replaces it
+        if port is not None and self._status_of(port) == GONE:
+            LOG.warning("port %s is gone from Neutron: getting another", port.id)
+            repairs.append(("PortGone", f"port {port.id} was deleted in Neutron; replaced"))
+            self._provider.lost(port.id)
+            port = None
         if port is None:
-            port = await self._acquire(kp, pod, target)
+            port = await self._acquire(kp, pod, target, network)
         logs.bind(port=port.id)
         if not owned_by(port, objects.uid(pod)):
             raise PermanentError(
                 f"port provider returned port {port.id}, which is not marked as owned by "
                 f"pod uid {objects.uid(pod)} (device_id {port.device_id!r}): refusing to publish it"
             )
-        vif = self._network.vif(port)
+        port_status = self._status_of(port)
+        vif = network.vif(dataclasses.replace(port, status=port_status))
         now = objects.timestamp(self._clock.now())
         conds = [
             condition("Allocated", True, "PortAllocated", f"port {port.id}", now),
@@ -276,7 +352,7 @@ class KuryrPortReconciler:
                 "Active",
                 vif.active,
                 "PortActive" if vif.active else "PortDown",
-                f"Neutron reports the port {port.status}",
+                f"Neutron reports the port {port_status}",
                 now,
             ),
         ]
@@ -289,14 +365,56 @@ class KuryrPortReconciler:
             "conditions": merge_conditions(list(status.get("conditions") or []), conds),
         }
         if desired != status:
+            if port.id not in port_ids_in(kp):
+                self._fence(port)
             await self._write_status(kp, desired)
         await self._announce(pod, port, vif, old_state, repairs)
+        self._observe_plugged(kp)
         if vif.active:
             self._polls.pop(key, None)
             return Result()
+        if self._statuses is not None:
+            # The watcher requeues the key when the status changes; this is a safety net.
+            self._statuses.watch(port.id, key)
+            return Result(requeue_after=self._poll_max)
         n = self._polls.get(key, 0)
         self._polls[key] = n + 1
         return Result(requeue_after=min(self._poll_max, 0.5 * 2.0**n))
+
+    def _status_of(self, port: NeutronPort) -> str:
+        if self._statuses is None:
+            return port.status
+        known = self._statuses.status(port.id)
+        if known is None:
+            self._statuses.seen(port.id, port.status)
+            return port.status
+        return known
+
+    def _fence(self, port: NeutronPort) -> None:
+        """Refuse to name a new port unless we surely still lead (see ``_may_claim``)."""
+        if self._may_claim is not None and not self._may_claim():
+            raise TemporaryError(
+                f"not writing port {port.id} into the KuryrPort: this controller's lease "
+                "may have expired (a successor could hand the port out)",
+                delay=1.0,
+            )
+
+    def _observe_plugged(self, kp: Obj) -> None:
+        """``kuryr_pod_wiring_seconds`` once the daemon reported ADD success for the pod
+        (annotation :data:`kp_model.PLUGGED_ANNOTATION`, a sub-second wall time)."""
+        if self._metrics is None:
+            return
+        raw = objects.annotations_of(kp).get(kp_model.PLUGGED_ANNOTATION)
+        uid = str((kp.get("spec") or {}).get("podUid") or "")
+        first = self.first_seen.wall(uid)
+        if not raw or first is None:
+            return
+        try:
+            plugged = float(json.loads(raw)["at"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if self.first_seen.wired_once(uid):
+            self._metrics.pod_wiring.observe(max(0.0, plugged - first))
 
     def _check_shape(self, kp: Obj, pod: Obj) -> list[tuple[str, str]]:
         """What is wrong with a KuryrPort that we will overwrite (reason, message)."""
@@ -331,13 +449,13 @@ class KuryrPortReconciler:
         return await self._client.patch(KURYRPORTS, objects.name(kp), patch, objects.namespace(kp))
 
     async def _known_port(self, kp: Obj, repairs: list[tuple[str, str]]) -> NeutronPort | None:
-        """The port the status names, if Neutron confirms it is the pod's; else None."""
+        """The port the status names, if the provider confirms it is the pod's; else None."""
         uid = str(kp["spec"]["podUid"])
         for pid in port_ids_in(kp):
-            port = await self._provider.get(pid)
-            if port is not None and owned_by(port, uid):
+            port = await self._provider.known(pid, uid)
+            if port is not None:
                 return port
-            why = "does not exist" if port is None else "is not marked with this pod's uid"
+            why = "is not this pod's (another pod's, or gone)"
             repairs.append(("ForeignPort", f"status named port {pid}, which {why}; replaced"))
             LOG.warning("status names port %s, which %s: ignoring it", pid, why)
         return None
@@ -354,11 +472,15 @@ class KuryrPortReconciler:
             await self._fail(kp, pod, exc, reason="NodeNotNested")
             raise
 
-    async def _acquire(self, kp: Obj, pod: Obj, target: NodeTarget) -> NeutronPort:
+    async def _acquire(
+        self, kp: Obj, pod: Obj, target: NodeTarget, network: PodNetwork
+    ) -> NeutronPort:
         node = str(pod["spec"]["nodeName"])
         name = f"{objects.namespace(pod)}/{objects.name(pod)}"
         trunk = target.trunk_id if isinstance(target, TrunkTarget) else ""
-        request = self._network.request(node, trunk)
+        sgs = await self._placement.security_groups_for(pod, network)
+        self._fence_acquire()
+        request = dataclasses.replace(network.request(node, trunk), security_groups=sgs)
         try:
             try:
                 port = await self._provider.acquire(request, objects.uid(pod), name)
@@ -368,16 +490,23 @@ class KuryrPortReconciler:
                 target = await self._target(kp, pod)
                 if not isinstance(target, TrunkTarget) or target.trunk_id == trunk:
                     raise
-                request = self._network.request(node, target.trunk_id)
+                request = dataclasses.replace(request, trunk_id=target.trunk_id)
                 port = await self._provider.acquire(request, objects.uid(pod), name)
         except NodeNotNested:
             raise  # recorded by _target
         except PermanentError as exc:
             await self._fail(kp, pod, exc)
             raise
-        if self._metrics is not None:
-            self._metrics.port_allocation.observe(self._since_creation(pod))
+        since = self.first_seen.since(objects.uid(pod))
+        if self._metrics is not None and since is not None:
+            self._metrics.port_allocation.observe(since)
         return port
+
+    def _fence_acquire(self) -> None:
+        if self._may_claim is not None and not self._may_claim():
+            raise TemporaryError(
+                "not taking a port: this controller's lease may have expired", delay=1.0
+            )
 
     async def _fail(
         self, kp: Obj, pod: Obj, exc: PermanentError, *, reason: str = "NeutronError"
@@ -420,15 +549,6 @@ class KuryrPortReconciler:
             )
         if vif.active and old_state != ACTIVE:
             LOG.info("port %s is active", port.id)
-            if self._metrics is not None:
-                self._metrics.pod_wiring.observe(self._since_creation(pod))
-
-    def _since_creation(self, pod: Obj) -> float:
-        created = objects.meta(pod).get("creationTimestamp")
-        if not created:
-            return 0.0
-        delta = self._clock.now() - objects.parse_timestamp(str(created))
-        return max(0.0, delta.total_seconds())
 
     # -- gone ------------------------------------------------------------------------
 
@@ -462,6 +582,10 @@ class KuryrPortReconciler:
             LOG.info("released port %s", pid)
         await remove_finalizer(self._client, KURYRPORTS, kp, kp_model.KURYRPORT_FINALIZER)
         self._polls.pop(objects.key(kp), None)
+        self.first_seen.drop(uid)
+        if self._statuses is not None:
+            for pid in ids:
+                self._statuses.forget(pid)
 
     # -- duplicates ------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 
 from kuryr_k8s.controller import logs
 from kuryr_k8s.controller.engine import Result
@@ -71,10 +72,19 @@ def _static(pod: Obj) -> bool:
 class PodReconciler:
     kind = "pod"
 
-    def __init__(self, client: KubeClient, pods: Store, kuryrports: Store) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        pods: Store,
+        kuryrports: Store,
+        *,
+        on_seen: Callable[[str], None] | None = None,
+    ) -> None:
         self._client = client
         self._pods = pods
         self._kps = kuryrports
+        self._on_seen = on_seen
+        """Told each pod uid that needs a port (the latency histograms start there)."""
 
     async def reconcile(self, key: str) -> Result:
         logs.bind(pod=key, port="-")
@@ -84,6 +94,8 @@ class PodReconciler:
         ours = kp_model.POD_FINALIZER in finalizers_of(pod)
         if not needs_port(pod) and not ours:
             return Result()
+        if self._on_seen is not None and not objects.is_deleting(pod):
+            self._on_seen(objects.uid(pod))
         kp = self._kps.get(key)
         if objects.is_deleting(pod):
             if kp is not None:

@@ -2,34 +2,35 @@
 
 The :class:`~kuryr_k8s.openstack.ports.PortProvider` used when
 ``[kubernetes] vif_pool_driver = neutron``; semantics follow upstream's ``[vif_pool]``
-(``ports_pool_min/batch/max/update_frequency``). See ``docs/design/ports-and-pools.md``.
+(``ports_pool_min/batch/max/update_frequency``). See ``docs/design/ports-and-pools.md``
+and, for ownership, ``docs/design/pool-ownership.md``.
 
 Invariants:
 
-* **One owner per port.** In memory, a free port sits in exactly one pool's deque and is
-  popped under that pool's lock, so two acquirers in this process never get the same
-  one. In Neutron, the claim is ``PUT /ports/{id}`` with ``device_id = <pod uid>`` and
-  ``If-Match: revision_number=<seen>``: if anything touched the port since we read it
-  (another controller, a human), Neutron answers 412 and we re-read: a port that is no
-  longer free is dropped from the pool, never shared.
-* **Look up before create.** ``acquire`` first asks Neutron for the port whose
-  ``device_id`` is the owner (within our cluster tag), so a retry after a crash gets the
-  same port; acquires of one owner are serialized.
-* **Neutron is the truth.** :meth:`PooledPortProvider.rebuild` (run by :meth:`start`
-  before :attr:`ready`) forgets everything and lists our ports: a port with no owner is
-  free (its tags are repaired if a crash left them half-flipped); a port whose owner is
-  alive is in use; a port whose owner is gone is left to garbage collection.
-* A released port is reset (name cleared, security groups back to those of the pool it
-  came from, ``device_id`` cleared, tags flipped owner → pool) and recycled, or deleted
-  when its pool already holds ``ports_pool_max`` free ports.
+* **One owner per port, decided in memory by the leader.** A free port sits in exactly
+  one pool's deque and is popped under that pool's lock; the :class:`Ledger` records the
+  owner. The reconciler's KuryrPort status write that names the port is the commit point
+  (only the Lease holder writes it). No Neutron call on a warm acquire: Neutron's
+  ``device_id``/``name``/tags follow through the :class:`MarkWriter`, off the critical
+  path and never during a burst.
+* **Security groups are never deferred**: a port is handed out from the pool of the
+  requested SG set; a port borrowed from a sibling pool gets its SGs updated before it is
+  returned; a released port goes back to the pool of the SGs it has.
+* **Rebuild from the KuryrPorts and one port list.** :meth:`PooledPortProvider.rebuild`
+  (run by :meth:`start` before :attr:`ready`): ports named by a KuryrPort are in use
+  (ledger); a port marked with a live pod that names no port yet is that pod's (a claim
+  of a predecessor); other bound, unowned ports are free; ports of dead owners are left
+  to garbage collection.
+* Recycling is free of Neutron calls: a released port goes to the back of its pool and
+  is preferred only after a short cool-down; its marks are reset later. Above
+  ``ports_pool_max`` free ports, a released port is deleted.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -37,47 +38,40 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kuryr_k8s.controller.poolset import (
-    CLAIM_ATTEMPTS,
     MAX_BULK,
     LiveOwners,
     Pool,
     PoolSet,
-    changed_sgs,
-    reset_port,
 )
 from kuryr_k8s.controller.settings import VifPoolSettings
-from kuryr_k8s.model.errors import KuryrError, ResourceNotReady
-from kuryr_k8s.openstack.neutron import (
-    Neutron,
-    NeutronNotFound,
-    RevisionConflict,
-)
+from kuryr_k8s.model.errors import ResourceNotReady
+from kuryr_k8s.openstack.neutron import Neutron, NeutronNotFound
+from kuryr_k8s.openstack.ownership import Ledger, MarkWriter, load_ledger, with_marks
 from kuryr_k8s.openstack.ports import NeutronPort, PortRequest
 from kuryr_k8s.openstack.provider import (
+    LiveRefs,
     OwnerLocks,
     PlainPortProvider,
     PoolKey,
     PortTagging,
-    ensure_owned,
-    find_owned,
+    no_refs,
     pool_key_of,
     spec_for,
 )
 
 LOG = logging.getLogger(__name__)
 
-REVISION_REFRESH_DELAY = 2.0
-"""Seconds after a bulk create before re-reading the new ports once: Neutron bumps a new
-port's revision when its binding completes, and a claim with the stale revision would
-cost a 412 and a re-read on the pod's critical path."""
+COOLDOWN = 5.0
+"""Seconds a released port is passed over while other free ports exist (the old pod's
+attachment on the node is gone by then)."""
 
 
 class PooledPortProvider(PoolSet):
     """Pooled :class:`~kuryr_k8s.openstack.ports.PortProvider`; also see :func:`make_provider`.
 
-    Lifecycle: ``await start()`` (rebuild, then the maintenance loop) before the first
-    ``acquire``; until then ``acquire``/``release`` raise ResourceNotReady. ``stop()``
-    cancels background work (in-flight Neutron calls finish in their threads).
+    Lifecycle: ``await start()`` (rebuild, then the maintenance loop and the mark writer)
+    before the first ``acquire``; until then ``acquire``/``release`` raise
+    ResourceNotReady. ``stop()`` flushes the marks (bounded) and cancels background work.
     """
 
     def __init__(
@@ -87,16 +81,17 @@ class PooledPortProvider(PoolSet):
         settings: VifPoolSettings,
         live_owners: LiveOwners,
         *,
-        revision_refresh_delay: float = REVISION_REFRESH_DELAY,
+        live_refs: LiveRefs = no_refs,
+        mark_delay: float = 20.0,
     ) -> None:
         super().__init__(settings)
         self.neutron = neutron
-        self._refresh_delay = revision_refresh_delay
         self.tagging = tagging
         self._live_owners = live_owners
+        self._live_refs = live_refs
         self._owners = OwnerLocks()
-        self._retags: dict[str, asyncio.Task[None]] = {}
-        """Claimed port id -> its tag flip to ``kuryr.owner:<uid>``, still in flight."""
+        self.ledger = Ledger()
+        self.marks = MarkWriter(neutron, self.busy, max_delay=mark_delay)
         self._ready = False
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -107,49 +102,45 @@ class PooledPortProvider(PoolSet):
 
     async def start(self) -> None:
         await self.rebuild()
+        self.marks.start()
         self._start_maintenance("port-pools")
 
     async def stop(self) -> None:
         self._ready = False
-        retags, self._retags = list(self._retags.values()), {}
-        if retags:  # short, and they make claimed ports look claimed: let them land
-            await asyncio.wait(retags, timeout=10)
-        await self._cancel_background(retags)
+        await self._cancel_background()
+        await self.marks.stop()
 
     async def rebuild(self) -> None:
-        """Forget the in-memory pools and rebuild them from Neutron and the live owners."""
+        """Forget the in-memory pools and ledger; rebuild them from one list of our ports,
+        the KuryrPorts' references and the live owners (no per-port Neutron call)."""
         self._ready = False
         ports = await self.neutron.list_ports(tags=[self.tagging.cluster_tag])
+        refs = await self._live_refs()
         live = set(await self._live_owners())
         self._pools.clear()
         self._origin.clear()
-        free = in_use = orphans = 0
-        for port in ports:
-            owner = port.owner_uid
-            if owner and (port.device_id or owner in live):
-                # In use, or an orphan (owner gone) that garbage collection will delete;
-                # an owner tag without device_id is a release a crash interrupted.
-                if owner in live:
-                    self._origin[port.id] = pool_key_of(port)
-                    in_use += 1
-                else:
-                    orphans += 1
+        self.ledger.clear()
+        named, adopted, rest = load_ledger(
+            [p for p in ports if not p.trunk_id], refs, live, self._own
+        )
+        free = orphans = 0
+        for port in rest:
+            if port.owner_uid and port.owner_uid not in live and port.device_id:
+                orphans += 1  # owner gone: garbage collection's, after its grace period
                 continue
+            # Free, a release a crash interrupted, or a second port of a live owner (a
+            # create or claim of a predecessor that landed late): into the pool.
             if not port.binding_host_id or not port.fixed_ips:
                 continue  # not a pool port (never bound); garbage collection's business
-            key = pool_key_of(port)
-            ready: NeutronPort | None = port
-            if set(port.tags) != set(self.tagging.free(key)) or port.name:
-                ready = await self._reset(port, key)
-            if ready is None:
-                continue
-            self._pool_for(key, ready.fixed_ips[0].subnet_id).free.append(ready)
+            self._to_pool(port, cool=False)
             free += 1
         LOG.info(
-            "port pools rebuilt: %d free in %d pools, %d in use, %d orphans left to GC",
+            "port pools rebuilt: %d free in %d pools, %d in use (%d adopted), "
+            "%d orphans left to GC",
             free,
             len(self._pools),
-            in_use,
+            named + adopted,
+            adopted,
             orphans,
         )
         self._ready = True
@@ -159,42 +150,88 @@ class PooledPortProvider(PoolSet):
     async def acquire(self, request: PortRequest, owner_uid: str, name: str) -> NeutronPort:
         self._check_ready()
         async with self._owners.hold(owner_uid):
-            port = await find_owned(self.neutron, self.tagging, owner_uid)
+            port = self.ledger.port_of(owner_uid)
             if port is not None:
-                port = await ensure_owned(
-                    self.neutron, self.tagging, port, request, owner_uid, name
-                )
-                self._origin.setdefault(port.id, request.pool_key)
-                return port
+                return await self._with_sgs(port, request.security_groups)
             return await self._acquire_from_pool(request, owner_uid, name)
 
     async def release(self, port_id: str, owner_uid: str) -> None:
         self._check_ready()
         async with self._owners.hold(owner_uid):
-            await self._retag_done(port_id)
-            port = await self.neutron.get_port(port_id)
-            if port is None or port.owner_uid != owner_uid:
-                self._origin.pop(port_id, None)
+            owner = self.ledger.owner_of(port_id)
+            if owner is None and self._in_pool(port_id) is None:
+                await self._take_stray(port_id, owner_uid)
                 return
-            key = self._origin.pop(port_id, None) or pool_key_of(port)
-            pool = self._pool_for(key, port.fixed_ips[0].subnet_id if port.fixed_ips else "")
+            if owner != owner_uid:
+                return  # not this owner's (or already released)
+            port = self.ledger.unassign(port_id)
+            assert port is not None
+            key = pool_key_of(port)
+            pool = self._pools.get(key)
             maximum = self.settings.ports_pool_max
-            if (maximum and len(pool.free) >= maximum) or not port.fixed_ips:
+            if (maximum and pool is not None and len(pool.free) >= maximum) or not port.fixed_ips:
+                self.marks.forget(port_id)
                 await self.neutron.delete_port(port_id)
                 return
-            reset = await self._reset(port, key)
-            if reset is not None:
-                pool.free.append(reset)
+            self._to_pool(port, cool=True)
+
+    async def _take_stray(self, port_id: str, owner_uid: str) -> None:
+        """A port marked with ``owner_uid`` that neither the ledger nor a pool knows: a
+        create or claim of a predecessor that landed after the rebuild (the duplicate
+        sweep finds it). Into the pool, if it is still marked so."""
+        seen = await self.neutron.get_port(port_id)
+        if (
+            seen is not None
+            and seen.owner_uid == owner_uid
+            and not seen.trunk_id
+            and seen.fixed_ips
+            and seen.binding_host_id
+        ):
+            LOG.info("port %s of %s was not in the ledger: into its pool", port_id, owner_uid)
+            self._to_pool(seen, cool=True)
 
     async def get(self, port_id: str) -> NeutronPort | None:
         return await self.neutron.get_port(port_id)
 
-    # ---- for metrics, GC and the pool-manager -------------------------------------------
+    # ---- the ledger, for the reconciler -------------------------------------------------
 
     async def find(self, owner_uid: str) -> NeutronPort | None:
-        """The owner's port, if it has one; never takes or creates a port (for releasing
-        after a crash that kept the port id out of the KuryrPort status)."""
-        return await find_owned(self.neutron, self.tagging, owner_uid)
+        """The owner's port, if it has one (the ledger; no Neutron call)."""
+        return self.ledger.port_of(owner_uid)
+
+    def owns(self, port_id: str) -> bool:
+        """Whether the port is one of ours in use (ledger) or free in a pool."""
+        return self.ledger.owner_of(port_id) is not None or self._in_pool(port_id) is not None
+
+    async def known(self, port_id: str, owner_uid: str) -> NeutronPort | None:
+        """``port_id`` if it is ``owner_uid``'s, else None (named by a KuryrPort status).
+
+        The ledger decides; a free pool port is adopted (a status write that landed after
+        the rebuild); a port unknown here is read once from Neutron and adopted if it is
+        free or marked with this owner."""
+        owner = self.ledger.owner_of(port_id)
+        if owner is not None:
+            return self.ledger.port_of(owner) if owner == owner_uid else None
+        if self.ledger.port_of(owner_uid) is not None:
+            return None  # the owner already has another port
+        pool = self._in_pool(port_id)
+        if pool is not None:
+            free = next(p for p in pool.free if p.id == port_id)
+            pool.free.remove(free)
+            pool.cooling.pop(port_id, None)
+            return self._own(owner_uid, free)
+        seen = await self.neutron.get_port(port_id)
+        if seen is None or seen.trunk_id or seen.owner_uid not in ("", owner_uid):
+            return None
+        return self._own(owner_uid, seen)
+
+    def lost(self, port_id: str) -> None:
+        """Neutron says the port is gone: forget it everywhere."""
+        self.ledger.unassign(port_id)
+        self.forget(port_id)
+        self.marks.forget(port_id)
+
+    # ---- for metrics, GC and the pool-manager -------------------------------------------
 
     def forget_node(self, node: str) -> list[str]:
         """Drop the pools of a node that is gone; returns their free port ids."""
@@ -205,7 +242,7 @@ class PooledPortProvider(PoolSet):
         start, so even a node's first pod finds a bound port); returns its free count."""
         self._check_ready()
         pool = self._pool_for(request.pool_key, request.subnet_id)
-        await self._refill(pool)
+        await self._refill(pool, wait_quiet=False)
         return len(pool.free)
 
     async def free_all(self) -> int:
@@ -216,6 +253,7 @@ class PooledPortProvider(PoolSet):
             async with pool.lock:
                 while pool.free:
                     port = pool.free.popleft()
+                    self.marks.forget(port.id)
                     deleted += await self.neutron.delete_port(port.id)
         return deleted
 
@@ -224,6 +262,39 @@ class PooledPortProvider(PoolSet):
     def _check_ready(self) -> None:
         if not self._ready:
             raise ResourceNotReady("port pools are being rebuilt from Neutron", delay=1.0)
+
+    def _own(self, owner_uid: str, port: NeutronPort, name: str | None = None) -> NeutronPort:
+        """Record ``port`` as the owner's and have its marks follow."""
+        owned = with_marks(
+            port, owner_uid, port.name if name is None else name, self.tagging.in_use(owner_uid)
+        )
+        self.ledger.assign(owner_uid, owned)
+        self.marks.want(port, owned)
+        return owned
+
+    def _to_pool(self, port: NeutronPort, *, cool: bool) -> None:
+        key = pool_key_of(port)
+        free = with_marks(port, "", "", self.tagging.free(key))
+        self.marks.want(port, free)
+        pool = self._pool_for(key, port.fixed_ips[0].subnet_id)
+        if cool:
+            pool.cooling[free.id] = time.monotonic() + COOLDOWN
+        pool.free.append(free)
+
+    def _in_pool(self, port_id: str) -> Pool | None:
+        for pool in self._pools.values():
+            if any(p.id == port_id for p in pool.free):
+                return pool
+        return None
+
+    async def _with_sgs(self, port: NeutronPort, sgs: tuple[str, ...]) -> NeutronPort:
+        """The owned port with exactly ``sgs`` (one Neutron update if they differ)."""
+        if tuple(sorted(port.security_groups)) == tuple(sorted(sgs)):
+            return port
+        updated = await self.neutron.update_port(port.id, security_groups=sgs)
+        port = dataclasses.replace(port, security_groups=updated.security_groups)
+        self.ledger.update(port)
+        return port
 
     async def _claim_candidate(
         self,
@@ -234,17 +305,20 @@ class PooledPortProvider(PoolSet):
         owner_uid: str,
         name: str,
     ) -> NeutronPort | None:
-        if made_for_owner:  # created with the owner's device_id already
+        if made_for_owner:  # created with the owner's marks already
+            self.ledger.assign(owner_uid, candidate)
             return candidate
-        return await self._claim(candidate, request, owner_uid, name, pool)
+        try:
+            candidate = await self._with_sgs(candidate, request.security_groups)
+        except NeutronNotFound:
+            LOG.warning("pool port %s is gone; dropped", candidate.id)
+            self.marks.forget(candidate.id)
+            return None
+        return self._own(owner_uid, candidate, name)
 
     async def _discard(self, port: NeutronPort) -> None:
+        self.marks.forget(port.id)
         await self.neutron.delete_port(port.id)
-
-    async def _reset(self, port: NeutronPort, key: PoolKey) -> NeutronPort | None:
-        """Clear owner and name, restore the pool's SGs, flip tags to the pool's. None if
-        the port vanished or was claimed by someone else meanwhile."""
-        return await reset_port(self.neutron, port, key[3], self.tagging.free(key))
 
     async def _create(
         self, pool: Pool, count: int, owner: tuple[str, str] | None = None
@@ -265,87 +339,7 @@ class PooledPortProvider(PoolSet):
             specs[0] = spec_for(pool.request, self.tagging.in_use(uid), owner_uid=uid, name=name)
         created = await self.neutron.create_ports(specs)
         LOG.info("created %d ports for pool %s", len(created), pool.key)
-        self._in_background(self._refresh_revisions(pool), "pool revisions")
         return created
-
-    async def _refresh_revisions(self, pool: Pool) -> None:
-        """Re-read the pool's free ports once their bindings settled (saves claims a 412)."""
-        await asyncio.sleep(self._refresh_delay)
-        try:
-            ports = await self.neutron.list_ports(tags=list(self.tagging.free(pool.key)))
-        except KuryrError as exc:
-            LOG.debug("could not refresh pool %s: %s", pool.key, exc)
-            return
-        fresh = {p.id: p for p in ports if not p.owner_uid}
-        for i, port in enumerate(pool.free):
-            newer = fresh.get(port.id)
-            if newer is not None and newer.revision_number > port.revision_number:
-                pool.free[i] = newer
-
-    async def _claim(
-        self,
-        port: NeutronPort,
-        request: PortRequest,
-        owner_uid: str,
-        name: str,
-        pool: Pool,
-    ) -> NeutronPort | None:
-        """Make ``port`` the owner's, or None if it is not free any more (then dropped)."""
-        current = port
-        for _ in range(CLAIM_ATTEMPTS):
-            try:
-                claimed = await self.neutron.update_port(
-                    port.id,
-                    if_revision=current.revision_number,
-                    device_id=owner_uid,
-                    name=name,
-                    security_groups=changed_sgs(current.security_groups, request.security_groups),
-                )
-            except RevisionConflict:
-                fresh = await self.neutron.get_port(port.id)
-                if fresh is None or fresh.owner_uid:
-                    LOG.warning("pool port %s was taken outside this pool; dropped", port.id)
-                    return None
-                current = fresh
-                continue
-            except NeutronNotFound:
-                LOG.warning("pool port %s is gone; dropped", port.id)
-                return None
-            except KuryrError:
-                pool.free.appendleft(port)
-                raise
-            return self._retag_soon(claimed, self.tagging.in_use(owner_uid))
-        LOG.warning("pool port %s kept changing under us; put back", port.id)
-        pool.free.append(current)
-        return None
-
-    def _retag_soon(self, claimed: NeutronPort, tags: tuple[str, ...]) -> NeutronPort:
-        """Flip the claimed port's tags to its owner's off the pod's critical path.
-
-        The claim itself (``device_id`` under If-Match) already makes the port the
-        owner's: every look-up (``find_owned``, the rebuild, GC) goes by ``device_id``
-        first, and a claim whose tags never flipped (crash, Neutron error) is repaired by
-        ``ensure_owned`` or the rebuild. ``release`` waits for this before it resets."""
-        task = asyncio.create_task(self._retag(claimed, tags), name=f"retag {claimed.id}")
-        self._retags[claimed.id] = task
-        task.add_done_callback(
-            lambda t: (
-                self._retags.pop(claimed.id, None) if self._retags.get(claimed.id) is t else None
-            )
-        )
-        return dataclasses.replace(claimed, tags=tags)
-
-    async def _retag(self, claimed: NeutronPort, tags: tuple[str, ...]) -> None:
-        try:
-            await self.neutron.set_tags(claimed, tags)
-        except KuryrError as exc:
-            LOG.warning("tags of claimed port %s not flipped (repaired later): %s", claimed.id, exc)
-
-    async def _retag_done(self, port_id: str) -> None:
-        task = self._retags.get(port_id)
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 def make_provider(
@@ -353,12 +347,13 @@ def make_provider(
     tagging: PortTagging,
     settings: VifPoolSettings,
     live_owners: LiveOwners,
+    live_refs: LiveRefs = no_refs,
 ) -> PooledPortProvider | PlainPortProvider:
     """The provider ``[kubernetes] vif_pool_driver`` asks for. Both have ``start()``,
     ``stop()`` and ``ready`` besides the PortProvider contract."""
     if settings.enabled:
-        return PooledPortProvider(neutron, tagging, settings, live_owners)
-    return PlainPortProvider(neutron, tagging)
+        return PooledPortProvider(neutron, tagging, settings, live_owners, live_refs=live_refs)
+    return PlainPortProvider(neutron, tagging, live_owners=live_owners, live_refs=live_refs)
 
 
 def pool_ports(ports: Iterable[NeutronPort]) -> list[NeutronPort]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,15 @@ LiveOwners = Callable[[], Awaitable[Collection[str]]]
 """The uids of pods that own (or may own) a port: every live KuryrPort's ``spec.podUid``.
 Must raise rather than answer from a cache that has not synced yet."""
 
+DEMAND_WINDOW = 60.0
+"""Seconds of acquires a pool remembers to size itself (``max(ports_pool_min, demand)``)."""
+DEMAND_CAP = 200
+"""Largest pool a demand-based refill aims for (``ports_pool_max`` caps it further)."""
+QUIET = 0.5
+"""A pool with no acquire for this long is quiet: refills and mark writes may run."""
+QUIET_WAIT_MAX = 30.0
+"""Longest a refill waits for quiet before it runs anyway."""
+
 MAX_BULK = 20
 """Largest bulk create we send: bigger ones make Neutron's IPAM retry (upstream pain)."""
 CLAIM_ATTEMPTS = 5
@@ -55,6 +65,29 @@ class Pool:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
     refill: asyncio.Task[None] | None = None
+    cooling: dict[str, float] = field(default_factory=dict)
+    """Released port id -> monotonic time until which it is passed over if others are free."""
+    takes: deque[float] = field(default_factory=deque)
+    """Monotonic times of recent acquires from this pool (demand)."""
+
+    def pop_free(self) -> NeutronPort:
+        """The oldest free port that is not cooling down, else the oldest one."""
+        now = time.monotonic()
+        chosen = 0
+        for i, port in enumerate(self.free):
+            until = self.cooling.get(port.id)
+            if until is None or until <= now:
+                chosen = i
+                break
+        port = self.free[chosen]
+        del self.free[chosen]
+        self.cooling.pop(port.id, None)
+        return port
+
+    def demand(self, now: float) -> int:
+        while self.takes and self.takes[0] < now - DEMAND_WINDOW:
+            self.takes.popleft()
+        return len(self.takes)
 
     @property
     def request(self) -> PortRequest:
@@ -78,6 +111,20 @@ class PoolSet:
         """Background refills that failed (Neutron errors); details are in the log."""
         self._background: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._last_take = 0.0
+
+    def busy(self) -> bool:
+        """Pods are waiting for ports, or one was handed out less than QUIET s ago."""
+        if time.monotonic() - self._last_take < QUIET:
+            return True
+        return any(pool.waiting for pool in self._pools.values())
+
+    def target(self, pool: Pool) -> int:
+        """How many free ports ``pool`` aims for: ``ports_pool_min`` or the recent demand."""
+        want = max(self.settings.ports_pool_min, min(pool.demand(time.monotonic()), DEMAND_CAP))
+        if self.settings.ports_pool_max:
+            want = min(want, self.settings.ports_pool_max)
+        return want if self.settings.ports_pool_min else 0
 
     # ---- background work ----------------------------------------------------------------
 
@@ -143,6 +190,7 @@ class PoolSet:
             for port in list(pool.free):
                 if port.id == port_id:
                     pool.free.remove(port)
+                    pool.cooling.pop(port_id, None)
 
     def _forget_pools(self, first: str) -> list[str]:
         """Drop the pools of a node (or trunk) that is gone; returns their free port ids."""
@@ -157,7 +205,7 @@ class PoolSet:
     async def maintain_once(self) -> None:
         """Refill every pool below ``ports_pool_min``; trim every pool above the maximum."""
         for pool in list(self._pools.values()):
-            if len(pool.free) < self.settings.ports_pool_min and not pool.lock.locked():
+            if len(pool.free) < self.target(pool) and not pool.lock.locked():
                 await self._refill(pool)
             maximum = self.settings.ports_pool_max
             while maximum and len(pool.free) > maximum:
@@ -199,13 +247,15 @@ class PoolSet:
         SGs: the claim sets the SGs), else a fresh batch whose first port is made for the
         owner and the rest go to the pool."""
         pool.waiting += 1
+        now = self._last_take = time.monotonic()
+        pool.takes.append(now)
         try:
             async with pool.lock:
                 if pool.free:
-                    return pool.free.popleft(), False
+                    return pool.pop_free(), False
                 sibling = self._sibling_with_free(pool.key)
                 if sibling is not None:
-                    return sibling.free.popleft(), False
+                    return sibling.pop_free(), False
                 count = max(self.settings.ports_pool_batch, min(pool.waiting, MAX_BULK))
                 try:
                     mine, *rest = await self._create(pool, count, owner=(owner_uid, name))
@@ -229,23 +279,36 @@ class PoolSet:
         return None
 
     def _schedule_refill(self, pool: Pool) -> None:
-        if len(pool.free) >= self.settings.ports_pool_min:
+        if len(pool.free) >= self.target(pool):
             return
         if pool.refill is not None and not pool.refill.done():
             return
         pool.refill = asyncio.create_task(self._refill(pool), name=f"refill {pool.key[0]}")
 
-    async def _refill(self, pool: Pool) -> None:
+    async def _quiet(self) -> None:
+        """Wait (bounded) until no pod waits for a port: a refill must not take Neutron's
+        workers from a burst (the burst's own bulk creates are on its critical path)."""
+        for _ in range(int(QUIET_WAIT_MAX / (QUIET / 2))):
+            if not self.busy():
+                return
+            await asyncio.sleep(QUIET / 2)
+
+    async def _refill(self, pool: Pool, *, wait_quiet: bool = True) -> None:
+        """Bulk creates (each at most MAX_BULK) until ``pool`` holds its :meth:`target`."""
         try:
-            async with pool.lock:
-                missing = self.settings.ports_pool_min - len(pool.free)
-                if missing <= 0:
-                    return
-                count = max(missing, self.settings.ports_pool_batch)
-                if self.settings.ports_pool_max:
-                    count = min(count, self.settings.ports_pool_max - len(pool.free))
-                if count > 0:
-                    pool.free.extend(await self._create(pool, count))
+            while True:
+                if wait_quiet:
+                    await self._quiet()
+                async with pool.lock:
+                    missing = self.target(pool) - len(pool.free)
+                    if missing <= 0:
+                        return
+                    count = max(missing, self.settings.ports_pool_batch)
+                    if self.settings.ports_pool_max:
+                        count = min(count, self.settings.ports_pool_max - len(pool.free))
+                    if count <= 0:
+                        return
+                    pool.free.extend(await self._create(pool, min(count, MAX_BULK)))
         except KuryrError as exc:
             self.refill_errors += 1
             LOG.warning("could not refill pool %s: %s", pool.key, exc)

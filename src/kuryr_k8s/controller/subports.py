@@ -275,6 +275,16 @@ class SubportProvider(PoolSet):
         tagged.sort(key=lambda p: (p.created_at is None, p.created_at, p.id))
         return tagged[0] if tagged else None
 
+    async def known(self, port_id: str, owner_uid: str) -> NeutronPort | None:
+        """``port_id`` (with its VLAN) if Neutron marks it as ``owner_uid``'s, else None.
+        Subports keep Neutron as the authority (their claim is an ``If-Match`` write, as
+        attaching is a write anyway: ``pool-ownership.md``)."""
+        port = await self.get(port_id)
+        return port if port is not None and port.device_id == owner_uid else None
+
+    def lost(self, port_id: str) -> None:
+        self.forget(port_id)
+
     # ---- for metrics and GC -------------------------------------------------------------
 
     def forget_trunk(self, trunk_id: str) -> list[str]:
@@ -286,7 +296,7 @@ class SubportProvider(PoolSet):
         """Fill the trunk's pool to ``ports_pool_min`` now; returns its free count."""
         self._check_ready()
         pool = self._pool_for(request.pool_key, request.subnet_id)
-        await self._refill(pool)
+        await self._refill(pool, wait_quiet=False)
         return len(pool.free)
 
     # ---- internals: claims --------------------------------------------------------------

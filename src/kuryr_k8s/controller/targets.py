@@ -33,6 +33,14 @@ class BareMetalPorts(Protocol):
 
     async def release(self, port_id: str, owner_uid: str) -> None: ...
 
+    async def find(self, owner_uid: str) -> NeutronPort | None: ...
+
+    def owns(self, port_id: str) -> bool: ...
+
+    async def known(self, port_id: str, owner_uid: str) -> NeutronPort | None: ...
+
+    def lost(self, port_id: str) -> None: ...
+
 
 class TargetedPorts:
     def __init__(
@@ -68,6 +76,9 @@ class TargetedPorts:
         return await self.bare.acquire(request, owner_uid, name)
 
     async def release(self, port_id: str, owner_uid: str) -> None:
+        if self.bare is not None and self.bare.owns(port_id):
+            await self.bare.release(port_id, owner_uid)
+            return
         port = await self.neutron.get_port(port_id)
         if port is None:
             return
@@ -81,8 +92,28 @@ class TargetedPorts:
         return await self.nested.get(port_id)
 
     async def find(self, owner_uid: str) -> NeutronPort | None:
-        """The owner's port of either kind (by ``device_id``, else by owner tag)."""
+        """The owner's port of either kind (the bare-metal ledger, else Neutron)."""
+        if self.bare is not None:
+            port = await self.bare.find(owner_uid)
+            if port is not None:
+                return port
         return await self.nested.find(owner_uid)
+
+    def owns(self, port_id: str) -> bool:
+        return self.bare is not None and self.bare.owns(port_id)
+
+    async def known(self, port_id: str, owner_uid: str) -> NeutronPort | None:
+        if self.bare is not None and self.bare.owns(port_id):
+            return await self.bare.known(port_id, owner_uid)
+        port = await self.nested.known(port_id, owner_uid)
+        if port is None and self.bare is not None:
+            return await self.bare.known(port_id, owner_uid)
+        return port
+
+    def lost(self, port_id: str) -> None:
+        if self.bare is not None:
+            self.bare.lost(port_id)
+        self.nested.lost(port_id)
 
     def sizes(self) -> dict[PoolKey, int]:
         """Free ports per pool of both providers (the nested keys start with a trunk id)."""

@@ -65,15 +65,31 @@ class LeaderElector:
         self._observed_at = 0.0
         self._observed_duration = config.lease_duration
         self.is_leader = False
+        self._renewed_at: float | None = None
+        """Monotonic time at which our last successful acquire/renew was *sent*."""
+
+    def holds_lease(self) -> bool:
+        """True while our last successful renewal is younger than ``renew_deadline``, so a
+        successor (which waits ``lease_duration`` after the last renewal it saw) cannot
+        have taken over. For fencing writes that must come from the leader only."""
+        if self._renewed_at is None:
+            return False
+        return self._clock.monotonic() - self._renewed_at < self.config.renew_deadline
 
     async def try_acquire_or_renew(self) -> bool:
         """One attempt; True when we hold the lease afterwards. API errors count as False."""
+        sent = self._clock.monotonic()
         try:
-            return await self._attempt()
+            ok = await self._attempt()
         except KuryrError as exc:
             LOG.warning("lease %s/%s: %s", self.config.namespace, self.config.name, exc)
             self.is_leader = False
             return False
+        if ok:
+            self._renewed_at = sent
+        elif self._observed and self._observed[0] not in (None, "", self.config.identity):
+            self._renewed_at = None  # somebody else holds it
+        return ok
 
     async def _attempt(self) -> bool:
         cfg = self.config
@@ -142,6 +158,7 @@ class LeaderElector:
 
     async def release(self) -> None:
         """Give the lease up if we hold it (best-effort)."""
+        self._renewed_at = None
         if not self.is_leader:
             return
         self.is_leader = False

@@ -43,6 +43,11 @@ def labels(obj: Obj) -> dict[str, str]:
     return value
 
 
+def annotations_of(obj: Obj) -> dict[str, str]:
+    found = meta(obj).get("annotations") or {}
+    return {str(k): str(v) for k, v in found.items()}
+
+
 def key(obj: Obj) -> str:
     """``namespace/name`` for namespaced objects, ``name`` for cluster-scoped ones."""
     ns = namespace(obj)

@@ -27,6 +27,10 @@ NODE_LABEL = "kuryr.openstack.org/nodeName"
 """Label with the pod's node; the daemon of that node watches only its own."""
 KURYRPORT_FINALIZER = "kuryr.openstack.org/kuryrport-finalizer"
 POD_FINALIZER = "kuryr.openstack.org/pod-finalizer"
+PLUGGED_ANNOTATION = "kuryr.openstack.org/plugged"
+"""Set by the node's daemon on the KuryrPort once CNI ADD succeeded: JSON
+``{"at": <wall time, s>, "node": ..., "container": ..., "addSeconds": ...}``. The
+controller's ``kuryr_pod_wiring_seconds`` is ``at`` minus when it first saw the pod."""
 DEFAULT_IFNAME = "eth0"
 
 

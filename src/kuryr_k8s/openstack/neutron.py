@@ -503,6 +503,15 @@ class Neutron:
         data = await self._call("list_ports", "GET", "/ports", params=params)
         return [port_from_json(p) for p in data["ports"]]
 
+    async def port_statuses(self, port_ids: Sequence[str]) -> dict[str, str]:
+        """``status`` of each of ``port_ids`` that exists, in one ``GET /ports`` (the ids as
+        repeated ``id`` filters, only the ``id`` and ``status`` fields)."""
+        if not port_ids:
+            return {}
+        params: dict[str, Any] = {"id": list(port_ids), "fields": ["id", "status"]}
+        data = await self._call("port_statuses", "GET", "/ports", params=params)
+        return {str(p["id"]): str(p.get("status") or "") for p in data["ports"]}
+
     async def get_port(self, port_id: str) -> NeutronPort | None:
         data = await self._call("get_port", "GET", f"/ports/{port_id}", missing_ok=True)
         return None if data is GONE else port_from_json(data["port"])
@@ -705,3 +714,75 @@ class Neutron:
             if data[kind]:
                 return True
         return False
+
+    # ---- floating IPs (Services of type LoadBalancer) ---------------------------------
+
+    async def list_floating_ips(self, **filters: str) -> list[FloatingIp]:
+        """Floating IPs matching the field filters (``port_id=…``, ``floating_ip_address=…``,
+        ``tags=…``)."""
+        data = await self._call("list_floating_ips", "GET", "/floatingips", params=filters)
+        return [_fip_from_json(f) for f in data["floatingips"]]
+
+    async def create_floating_ip(
+        self,
+        network_id: str,
+        *,
+        project_id: str,
+        port_id: str,
+        tags: Sequence[str],
+        address: str = "",
+        description: str = "",
+    ) -> FloatingIp:
+        body: dict[str, Any] = {
+            "floating_network_id": network_id,
+            "project_id": project_id,
+            "port_id": port_id,
+            "description": description,
+        }
+        if address:
+            body["floating_ip_address"] = address
+        data = await self._call(
+            "create_floating_ip", "POST", "/floatingips", body={"floatingip": body}
+        )
+        fip = _fip_from_json(data["floatingip"])
+        if tags:
+            await self._call(
+                "set_tags", "PUT", f"/floatingips/{fip.id}/tags", body={"tags": list(tags)}
+            )
+            fip = dataclasses.replace(fip, tags=tuple(tags))
+        return fip
+
+    async def associate_floating_ip(self, fip_id: str, port_id: str | None) -> FloatingIp:
+        """Point the floating IP at ``port_id`` (None: disassociate)."""
+        data = await self._call(
+            "update_floating_ip",
+            "PUT",
+            f"/floatingips/{fip_id}",
+            body={"floatingip": {"port_id": port_id}},
+        )
+        return _fip_from_json(data["floatingip"])
+
+    async def delete_floating_ip(self, fip_id: str) -> bool:
+        data = await self._call(
+            "delete_floating_ip", "DELETE", f"/floatingips/{fip_id}", missing_ok=True
+        )
+        return data is not GONE
+
+
+@dataclass(frozen=True)
+class FloatingIp:
+    id: str
+    address: str
+    network_id: str
+    port_id: str
+    tags: tuple[str, ...] = ()
+
+
+def _fip_from_json(data: Mapping[str, Any]) -> FloatingIp:
+    return FloatingIp(
+        id=data["id"],
+        address=data.get("floating_ip_address") or "",
+        network_id=data.get("floating_network_id") or "",
+        port_id=data.get("port_id") or "",
+        tags=tuple(data.get("tags") or ()),
+    )

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from kuryr_k8s.model.errors import ResourceNotReady
 from kuryr_k8s.openstack.neutron import Neutron, PortSpec
+from kuryr_k8s.openstack.ownership import Ledger, load_ledger
 from kuryr_k8s.openstack.ports import (
     CLUSTER_TAG_PREFIX,
     OWNER_TAG_PREFIX,
@@ -27,6 +29,17 @@ from kuryr_k8s.openstack.ports import (
 )
 
 LOG = logging.getLogger(__name__)
+
+LiveRefs = Callable[[], Awaitable[Mapping[str, str]]]
+"""Port id -> pod uid for every port a KuryrPort's status names (deleting ones too): the
+authority on who owns a port (``docs/design/pool-ownership.md``). Must raise rather than
+answer from a cache that has not synced yet."""
+
+
+async def no_refs() -> Mapping[str, str]:
+    """For providers used without KuryrPorts (tests, tools): nothing is referenced."""
+    return {}
+
 
 PoolKey = tuple[str, str, str, tuple[str, ...]]
 """(node, project id, network id, sorted security group ids)."""
@@ -160,44 +173,103 @@ class OwnerLocks:
 
 class PlainPortProvider:
     """Pool disabled (``[kubernetes] vif_pool_driver = noop``): a port is created when a pod
-    needs one (already tagged with its owner, bound to the node) and deleted on release."""
+    needs one (already marked with its owner, bound to the node) and deleted on release.
 
-    def __init__(self, neutron: Neutron, tagging: PortTagging) -> None:
+    The owner look-up is the :class:`~kuryr_k8s.openstack.ownership.Ledger`, loaded at
+    :meth:`start` from one list of our ports and the KuryrPorts' references, so a pod
+    costs one ``POST`` and one ``DELETE``, no look-up ``GET``."""
+
+    def __init__(
+        self,
+        neutron: Neutron,
+        tagging: PortTagging,
+        *,
+        live_owners: Callable[[], Awaitable[Collection[str]]] | None = None,
+        live_refs: LiveRefs = no_refs,
+    ) -> None:
         self.neutron = neutron
         self.tagging = tagging
         self._owners = OwnerLocks()
+        self._live_owners = live_owners
+        self._live_refs = live_refs
+        self.ledger = Ledger()
+        self._ready = False
 
     @property
     def ready(self) -> bool:
-        return True
+        return self._ready
 
     async def start(self) -> None:
-        """Nothing to rebuild: every port we own is found by its owner when needed."""
+        """Load the ledger: ports named by KuryrPorts, then ports marked with a live owner
+        that names none (a create whose answer a predecessor never recorded)."""
+        ports = await self.neutron.list_ports(tags=[self.tagging.cluster_tag])
+        refs = await self._live_refs()
+        live = set(await self._live_owners()) if self._live_owners is not None else set()
+        self.ledger.clear()
+        load_ledger([p for p in ports if not p.trunk_id], refs, live, self.ledger.assign)
+        self._ready = True
 
     async def stop(self) -> None:
         """Nothing runs in the background."""
+        self._ready = False
+
+    def _check_ready(self) -> None:
+        if not self._ready:
+            raise ResourceNotReady("the port ledger is being loaded from Neutron", delay=1.0)
 
     async def acquire(self, request: PortRequest, owner_uid: str, name: str) -> NeutronPort:
+        self._check_ready()
         async with self._owners.hold(owner_uid):
-            port = await find_owned(self.neutron, self.tagging, owner_uid)
+            port = self.ledger.port_of(owner_uid)
             if port is not None:
-                return await ensure_owned(
-                    self.neutron, self.tagging, port, request, owner_uid, name
-                )
+                if tuple(sorted(port.security_groups)) != tuple(sorted(request.security_groups)):
+                    port = await self.neutron.update_port(
+                        port.id, security_groups=request.security_groups
+                    )
+                    self.ledger.update(port)
+                return port
             spec = spec_for(request, self.tagging.in_use(owner_uid), owner_uid=owner_uid, name=name)
             (port,) = await self.neutron.create_ports([spec])
+            self.ledger.assign(owner_uid, port)
             return port
 
     async def release(self, port_id: str, owner_uid: str) -> None:
+        self._check_ready()
         async with self._owners.hold(owner_uid):
-            port = await self.neutron.get_port(port_id)
-            if port is None or port.owner_uid != owner_uid:
+            owner = self.ledger.owner_of(port_id)
+            if owner is None:  # a create of a predecessor that landed after our start?
+                seen = await self.neutron.get_port(port_id)
+                if seen is not None and seen.owner_uid == owner_uid and not seen.trunk_id:
+                    await self.neutron.delete_port(port_id)
+                return
+            if owner != owner_uid:
                 return
             await self.neutron.delete_port(port_id)
+            self.ledger.unassign(port_id)
 
     async def get(self, port_id: str) -> NeutronPort | None:
         return await self.neutron.get_port(port_id)
 
     async def find(self, owner_uid: str) -> NeutronPort | None:
-        """The owner's port, if it has one; never creates one."""
-        return await find_owned(self.neutron, self.tagging, owner_uid)
+        """The owner's port, if it has one (the ledger); never creates one."""
+        return self.ledger.port_of(owner_uid)
+
+    def owns(self, port_id: str) -> bool:
+        return self.ledger.owner_of(port_id) is not None
+
+    async def known(self, port_id: str, owner_uid: str) -> NeutronPort | None:
+        """``port_id`` if it is ``owner_uid``'s (ledger; a port unknown here is read once
+        and adopted if Neutron marks it with this owner), else None."""
+        owner = self.ledger.owner_of(port_id)
+        if owner is not None:
+            return self.ledger.port_of(owner) if owner == owner_uid else None
+        if self.ledger.port_of(owner_uid) is not None:
+            return None
+        port = await self.neutron.get_port(port_id)
+        if port is None or port.trunk_id or port.owner_uid != owner_uid:
+            return None
+        self.ledger.assign(owner_uid, port)
+        return port
+
+    def lost(self, port_id: str) -> None:
+        self.ledger.unassign(port_id)

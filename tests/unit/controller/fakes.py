@@ -91,6 +91,15 @@ class FakePorts:
         owned = self.owned_by(owner_uid)
         return owned[0] if owned else None
 
+    async def known(self, port_id: str, owner_uid: str) -> NeutronPort | None:
+        self.calls.append(f"known {port_id}")
+        port = self.ports.get(port_id)
+        return port if port is not None and OWNER_TAG_PREFIX + owner_uid in port.tags else None
+
+    def lost(self, port_id: str) -> None:
+        self.calls.append(f"lost {port_id}")
+        self.ports.pop(port_id, None)
+
     def set_status(self, port_id: str, status: str) -> None:
         self.ports[port_id] = replace(self.ports[port_id], status=status)
 

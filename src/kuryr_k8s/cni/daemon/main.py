@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kuryr_k8s.cni.binding import BindingDriver, Drivers
+from kuryr_k8s.cni.daemon.report import PluggedReporter
 from kuryr_k8s.cni.daemon.server import DaemonServer, Metrics
 from kuryr_k8s.cni.daemon.service import CniService, ServiceSettings
 from kuryr_k8s.cni.daemon.vifs import ApiPods, KuryrPortVifs, node_informer
@@ -110,7 +111,8 @@ async def run(settings: DaemonSettings, stop: asyncio.Event) -> None:
     client = KubeClient.from_settings(kube_settings(settings))
     informer = node_informer(client, settings.node_name)
     vifs = KuryrPortVifs(informer, ApiPods(client))
-    service = CniService(vifs, drivers, settings.service)
+    reporter = PluggedReporter(client, settings.node_name)
+    service = CniService(vifs, drivers, settings.service, on_added=reporter.report)
 
     def ready() -> str | None:
         if not informer.synced:
@@ -137,6 +139,7 @@ async def run(settings: DaemonSettings, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await server.stop()
+        await reporter.close()
         watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watch

@@ -58,8 +58,11 @@ class CniService:
         settings: ServiceSettings | None = None,
         *,
         sleep: Sleep = asyncio.sleep,
+        on_added: Callable[[Attachment, float], None] | None = None,
     ) -> None:
         self.vifs = vifs
+        self._on_added = on_added
+        """Told (attachment, seconds ADD took) after each successful ADD (not awaited)."""
         self.drivers = drivers
         self.settings = settings or ServiceSettings()
         self._sleep = sleep
@@ -93,6 +96,7 @@ class CniService:
                 del self._locks[att.container_id]
 
     async def add(self, att: Attachment, cni_version: str) -> dict[str, Any]:
+        started = time.monotonic()
         if not await asyncio.to_thread(Path(att.netns).exists):
             raise UnknownContainer(f"network namespace {att.netns} does not exist")
         vif = await self.vifs.wait_vif(
@@ -107,6 +111,8 @@ class CniService:
                 driver.unplug, Plugged(att.container_id, att.ifname, vif.host_ifname, att.netns)
             )
             raise
+        if self._on_added is not None:
+            self._on_added(att, time.monotonic() - started)
         return spec.convert_result(result(att, vif), cni_version)
 
     async def _wait_ready(self, driver: BindingDriver, att: Attachment, vif: Vif) -> None:
