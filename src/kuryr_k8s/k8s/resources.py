@@ -68,3 +68,9 @@ CRDS = Resource(
 )
 KURYRPORTS = Resource("openstack.org", "v1", "kuryrports", "KuryrPort", namespaced=True)
 KURYRNETWORKS = Resource("openstack.org", "v1", "kuryrnetworks", "KuryrNetwork", namespaced=True)
+KURYRNETWORKPOLICIES = Resource(
+    "openstack.org", "v1", "kuryrnetworkpolicies", "KuryrNetworkPolicy", namespaced=True
+)
+KURYRLOADBALANCERS = Resource(
+    "openstack.org", "v1", "kuryrloadbalancers", "KuryrLoadBalancer", namespaced=True
+)
