@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kuryr_k8s.controller import settings as s
 from kuryr_k8s.controller.crds import ensure_crds
@@ -20,6 +20,7 @@ from kuryr_k8s.controller.engine import Engine, EngineSettings
 from kuryr_k8s.controller.gc import GarbageCollector
 from kuryr_k8s.controller.health import HealthServer, HealthState
 from kuryr_k8s.controller.kuryrports import KuryrPortReconciler, PodNetwork, PodSubnet
+from kuryr_k8s.controller.lbwiring import ServicesConfig, build_services, load_services
 from kuryr_k8s.controller.metrics import Metrics
 from kuryr_k8s.controller.nodes import NodeNotNested, NodeResolver, TrunkTarget
 from kuryr_k8s.controller.pods import PodReconciler
@@ -42,6 +43,7 @@ from kuryr_k8s.k8s import (
 )
 from kuryr_k8s.model.config import ConfigFile
 from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
+from kuryr_k8s.model.kuryrloadbalancer import crd_manifest as klb_crd_manifest
 from kuryr_k8s.model.kuryrport import crd_manifests
 from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.metrics import NeutronCollector
@@ -63,6 +65,7 @@ class ControllerConfig:
     gc: s.GcSettings
     kubernetes: s.KubernetesSettings
     nested: s.NestedSettings = field(default_factory=s.NestedSettings)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
     source: str = "kuryr.conf"
 
 
@@ -77,6 +80,7 @@ def load_config(path: Path) -> ControllerConfig:
         gc=s.load_gc(cfg),
         kubernetes=kubernetes,
         nested=s.load_nested(cfg, kubernetes.pod_vif_driver),
+        services=load_services(cfg),
         source=cfg.source,
     )
     cfg.reject_unknown()
@@ -138,9 +142,12 @@ class App:
     health: HealthState
     server: HealthServer | None
     engines: list[Engine] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    extra_crds: list[dict[str, Any]] = field(default_factory=list)
+    """CRDs of optional parts (KuryrLoadBalancer when Services are on)."""
 
     async def run(self) -> None:
-        await ensure_crds(self.client, crd_manifests())
+        await ensure_crds(self.client, [*crd_manifests(), *self.extra_crds])
         if self.server is not None:
             await self.server.start()
         await self.controller.run()
@@ -150,6 +157,8 @@ class App:
         if self.server is not None:
             await self.server.stop()
         await self.client.aclose()
+        for close in self.closers:
+            close()
         self.neutron.close()
 
 
@@ -280,6 +289,36 @@ async def build(
     async def sweep() -> None:
         await kp_reconciler.sweep_forever(our_ports, k.port_sweep_interval)
 
+    if not config.services.pods_enabled:  # [kubernetes] enabled_handlers without pods
+        engines = []
+    background: list[Callable[[], Awaitable[None]]] = (
+        [gc.run_forever, sweep] if config.services.pods_enabled else []
+    )
+    closers: list[Callable[[], None]] = []
+    if config.services.enabled:
+        part = await build_services(
+            config.services,
+            source=config.source,
+            neutron_settings=config.neutron,
+            neutron=neutron,
+            client=client,
+            events=events,
+            cluster_id=config.defaults.cluster_id,
+            project_id=validated.project_id,
+            resource_tags=config.defaults.resource_tags,
+            member_subnets=(
+                *((sn.id, sn.cidr) for sn in network.subnets),
+                *((sn.id, sn.cidr) for sn in (worker_subnets if subports is not None else ())),
+            ),
+            security_groups=validated.security_groups,
+            engine_settings=engine_settings,
+            metrics=metrics,
+        )
+        engines += part.engines
+        caches += part.informers
+        background += part.background
+        closers += part.stop
+
     elector = None
     if k.controller_ha:
         elector = LeaderElector(
@@ -308,7 +347,7 @@ async def build(
         health=health,
         resync_period=k.watch_reconcile_period,
         startup=[lead_gauge_on, provider.start],
-        background=[gc.run_forever, sweep],
+        background=background,
         shutdown=[provider.stop, lead_gauge_off],
         caches=caches,
     )
@@ -325,4 +364,8 @@ async def build(
         "on" if elector else "off",
         identity,
     )
-    return App(controller, client, neutron, provider, metrics, health, server, engines)
+    app = App(controller, client, neutron, provider, metrics, health, server, engines)
+    app.closers = closers
+    if config.services.enabled:
+        app.extra_crds = [klb_crd_manifest()]
+    return app

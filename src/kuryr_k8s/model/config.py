@@ -27,6 +27,10 @@ KNOWN_OPTIONS: dict[str, frozenset[str]] = {
             "ovs_bridge",
             "network_device_mtu",
             "resource_tags",
+            # Services (controller/lbwiring.py):
+            "service_subnet",
+            "external_svc_net",
+            "lbaas_activation_timeout",
         }
     ),
     "vif_pool": frozenset(
@@ -50,6 +54,7 @@ KNOWN_OPTIONS: dict[str, frozenset[str]] = {
             "watch_reconcile_period",
             "port_status_poll_max",
             "port_sweep_interval",
+            "endpoints_driver_octavia_provider",
             # upstream options accepted for compatibility, without effect:
             "ssl_verify_server_crt",
             "enabled_handlers",
@@ -60,6 +65,16 @@ KNOWN_OPTIONS: dict[str, frozenset[str]] = {
         }
     ),
     "health_server": frozenset({"host", "port"}),
+    "octavia_defaults": frozenset(
+        {
+            "endpoint_override",
+            "lb_algorithm",
+            "health_monitors",
+            "enforce_sg_rules",
+            "member_mode",
+            "sg_mode",
+        }
+    ),
     "pod_vif_nested": frozenset(
         {"worker_nodes_subnets", "worker_nodes_subnet", "rev_update_attempts"}
     ),

@@ -350,10 +350,12 @@ class Transport(Protocol):
 
 
 class SdkTransport:
-    """:class:`Transport` over an openstacksdk connection's ``network`` proxy."""
+    """:class:`Transport` over an openstacksdk connection's ``network`` proxy (or another
+    service's: ``service="load_balancer"`` for Octavia)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, service: str = "network") -> None:
         self.conn = conn
+        self.service = service
 
     def __call__(
         self,
@@ -364,7 +366,7 @@ class SdkTransport:
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any]:
-        resp = self.conn.network.request(
+        resp = getattr(self.conn, self.service).request(
             path, method, json=body, params=dict(params or {}), headers=dict(headers or {})
         )
         if not resp.content:

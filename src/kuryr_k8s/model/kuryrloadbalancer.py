@@ -1,0 +1,245 @@
+"""Services as load balancers: the ``KuryrLoadBalancer`` resource and the pure translations.
+
+Two steps, each a pure function (unit-tested without Kubernetes or Octavia):
+
+1. :func:`klb_spec`: a Service and its EndpointSlices -> the ``KuryrLoadBalancer`` spec
+   (upstream's fields: ``ip``, ``lb_ip``, ``type``, ``provider``, ``project_id``,
+   ``subnet_id``, ``security_groups_ids``, ``ports``, ``endpointSlices``), plus the
+   things Octavia cannot express, as warnings for an Event.
+2. :func:`desired_lb`: a spec -> :class:`DesiredLb`, what Octavia must hold: one listener
+   and pool per (protocol, port), members from *ready* endpoints only, each member's port
+   the number its EndpointSlice gives for the Service port's name (so a named
+   ``targetPort`` resolves per endpoint, as Kubernetes' EndpointSlice controller does).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+
+KIND = "KuryrLoadBalancer"
+PLURAL = "kuryrloadbalancers"
+API_VERSION = "openstack.org/v1"
+SERVICE_FINALIZER = "kuryr.openstack.org/service-finalizer"
+"""On the Service: its KuryrLoadBalancer (and so the LB) goes before the Service does."""
+KLB_FINALIZER = "kuryr.openstack.org/kuryrloadbalancer-finalizers"
+"""On the KuryrLoadBalancer: the Octavia LB and our floating IP go before it does."""
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""EndpointSlices name their Service with this label."""
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+PROVIDER_PROTOCOLS = {"ovn": ("TCP", "UDP", "SCTP"), "amphora": ("TCP", "UDP", "SCTP")}
+"""Service protocols each Octavia provider can balance (ovn-octavia-provider 11: TCP, UDP
+and SCTP listeners; amphora: also HTTP-family, which Services never ask for)."""
+
+
+def crd_manifest() -> dict[str, Any]:
+    text = (resources.files("kuryr_k8s.model") / "crds" / "kuryrloadbalancers.yaml").read_text()
+    docs = [doc for doc in yaml.safe_load_all(text) if doc]
+    assert len(docs) == 1
+    doc: dict[str, Any] = docs[0]
+    return doc
+
+
+@dataclass(frozen=True)
+class ServiceLbSettings:
+    """What the translation needs from ``kuryr.conf`` (resolved at start)."""
+
+    provider: str
+    project_id: str
+    subnet_id: str
+    """``[neutron_defaults] service_subnet``: the VIP subnet."""
+    subnet_cidr: str
+    security_groups: tuple[str, ...] = ()
+
+
+def handled(service: dict[str, Any]) -> bool:
+    """Whether the Service gets a load balancer: it has a clusterIP and ports."""
+    spec = service.get("spec") or {}
+    ip = spec.get("clusterIP")
+    if spec.get("type", "ClusterIP") == "ExternalName" or not ip or ip == "None":
+        return False
+    return bool(spec.get("ports"))
+
+
+def _ready(endpoint: dict[str, Any]) -> bool:
+    conditions = endpoint.get("conditions") or {}
+    ready = conditions.get("ready")
+    return ready is None or bool(ready)  # Kubernetes: nil means ready
+
+
+def klb_spec(
+    service: dict[str, Any], slices: list[dict[str, Any]], settings: ServiceLbSettings
+) -> tuple[dict[str, Any], list[str]]:
+    """The KuryrLoadBalancer spec for ``service`` and what cannot be honoured (warnings).
+
+    Ports whose protocol the provider cannot balance are left out (with a warning). Only
+    IPv4 EndpointSlices of this Service are copied, endpoints and ports as they are."""
+    spec = service.get("spec") or {}
+    warnings: list[str] = []
+    supported = PROVIDER_PROTOCOLS.get(settings.provider, ("TCP", "UDP"))
+    ports: list[dict[str, Any]] = []
+    for p in spec.get("ports") or []:
+        protocol = str(p.get("protocol") or "TCP").upper()
+        name = str(p.get("name") or "")
+        if protocol not in supported:
+            warnings.append(
+                f"port {name or p.get('port')}/{protocol}: the {settings.provider} provider "
+                f"cannot balance {protocol}; this port is not exposed"
+            )
+            continue
+        target = p.get("targetPort", p.get("port"))
+        ports.append(
+            {
+                "name": name,
+                "port": int(p["port"]),
+                "protocol": protocol,
+                "targetPort": str(target),
+            }
+        )
+    if spec.get("sessionAffinity", "None") == "ClientIP" and settings.provider == "ovn":
+        warnings.append(
+            "sessionAffinity ClientIP is ignored: the ovn provider has no session "
+            "persistence (its pools balance by SOURCE_IP_PORT)"
+        )
+    if spec.get("externalTrafficPolicy") == "Local":
+        warnings.append("externalTrafficPolicy Local is ignored: members are every ready endpoint")
+    if spec.get("internalTrafficPolicy") == "Local":
+        warnings.append("internalTrafficPolicy Local is ignored: members are every ready endpoint")
+    if spec.get("loadBalancerSourceRanges"):
+        warnings.append("loadBalancerSourceRanges are ignored (no listener allowed_cidrs yet)")
+    ip = str(spec.get("clusterIP") or "")
+    if ip and ip != "None":
+        try:
+            inside = ipaddress.ip_address(ip) in ipaddress.ip_network(settings.subnet_cidr)
+        except ValueError:
+            inside = False
+        if not inside:
+            warnings.append(
+                f"clusterIP {ip} is outside the service subnet {settings.subnet_cidr} "
+                "([neutron_defaults] service_subnet): the load balancer cannot take it"
+            )
+    out: dict[str, Any] = {
+        "ip": ip,
+        "type": str(spec.get("type") or "ClusterIP"),
+        "provider": settings.provider,
+        "project_id": settings.project_id,
+        "subnet_id": settings.subnet_id,
+        "security_groups_ids": list(settings.security_groups),
+        "ports": ports,
+        "endpointSlices": [
+            {
+                "endpoints": [
+                    {
+                        "addresses": list(e.get("addresses") or []),
+                        "conditions": {"ready": _ready(e)},
+                        **({"targetRef": e["targetRef"]} if e.get("targetRef") else {}),
+                    }
+                    for e in sl.get("endpoints") or []
+                ],
+                "ports": [
+                    {
+                        "name": str(sp.get("name") or ""),
+                        "port": int(sp["port"]),
+                        "protocol": str(sp.get("protocol") or "TCP").upper(),
+                    }
+                    for sp in sl.get("ports") or []
+                    if sp.get("port") is not None
+                ],
+            }
+            for sl in sorted(slices, key=lambda s: str((s.get("metadata") or {}).get("name")))
+            if sl.get("addressType", "IPv4") == "IPv4"
+        ],
+    }
+    lb_ip = spec.get("loadBalancerIP")
+    if out["type"] == "LoadBalancer" and lb_ip:
+        out["lb_ip"] = str(lb_ip)
+    return out, warnings
+
+
+# --------------------------------------------------------------------------------------
+# Spec -> what Octavia must hold
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class DesiredMember:
+    address: str
+    port: int
+    subnet_id: str = ""
+    """The member's Neutron subnet (the pod subnet it is on); empty: the VIP subnet."""
+
+
+@dataclass(frozen=True)
+class DesiredListener:
+    protocol: str
+    port: int
+    name: str
+    members: tuple[DesiredMember, ...]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.protocol, self.port)
+
+
+@dataclass(frozen=True)
+class DesiredLb:
+    vip: str
+    subnet_id: str
+    provider: str
+    listeners: tuple[DesiredListener, ...]
+    public: bool
+    """``type: LoadBalancer``: a floating IP on the external network."""
+    lb_ip: str = ""
+    """``loadBalancerIP``: the floating IP address to use."""
+
+
+def usable_member(address: str) -> bool:
+    """Kubernetes refuses loopback, link-local and unspecified endpoint addresses in
+    user-made EndpointSlices; an apiserver publishing ``127.0.0.1`` for itself (the
+    sandbox's emulator) is not reachable from a load balancer either."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
+
+
+def desired_lb(spec: dict[str, Any], subnet_of: Callable[[str], str]) -> DesiredLb:
+    """What Octavia must hold for a KuryrLoadBalancer spec (members: ready endpoints);
+    ``subnet_of(address)``: the Neutron subnet of a member address ('' if unknown)."""
+    listeners = []
+    for port in spec.get("ports") or []:
+        protocol = str(port.get("protocol") or "TCP")
+        name = str(port.get("name") or "")
+        members: set[DesiredMember] = set()
+        for sl in spec.get("endpointSlices") or []:
+            numbers = [
+                int(sp["port"])
+                for sp in sl.get("ports") or []
+                if str(sp.get("name") or "") == name
+                and str(sp.get("protocol") or "TCP") == protocol
+            ]
+            if not numbers:
+                continue
+            for endpoint in sl.get("endpoints") or []:
+                if not _ready(endpoint):
+                    continue
+                for address in endpoint.get("addresses") or []:
+                    if not usable_member(str(address)):
+                        continue
+                    members.add(DesiredMember(str(address), numbers[0], subnet_of(str(address))))
+        listeners.append(DesiredListener(protocol, int(port["port"]), name, tuple(sorted(members))))
+    return DesiredLb(
+        vip=str(spec.get("ip") or ""),
+        subnet_id=str(spec.get("subnet_id") or ""),
+        provider=str(spec.get("provider") or "ovn"),
+        listeners=tuple(listeners),
+        public=spec.get("type") == "LoadBalancer",
+        lb_ip=str(spec.get("lb_ip") or ""),
+    )
