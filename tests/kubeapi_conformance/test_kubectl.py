@@ -134,7 +134,7 @@ def kuryrport_crd(kubectl: Kubectl, kube_client: KubeClient, tmp_path: Path) -> 
         kubectl("apply", "-f", str(manifest))
 
     def established() -> bool:
-        conds = ok(kube_client.get(path)).get("status", {}).get("conditions", [])
+        conds = (ok(kube_client.get(path)).get("status") or {}).get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
 
     eventually(established, 60, "KuryrPort CRD established")

@@ -82,10 +82,13 @@ def test_smp_merges_containers_by_name() -> None:
             }
         },
     )
-    assert [c["name"] for c in out["spec"]["containers"]] == ["a", "b", "c"]
+    # apimachinery's normalizeElementOrder: patch items in patch order, interleaved with
+    # the live-only ones by live position, a new item first (the real server put a new
+    # pod condition and a new finalizer first: ../shared/k8s-real recordings).
+    assert [c["name"] for c in out["spec"]["containers"]] == ["a", "c", "b"]
     assert out["spec"]["containers"][0]["env"] == [
-        {"name": "E", "value": "1"},
         {"name": "F", "value": "2"},
+        {"name": "E", "value": "1"},
     ]
     assert out["spec"]["containers"][0]["image"] == "x:1"
 
@@ -115,7 +118,7 @@ def test_smp_set_element_order_and_primitive_lists() -> None:
             },
         },
     )
-    assert out["metadata"]["finalizers"] == ["f1", "f3"]
+    assert out["metadata"]["finalizers"] == ["f3", "f1"]  # the patch's order
     assert [(c["name"], c["image"]) for c in out["spec"]["containers"]] == [("b", "y"), ("a", "x2")]
 
 

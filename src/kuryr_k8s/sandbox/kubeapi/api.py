@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 import secrets
 import uuid
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from kuryr_k8s.sandbox.kubeapi import (
     decode,
     errors,
+    events,
     known_fields,
     lifecycle,
     patch,
@@ -54,6 +56,60 @@ APPLY = "application/apply-patch+yaml"
 def _meta(obj: Obj) -> Obj:
     meta: Obj = obj["metadata"]
     return meta
+
+
+_OMIT_EMPTY = ("labels", "annotations", "finalizers", "ownerReferences", "managedFields")
+CREATE_ON_UPDATE = ("/endpoints", "/events", "coordination.k8s.io/leases")
+"""Kinds whose PUT creates a missing object (``AllowCreateOnUpdate`` in their strategy)."""
+MICROTIME_FIELDS = {
+    "coordination.k8s.io/leases": ("spec.acquireTime", "spec.renewTime"),
+    "/events": ("eventTime",),
+}
+"""``MicroTime`` fields: the real decoder wants exactly six fractional digits."""
+
+
+def omit_empty_meta(obj: Obj) -> None:
+    """Go's ``omitempty``: empty maps and lists in ``ObjectMeta`` are not stored."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        for key in _OMIT_EMPTY:
+            if key in meta and not meta[key]:
+                del meta[key]
+
+
+def _check_microtimes(rt: ResourceType, obj: Obj) -> None:
+    for path in MICROTIME_FIELDS.get(rt.key, ()):
+        node: Any = obj
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, str) and not _MICROTIME.fullmatch(node):
+            detail = (
+                'cannot parse "Z" as ".000000"'
+                if node.endswith("Z")
+                else 'cannot parse "" as ".000000"'
+            )
+            raise errors.bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: parsing '
+                f'time "{node}" as "2006-01-02T15:04:05.000000Z07:00": {detail}'
+            )
+
+
+_MICROTIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})")
+
+
+def _pod_ips(pod: Obj) -> None:
+    """The v1 conversion of ``podIP``/``podIPs`` (and ``hostIP``/``hostIPs``): when both are
+    given and differ, the single field wins; a single field alone fills the list."""
+    status = pod.get("status")
+    if not isinstance(status, dict):
+        return
+    for one, many in (("podIP", "podIPs"), ("hostIP", "hostIPs")):
+        ip, ips = status.get(one), status.get(many)
+        if not isinstance(ip, str) or not ip:
+            continue
+        first = ips[0] if isinstance(ips, list) and ips else None
+        if not isinstance(first, dict) or first.get("ip") != ip:
+            status[many] = [{"ip": ip}]
 
 
 def _strip_for_generation(rt: ResourceType, obj: Obj) -> Obj:
@@ -123,11 +179,22 @@ class Api:
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
+        if rt.group == events.GROUP:
+            obj = events.to_core(obj)
+            obj["apiVersion"] = "v1"
+        if rt.key == "/events":
+            events.core_defaults(obj)
+        if rt.key == "/pods":
+            _pod_ips(obj)
+        _check_microtimes(rt, obj)
+        omit_empty_meta(obj)
         return obj
 
     def present(self, rt: ResourceType, version: str, obj: Obj) -> Obj:
         """The object as served in ``version`` (custom resources are stored once)."""
         wanted = f"{rt.group}/{version}" if rt.group else version
+        if rt.group == events.GROUP:
+            return {**events.to_v1(obj), "apiVersion": wanted}
         if obj.get("apiVersion") == wanted:
             return obj
         out = dict(obj)
@@ -160,6 +227,10 @@ class Api:
             obj, dropped = known_fields.prune_unknown(rt.key, obj)
             self._field_validation(dropped, opts)
         self._invalid(rt, _meta(obj).get("name", ""), validation.validate(rt, obj, old))
+        if rt.group == events.GROUP and old is None:
+            causes = events.validate_v1_create(obj)
+            if causes:
+                raise errors.invalid(rt.kind, "", _meta(obj).get("name", ""), causes)
         return obj
 
     # ------------------------------------------------------------ reads
@@ -175,12 +246,17 @@ class Api:
         fields: FieldSelector,
         limit: int = 0,
         cont: str | None = None,
+        exact: int | None = None,
     ) -> Obj:
         self.check_fields(rt, fields)
         start, list_rv = _decode_continue(cont) if cont else (None, self.store.rv)
+        source = self.store.iter(rt.key, namespace if rt.namespaced else None)
+        if exact is not None and exact != self.store.rv:
+            source = iter(self._snapshot_at(rt, namespace if rt.namespaced else None, exact))
+            list_rv = exact
         items: list[Obj] = []
         remaining = 0
-        for obj in self.store.iter(rt.key, namespace if rt.namespaced else None):
+        for obj in source:
             meta = obj["metadata"]
             if start is not None and (meta.get("namespace", ""), meta["name"]) <= start:
                 continue
@@ -207,6 +283,25 @@ class Api:
             "metadata": out_meta,
             "items": items,
         }
+
+    def _snapshot_at(self, rt: ResourceType, namespace: str | None, rv: int) -> list[Obj]:
+        """The objects as they were at ``rv`` (``resourceVersionMatch=Exact``), rebuilt by
+        undoing the history; 410 when ``rv`` is older than the window, as a compacted etcd."""
+        if rv < self.store.window_start or rv > self.store.rv:
+            raise errors.gone("The resourceVersion for the provided list is too old.")
+        state = {
+            (o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+            for o in self.store.iter(rt.key, namespace)
+        }
+        for ev in reversed(list(self.store.events_after(rv))):
+            if ev.key != rt.key or (namespace is not None and ev.namespace != namespace):
+                continue
+            ref = (ev.namespace, ev.obj["metadata"]["name"])
+            if ev.type == "ADDED":
+                state.pop(ref, None)
+            elif ev.old is not None:
+                state[ref] = ev.old
+        return [state[k] for k in sorted(state)]
 
     def check_fields(self, rt: ResourceType, fields: FieldSelector) -> None:
         for path in sorted(fields.paths()):
@@ -287,9 +382,10 @@ class Api:
         if rt.crd is not None:
             crd = self.store.get(CRD_KEY, "", f"{rt.plural}.{rt.group}")
             if crd is not None and crd["metadata"].get("deletionTimestamp"):
-                raise errors.ApiError(
-                    405,
-                    "MethodNotAllowed",
+                raise errors.forbidden(
+                    rt.plural,
+                    rt.group,
+                    name,
                     "create not allowed while custom resource definition is terminating",
                 )
 
@@ -298,12 +394,9 @@ class Api:
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = timestamp()
         meta["resourceVersion"] = str(self.store.next_rv())
-        if "spec" in obj or rt.crd is not None:
+        if rt.generation:
             meta["generation"] = 1
         if rt.key == CRD_KEY:
-            meta.setdefault("finalizers", [])
-            if CRD_FINALIZER not in meta["finalizers"]:
-                meta["finalizers"].append(CRD_FINALIZER)
             self.registry.add(crd_resource_type(obj))
         self.store.put(rt.key, obj, "ADDED")
         return obj
@@ -329,20 +422,34 @@ class Api:
             )
         old = self.store.get(rt.key, namespace if rt.namespaced else "", name)
         if old is None:
-            if rt.key == "/endpoints" and not subresource:
+            if rt.key in CREATE_ON_UPDATE and not subresource:
                 obj["metadata"].pop("resourceVersion", None)
                 return self.create(rt, version, namespace, obj, opts)
             raise errors.not_found(rt.plural, rt.group, name)
-        if not obj["metadata"].get("resourceVersion") and (rt.crd is not None or rt.key == CRD_KEY):
-            self._invalid(
-                rt,
-                name,
-                [
-                    errors.invalid_value(
-                        "metadata.resourceVersion", "0x0", "must be specified for an update"
-                    )
-                ],
-            )
+        if not obj["metadata"].get("resourceVersion"):
+            if rt.crd is not None or rt.key == CRD_KEY:
+                self._invalid(
+                    rt,
+                    name,
+                    [
+                        errors.invalid_value(
+                            "metadata.resourceVersion", "0x0", "must be specified for an update"
+                        )
+                    ],
+                )
+            if rt.key == "coordination.k8s.io/leases":
+                raise errors.invalid(
+                    rt.plural,
+                    rt.group,
+                    name,
+                    [
+                        errors.Cause(
+                            "FieldValueInvalid",
+                            "metadata.resourceVersion",
+                            "Invalid value: 0: must be specified for an update",
+                        )
+                    ],
+                )
         return self.update(rt, old, obj, subresource, opts)
 
     def update(
@@ -405,24 +512,35 @@ class Api:
                 ],
             )
 
-    def commit_update(self, rt: ResourceType, old: Obj, new: Obj) -> Obj:
+    def commit_update(self, rt: ResourceType, old: Obj, new: Obj, mark: bool = False) -> Obj:
+        """Store ``new``; an object left with nothing holding its deletion goes.
+
+        Like the real registry: the DELETED event carries the last stored state (with the
+        new resourceVersion), so an update that drops the last finalizer is never seen as
+        MODIFIED. Marking an object deleted (``mark``) is always written first (MODIFIED),
+        even when it then goes at once (a pod deleted with a grace period of 0).
+        """
         meta = new["metadata"]
-        meta["resourceVersion"] = str(self.store.next_rv())
         if rt.key == CRD_KEY and not meta.get("deletionTimestamp"):
             self.registry.add(crd_resource_type(new))
-        if _removable(rt, new):
-            return self.commit_remove(rt, new, old)
+        if _removable(rt, new) and not mark:
+            removed = self.commit_remove(rt, old)
+            meta["resourceVersion"] = removed["metadata"]["resourceVersion"]
+            return new
+        meta["resourceVersion"] = str(self.store.next_rv())
         self.store.put(rt.key, new, "MODIFIED", old)
+        if _removable(rt, new):
+            self.commit_remove(rt, new)
         return new
 
-    def commit_remove(self, rt: ResourceType, obj: Obj, old: Obj | None = None) -> Obj:
-        if old is None:
-            old = obj
-            obj = copy.deepcopy(obj)
-            obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
+    def commit_remove(self, rt: ResourceType, stored: Obj) -> Obj:
+        """Remove ``stored`` (the current object); the DELETED event shows it with a new
+        resourceVersion."""
+        obj = copy.deepcopy(stored)
+        obj["metadata"]["resourceVersion"] = str(self.store.next_rv())
         if rt.key == "/services":
             self.ips.release((obj.get("spec") or {}).get("clusterIP"))
-        self.store.remove(rt.key, obj, old)
+        self.store.remove(rt.key, obj, stored)
         if rt.key == CRD_KEY:
             gone = crd_resource_type(obj).key
             self.registry.remove(gone)

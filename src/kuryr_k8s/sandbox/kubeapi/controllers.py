@@ -25,7 +25,8 @@ from typing import Any
 
 from kuryr_k8s.sandbox.kubeapi import errors
 from kuryr_k8s.sandbox.kubeapi.api import CRD_FINALIZER, CRD_KEY, Api
-from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions
+from kuryr_k8s.sandbox.kubeapi.defaults import crd_established_status
+from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, timestamp
 from kuryr_k8s.sandbox.kubeapi.resources import ResourceType, crd_resource_type
 from kuryr_k8s.sandbox.kubeapi.store import Event, Ref
 
@@ -87,6 +88,8 @@ class Controllers:
             self._on_namespace(ev)
         elif ev.key == CRD_KEY and meta.get("deletionTimestamp"):
             self._enqueue(f"crd/{meta['name']}", lambda: self.cleanup_crd(meta["name"]))
+        elif ev.key == CRD_KEY and ev.type == "ADDED":
+            self._enqueue(f"crd-names/{meta['name']}", lambda: self.establish_crd(meta["name"]))
         if meta.get("ownerReferences") and ev.type != "DELETED":
             ref: Ref = (ev.key, ev.namespace, meta["name"])
             self._enqueue(f"gc/{ref}", lambda: self.check_dependent(ref))
@@ -255,6 +258,22 @@ class Controllers:
         self.api.commit_update(nss, ns, new)
 
     # ------------------------------------------------------------ CRDs
+
+    def establish_crd(self, name: str) -> None:
+        """Naming, establishing and finalizer controllers: accept the names, set the
+        conditions and add the cleanup finalizer (a new CRD has none of these)."""
+        crds = self._type(CRD_KEY)
+        crd = self.api.store.get(CRD_KEY, "", name)
+        if crds is None or crd is None or crd["metadata"].get("deletionTimestamp"):
+            return
+        if (crd.get("status") or {}).get("conditions"):
+            return
+        new = copy.deepcopy(crd)
+        new["status"] = crd_established_status(crd, timestamp())
+        fins = new["metadata"].setdefault("finalizers", [])
+        if CRD_FINALIZER not in fins:
+            fins.append(CRD_FINALIZER)
+        self.api.commit_update(crds, crd, new)
 
     def cleanup_crd(self, name: str) -> None:
         crds = self._type(CRD_KEY)

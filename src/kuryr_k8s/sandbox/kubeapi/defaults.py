@@ -7,7 +7,9 @@ Only what a client can observe and what our components rely on: pod spec default
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -110,9 +112,58 @@ def default_pod(obj: Obj, _: IpAllocator, old: Obj | None) -> None:
     for tol in DEFAULT_TOLERATIONS:
         if not any(t.get("key") == tol["key"] for t in tolerations):
             tolerations.append(dict(tol))
+    _mount_service_account_token(obj)
     status = obj.setdefault("status", {})
     status.setdefault("phase", "Pending")
     status.setdefault("qosClass", _qos_class(spec))
+
+
+SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+_SUFFIX_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def _mount_service_account_token(pod: Obj) -> None:
+    """ServiceAccount admission: a projected ``kube-api-access-xxxxx`` volume (token,
+    ``kube-root-ca.crt``, namespace) mounted read-only in every container."""
+    spec = pod["spec"]
+    if spec.get("automountServiceAccountToken") is False:
+        return
+    containers = [c for f in ("initContainers", "containers") for c in spec.get(f) or []]
+    if any(
+        m.get("mountPath") == SA_MOUNT_PATH for c in containers for m in c.get("volumeMounts") or []
+    ):
+        return
+    name = "kube-api-access-" + "".join(secrets.choice(_SUFFIX_CHARS) for _ in range(5))
+    volume = {
+        "name": name,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {
+                                "path": "namespace",
+                                "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                            }
+                        ]
+                    }
+                },
+            ],
+            "defaultMode": 420,
+        },
+    }
+    spec.setdefault("volumes", []).append(volume)
+    for c in containers:
+        c.setdefault("volumeMounts", []).append(
+            {"name": name, "readOnly": True, "mountPath": SA_MOUNT_PATH}
+        )
 
 
 _SERVICE_IP_FIELDS = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
@@ -162,33 +213,66 @@ def default_netpol(obj: Obj, _: IpAllocator, old: Obj | None) -> None:
 
 
 def default_crd(obj: Obj, _: IpAllocator, old: Obj | None) -> None:
+    """Scheme defaults. A new CRD's status is empty (``conditions: null``) until the
+    establishing controller accepts its names (see ``controllers.establish_crd``)."""
     spec = obj.setdefault("spec", {})
     names = spec.get("names") or {}
     names.setdefault("singular", str(names.get("kind", "")).lower())
     names.setdefault("listKind", f"{names.get('kind', '')}List")
     spec.setdefault("conversion", {"strategy": "None"})
-    obj["status"] = crd_status(obj)
+    stored = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
+    if old is None:
+        obj["status"] = {
+            "conditions": None,
+            "acceptedNames": {"plural": "", "kind": ""},
+            "storedVersions": stored,
+        }
+        return
+    status = copy.deepcopy(old.get("status") or {})
+    if status.get("conditions"):
+        status["acceptedNames"] = accepted_names(spec)
+    versions = list(status.get("storedVersions") or [])
+    status["storedVersions"] = versions + [v for v in stored if v not in versions]
+    obj["status"] = status
 
 
-def crd_status(obj: Obj) -> Obj:
-    spec = obj.get("spec") or {}
+def accepted_names(spec: Obj) -> Obj:
+    names = spec.get("names") or {}
+    keys = ("plural", "singular", "shortNames", "kind", "listKind", "categories")
+    return {k: names[k] for k in keys if names.get(k)}
+
+
+def crd_established_status(crd: Obj, when: str) -> Obj:
+    """What the naming and establishing controllers write once the names are accepted."""
+    status = copy.deepcopy(crd.get("status") or {})
+    status["acceptedNames"] = accepted_names(crd.get("spec") or {})
+    status["conditions"] = [
+        {
+            "type": "NamesAccepted",
+            "status": "True",
+            "lastTransitionTime": when,
+            "reason": "NoConflicts",
+            "message": "no conflicts found",
+        },
+        {
+            "type": "Established",
+            "status": "True",
+            "lastTransitionTime": when,
+            "reason": "InitialNamesAccepted",
+            "message": "the initial names have been accepted",
+        },
+    ]
+    return status
+
+
+def crd_terminating_condition(when: str) -> Obj:
     return {
-        "acceptedNames": dict(spec.get("names") or {}),
-        "conditions": [
-            {
-                "type": "NamesAccepted",
-                "status": "True",
-                "reason": "NoConflicts",
-                "message": "no conflicts found",
-            },
-            {
-                "type": "Established",
-                "status": "True",
-                "reason": "InitialNamesAccepted",
-                "message": "the initial names have been accepted",
-            },
-        ],
-        "storedVersions": [v["name"] for v in spec.get("versions") or [] if v.get("storage")],
+        "type": "Terminating",
+        "status": "True",
+        "lastTransitionTime": when,
+        "reason": "InstanceDeletionPending",
+        "message": "CustomResourceDefinition marked for deletion; CustomResource deletion will "
+        "begin soon",
     }
 
 

@@ -10,15 +10,25 @@ patches from its compiled-in types, as it does for any server without schemas.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from typing import Any
 
-from kuryr_k8s.sandbox.kubeapi.resources import ALL_VERBS, Registry, ResourceType
+from kuryr_k8s.sandbox.kubeapi.resources import Registry, ResourceType
 
 Obj = dict[str, Any]
 
-KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kuryr-emulator"}
+KUBE_VERSION = {
+    "major": "1",
+    "minor": "36",
+    "emulationMajor": "1",
+    "emulationMinor": "36",
+    "minCompatibilityMajor": "1",
+    "minCompatibilityMinor": "35",
+    "gitVersion": "v1.36.2",
+}
+AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
 
 def version_info() -> Obj:
@@ -27,7 +37,7 @@ def version_info() -> Obj:
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2026-01-01T00:00:00Z",
-        "goVersion": "go1.23.0",
+        "goVersion": "go1.25.0",
         "compiler": "gc",
         "platform": "linux/amd64",
     }
@@ -63,7 +73,13 @@ def api_group(registry: Registry, name: str) -> Obj | None:
 
 
 def _hash(rt: ResourceType) -> str:
-    return hashlib.sha256(rt.key.encode()).hexdigest()[:11]
+    """``storageVersionHash`` as the real server computes it (group/version/kind)."""
+    gvk = f"{rt.group}/{rt.version}/{rt.kind}"
+    return base64.b64encode(hashlib.sha256(gvk.encode()).digest()[:8]).decode()
+
+
+def _verbs(rt: ResourceType) -> list[str]:
+    return list(rt.verbs)
 
 
 def _entries(rt: ResourceType) -> list[Obj]:
@@ -72,13 +88,14 @@ def _entries(rt: ResourceType) -> list[Obj]:
         "singularName": rt.singular,
         "namespaced": rt.namespaced,
         "kind": rt.kind,
-        "verbs": list(ALL_VERBS),
-        "storageVersionHash": _hash(rt),
+        "verbs": _verbs(rt),
     }
     if rt.short_names:
         main["shortNames"] = list(rt.short_names)
     if rt.categories:
         main["categories"] = list(rt.categories)
+    if rt.verbs != ("create",):
+        main["storageVersionHash"] = _hash(rt)
     out = [main]
     for sub in rt.subresources:
         kind, verbs = rt.kind, ["get", "patch", "update"]
@@ -111,6 +128,80 @@ def resource_list(registry: Registry, group: str, version: str) -> Obj | None:
         "apiVersion": "v1",
         "groupVersion": gv,
         "resources": resources,
+    }
+
+
+# ---------------------------------------------------------------- aggregated discovery
+
+
+def wants_aggregated(accept: str) -> bool:
+    """kubectl asks for ``APIGroupDiscoveryList`` first (v2, then v2beta1, then plain)."""
+    first = accept.split(",")[0]
+    return "as=APIGroupDiscoveryList" in first and "g=apidiscovery.k8s.io" in first
+
+
+def _kind(kind: str) -> Obj:
+    return {"group": "", "version": "", "kind": kind}
+
+
+def _discovery_resource(rt: ResourceType) -> Obj:
+    out: Obj = {
+        "resource": rt.plural,
+        "responseKind": _kind(rt.kind),
+        "scope": "Namespaced" if rt.namespaced else "Cluster",
+        "singularResource": rt.singular,
+        "verbs": _verbs(rt),
+    }
+    if rt.short_names:
+        out["shortNames"] = list(rt.short_names)
+    if rt.categories:
+        out["categories"] = list(rt.categories)
+    subs = [e for e in _entries(rt)[1:]]
+    if subs:
+        out["subresources"] = sorted(
+            (
+                {
+                    "subresource": e["name"].split("/", 1)[1],
+                    "responseKind": _kind(e["kind"]),
+                    "verbs": e["verbs"],
+                }
+                for e in subs
+            ),
+            key=lambda e: str(e["subresource"]),
+        )
+    return out
+
+
+def _discovery_versions(registry: Registry, group: str, versions: list[str]) -> list[Obj]:
+    out = []
+    for version in versions:
+        types = sorted(
+            (rt for rt in registry if rt.group == group and rt.serves(version)),
+            key=lambda r: r.plural,
+        )
+        out.append(
+            {
+                "version": version,
+                "resources": [_discovery_resource(rt) for rt in types],
+                "freshness": "Current",
+            }
+        )
+    return out
+
+
+def aggregated(registry: Registry, core: bool) -> Obj:
+    """``/api`` (core) or ``/apis`` as an ``apidiscovery.k8s.io/v2`` APIGroupDiscoveryList."""
+    items = []
+    for name, versions in sorted(registry.group_versions().items()):
+        if (name == "") != core:
+            continue
+        meta = {} if core else {"name": name}
+        items.append({"metadata": meta, "versions": _discovery_versions(registry, name, versions)})
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
     }
 
 
@@ -154,7 +245,7 @@ def openapi_document(registry: Registry, group: str, version: str) -> Obj | None
         paths[path] = {"patch": op}
     return {
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.32.0"},
+        "info": {"title": "Kubernetes", "version": "v1.36.2"},
         "paths": paths,
         "components": {"schemas": {}},
     }

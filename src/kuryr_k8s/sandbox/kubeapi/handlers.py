@@ -25,6 +25,7 @@ Obj = dict[str, Any]
 LOG = logging.getLogger(__name__)
 
 _TRUE = ("1", "true", "True")
+_BOUND = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
 
 def _warning(text: str) -> str:
@@ -50,6 +51,16 @@ def wants_table(request: web.Request) -> bool:
     accept = request.headers.get("Accept", "")
     first = accept.split(",")[0]
     return "as=Table" in first and "g=meta.k8s.io" in first
+
+
+def _exact_rv(rv: str | None, match: str | None) -> int | None:
+    """The resourceVersion of an ``Exact`` list (None for any other list)."""
+    if match != "Exact" or not rv:
+        return None
+    try:
+        return int(rv)
+    except ValueError as exc:
+        raise errors.bad_request(f"invalid resource version: {rv}") from exc
 
 
 def _decode_protobuf(raw: bytes) -> Obj:
@@ -85,6 +96,17 @@ class Handlers:
         if isinstance(target, routing.DiscoveryTarget):
             if request.method != "GET":
                 raise errors.method_not_allowed()
+            accept = request.headers.get("Accept", "")
+            if (
+                target.version is None
+                and target.group in ("", None)
+                and discovery.wants_aggregated(accept)
+            ):
+                doc = discovery.aggregated(self.api.registry, core=target.group == "")
+                return web.Response(
+                    body=json.dumps(doc, separators=(",", ":")).encode(),
+                    headers={"Content-Type": discovery.AGGREGATED},
+                )
             return json_response(self._discovery(target))
         rt = self.api.registry.lookup(target.group, target.version, target.plural)
         if rt is None or (target.namespace is not None and not rt.namespaced):
@@ -112,6 +134,14 @@ class Handlers:
         self, request: web.Request, rt: ResourceType, target: routing.Target
     ) -> web.StreamResponse:
         method, name, sub = request.method, target.name, target.subresource
+        if rt.key == "/bindings":
+            if method != "POST" or name:
+                raise errors.method_not_allowed()
+            body = await self._body(request)
+            meta = body.get("metadata") if isinstance(body, dict) else None
+            pod = meta.get("name") if isinstance(meta, dict) else None
+            self.api.bind(target.namespace or "", str(pod or ""), body)
+            return json_response(_BOUND, 201)
         if method == "GET" and not name:
             return await self._list_or_watch(request, rt, target)
         if method == "GET" and sub in ("", "status"):
@@ -121,17 +151,11 @@ class Handlers:
             return await self._create(request, rt, target)
         if method == "POST" and sub == "binding":
             body = await self._body(request)
+            meta = body.get("metadata") if isinstance(body, dict) else None
+            if isinstance(meta, dict) and meta.get("name") and meta["name"] != name:
+                raise errors.bad_request("name in URL does not match name in Binding object")
             self.api.bind(target.namespace or "", name, body)
-            return json_response(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Success",
-                    "code": 201,
-                },
-                201,
-            )
+            return json_response(_BOUND, 201)
         if method == "PUT" and name and sub in ("", "status", "finalize"):
             return await self._replace(request, rt, target)
         if method == "PATCH" and name and sub in ("", "status"):
@@ -208,10 +232,12 @@ class Handlers:
             obj = self.api.finalize_namespace(target.name, body)
             return self._object_response(request, rt, target.version, obj)
         opts = self._write_options(request)
+        existed = self.api.store.get(rt.key, target.namespace or "", target.name) is not None
         obj = self.api.replace(
             rt, target.version, target.namespace or "", target.name, body, target.subresource, opts
         )
-        return self._object_response(request, rt, target.version, obj, 200, opts.warnings)
+        code = 200 if existed else 201  # a PUT that created (leases, endpoints, events)
+        return self._object_response(request, rt, target.version, obj, code, opts.warnings)
 
     async def _patch(
         self, request: web.Request, rt: ResourceType, target: routing.Target
@@ -260,11 +286,9 @@ class Handlers:
         if not target.name:
             return await self._delete_collection(request, rt, target, opts)
         obj = self.api.delete(rt, ns, target.name, opts)
-        if (
-            rt.key in ("/pods", "/services", "/namespaces")
-            or rt.crd is not None
-            or obj["metadata"].get("deletionTimestamp")
-        ):
+        if obj["metadata"].get("deletionTimestamp"):
+            # The object while its deletion is pending (pods always, even with grace 0);
+            # a Status when it is gone at once, custom resources too (recorded).
             return self._object_response(request, rt, target.version, obj)
         details = {
             "name": target.name,
@@ -293,10 +317,16 @@ class Handlers:
         for obj in listed["items"]:
             meta = obj["metadata"]
             try:
-                deleted.append(self.api.delete(rt, meta.get("namespace", ""), meta["name"], opts))
+                self.api.delete(rt, meta.get("namespace", ""), meta["name"], opts)
             except errors.ApiError as exc:
                 if exc.code != 404:
                     raise
+                continue
+            deleted.append(obj)  # as listed before the delete, like a real server
+        if rt.crd is None:
+            deleted = [
+                {k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in deleted
+            ]
         listed["items"] = deleted
         return json_response(listed)
 
@@ -320,7 +350,13 @@ class Handlers:
         except ValueError as exc:
             raise errors.bad_request(f"invalid limit: {q.get('limit')}") from exc
         listed = self.api.list_objects(
-            rt, target.namespace, labels, fields, max(limit, 0), q.get("continue") or None
+            rt,
+            target.namespace,
+            labels,
+            fields,
+            max(limit, 0),
+            q.get("continue") or None,
+            exact=_exact_rv(q.get("resourceVersion"), q.get("resourceVersionMatch")),
         )
         items = [self.api.present(rt, target.version, o) for o in listed["items"]]
         if wants_table(request):
@@ -347,6 +383,18 @@ class Handlers:
         q = request.query
         self.api.check_fields(rt, fields)
         send_initial = q.get("sendInitialEvents") in _TRUE
+        if send_initial and q.get("resourceVersionMatch") != "NotOlderThan":
+            raise errors.invalid(
+                "ListOptions",
+                "meta.k8s.io",
+                "",
+                [
+                    errors.forbidden_field(
+                        "resourceVersionMatch",
+                        "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                    )
+                ],
+            )
         try:
             timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else None
         except ValueError as exc:
@@ -363,12 +411,17 @@ class Handlers:
         include = q.get("includeObject", "Metadata")
         version = target.version
 
+        sent_headers: list[bool] = []
+
         def transform(kind: str, obj: Obj) -> Obj:
             obj = self.api.present(rt, version, obj)
-            if not table:
+            if not table or kind in ("BOOKMARK", "ERROR"):
                 return obj
             meta = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
-            return tables.to_table(rt, version, [obj], meta, include)
+            # Like a real server, only the first Table event of a watch has the columns.
+            headers = not sent_headers
+            sent_headers.append(True)
+            return tables.to_table(rt, version, [obj], meta, include, headers=headers)
 
         stream = WatchStream(self.api.store, rt, watcher, params, transform)
         return await stream.serve(request)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from kuryr_k8s.sandbox.kubeapi import errors
+from kuryr_k8s.sandbox.kubeapi.defaults import crd_terminating_condition
 from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, now, parse_timestamp, timestamp
 from kuryr_k8s.sandbox.kubeapi.resources import ResourceType
 
@@ -17,22 +18,25 @@ if TYPE_CHECKING:
 Obj = dict[str, Any]
 
 IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
+NO_GRACE_FIELD = ("/namespaces", "apiextensions.k8s.io/customresourcedefinitions")
+"""Kinds whose own delete sets only ``deletionTimestamp`` (no grace period field)."""
 PROPAGATION_FINALIZERS = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}
 
 
 def _check_preconditions(rt: ResourceType, meta: Obj, opts: DeleteOptions) -> None:
     checks = (
-        ("UID", opts.uid, meta["uid"]),
-        ("ResourceVersion", opts.resource_version, meta["resourceVersion"]),
+        ("UID", opts.uid, meta["uid"], "deleted and then recreated"),
+        ("ResourceVersion", opts.resource_version, meta["resourceVersion"], "modified"),
     )
-    for what, wanted, actual in checks:
+    for what, wanted, actual, hint in checks:
         if wanted and wanted != actual:
-            raise errors.conflict(
-                rt.plural,
-                rt.group,
-                meta["name"],
-                f"Precondition failed: {what} in precondition: {wanted}, {what} in object "
-                f"meta: {actual}",
+            raise errors.ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {rt.kind} "{meta["name"]}": the {what} in the '
+                f"precondition ({wanted}) does not match the {what} in record ({actual}). The "
+                f"object might have been {hint}",
+                {"name": meta["name"], "kind": rt.kind},
             )
 
 
@@ -48,7 +52,9 @@ def delete(api: Api, rt: ResourceType, namespace: str, name: str, opts: DeleteOp
     extra = PROPAGATION_FINALIZERS.get(opts.propagation or "")
     if extra and extra not in finalizers and not meta.get("deletionTimestamp"):
         finalizers.append(extra)
-    if rt.key == "/namespaces" or finalizers or grace:
+    if rt.key in ("/namespaces", "/pods") or finalizers or grace:
+        # Pods always take the graceful path, even with a grace period of 0: a real server
+        # writes deletionTimestamp first (MODIFIED), then removes the pod (DELETED).
         return _mark_deleted(api, rt, old, finalizers, grace, opts.dry_run)
     if opts.dry_run:
         return old
@@ -82,14 +88,22 @@ def _mark_deleted(
     if meta.get("deletionTimestamp"):
         when = min(when, parse_timestamp(meta["deletionTimestamp"]))
     new_meta["deletionTimestamp"] = timestamp(when)
-    new_meta["deletionGracePeriodSeconds"] = grace
+    if rt.key not in NO_GRACE_FIELD:
+        new_meta["deletionGracePeriodSeconds"] = grace
+    first = not meta.get("deletionTimestamp")
+    if first and "generation" in meta and rt.key not in NO_GRACE_FIELD:
+        new_meta["generation"] = meta["generation"] + 1  # as rest.BeforeDelete does
+    if first and rt.key == "apiextensions.k8s.io/customresourcedefinitions":
+        conditions = (new.get("status") or {}).get("conditions")
+        if conditions:
+            conditions.append(crd_terminating_condition(timestamp()))
     if finalizers:
         new_meta["finalizers"] = finalizers
     if rt.key == "/namespaces":
         new.setdefault("status", {})["phase"] = "Terminating"
     if dry_run:
         return new
-    return api.commit_update(rt, old, new)
+    return api.commit_update(rt, old, new, mark=True)
 
 
 def bind(api: Api, namespace: str, name: str, body: Any) -> None:

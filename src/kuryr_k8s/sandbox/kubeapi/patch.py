@@ -241,8 +241,11 @@ def _smp_value(current: Any, value: Any, parent: str, key: str) -> Any:
         if merge_key is None:
             return [_strip_directives(v) for v in value]
         if merge_key == PRIMITIVE:
-            return current + [v for v in value if v not in current]
-        return _merge_list(current, value, merge_key, key)
+            merged = current + [v for v in value if v not in current]
+            return _normalise_order(merged, value, current, None)
+        return _normalise_order(
+            _merge_list(current, value, merge_key, key), value, current, merge_key
+        )
     return _strip_directives(value)
 
 
@@ -277,6 +280,44 @@ def _merge_list(current: list[Any], patch: list[Any], merge_key: str, field: str
         else:
             result[pos] = _smp_map(result[pos], item, field)
     return result
+
+
+def _normalise_order(
+    merged: list[Any], patch: list[Any], original: list[Any], merge_key: str | None
+) -> list[Any]:
+    """The order of a merged list, as apimachinery's ``normalizeElementOrder``: the items
+    named in the patch keep the patch's order, the others the live order, and the two are
+    interleaved by their live positions (a new item goes before the live ones after it)."""
+
+    def ident(item: Any) -> str:
+        return repr(item.get(merge_key) if merge_key and isinstance(item, dict) else item)
+
+    patch_ids = [ident(p) for p in patch]
+    live = {ident(o): i for i, o in enumerate(original)}
+    in_patch = sorted(
+        (m for m in merged if ident(m) in patch_ids), key=lambda m: patch_ids.index(ident(m))
+    )
+    server_only = sorted(
+        (m for m in merged if ident(m) not in patch_ids), key=lambda m: live.get(ident(m), 0)
+    )
+    out: list[Any] = []
+    i = j = 0
+    while i < len(server_only) or j < len(in_patch):
+        if j >= len(in_patch):
+            out.append(server_only[i])
+            i += 1
+        elif i >= len(server_only):
+            out.append(in_patch[j])
+            j += 1
+        else:
+            left, right = live.get(ident(server_only[i])), live.get(ident(in_patch[j]))
+            if left is not None and right is not None and left < right:
+                out.append(server_only[i])
+                i += 1
+            else:
+                out.append(in_patch[j])
+                j += 1
+    return out
 
 
 def _apply_order(items: list[Any], order: list[Any], merge_key: str | None) -> list[Any]:

@@ -9,6 +9,8 @@ from typing import Any
 Obj = dict[str, Any]
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+CR_VERBS = ("delete", "deletecollection", "get", "list", "patch", "create", "update", "watch")
+"""The verb order a real server lists for custom resources."""
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,20 @@ class ResourceType:
     """The defining CRD (None for built-in kinds)."""
     label_names: tuple[str, ...] = ("metadata.name", "metadata.namespace")
     """Field paths supported by ``fieldSelector``."""
+    verbs: tuple[str, ...] = ALL_VERBS
+    storage: str = ""
+    """Storage key when another resource's objects are served (events.k8s.io events)."""
+    generation: bool = False
+    """Whether objects carry ``metadata.generation`` (as the real kind does)."""
 
     @property
     def key(self) -> str:
         """Storage key: ``group/plural`` (``/pods`` for the core group)."""
+        return self.storage or self.route
+
+    @property
+    def route(self) -> str:
+        """``group/plural`` as in the URL: what the registry is indexed by."""
         return f"{self.group}/{self.plural}"
 
     @property
@@ -100,6 +112,7 @@ BUILTINS: tuple[ResourceType, ...] = (
         False,
         short_names=("ns",),
         subresources=("status", "finalize"),
+        verbs=tuple(v for v in ALL_VERBS if v != "deletecollection"),
         label_names=(*_BASE, "status.phase"),
     ),
     _core(
@@ -118,7 +131,9 @@ BUILTINS: tuple[ResourceType, ...] = (
         categories=("all",),
         subresources=("status", "binding"),
         label_names=(*_BASE, *_POD_FIELDS),
+        generation=True,
     ),
+    _core("Binding", "bindings", True, verbs=("create",)),
     _core(
         "Service",
         "services",
@@ -133,9 +148,26 @@ BUILTINS: tuple[ResourceType, ...] = (
     _core("ServiceAccount", "serviceaccounts", True, short_names=("sa",)),
     _core("ConfigMap", "configmaps", True, short_names=("cm",)),
     _core("Secret", "secrets", True, label_names=(*_BASE, "type")),
-    ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     ResourceType(
-        "networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", True, short_names=("netpol",)
+        "discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, generation=True
+    ),
+    ResourceType(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        True,
+        short_names=("netpol",),
+        generation=True,
+    ),
+    ResourceType(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        True,
+        short_names=("ev",),
+        storage="/events",
     ),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     ResourceType(
@@ -147,6 +179,7 @@ BUILTINS: tuple[ResourceType, ...] = (
         short_names=("crd", "crds"),
         categories=("api-extensions",),
         subresources=("status",),
+        generation=True,
     ),
 )
 
@@ -160,7 +193,7 @@ class Registry:
             self.add(rt)
 
     def add(self, rt: ResourceType) -> None:
-        self._by_key[rt.key] = rt
+        self._by_key[rt.route] = rt
 
     def remove(self, key: str) -> None:
         self._by_key.pop(key, None)
@@ -212,6 +245,8 @@ def crd_resource_type(crd: Obj) -> ResourceType:
         subresources=subs,
         versions=tuple(v["name"] for v in served),
         crd=crd,
+        verbs=CR_VERBS,
+        generation=True,
     )
 
 

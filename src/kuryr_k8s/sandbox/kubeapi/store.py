@@ -254,6 +254,9 @@ class Store:
                 hi = mid
         return itertools.islice(self._history, lo, None)
 
+    def events_after(self, since: int) -> Iterator[Event]:
+        return self._replay(since)
+
     def unsubscribe(self, watcher: Watcher) -> None:
         self._watchers.get(watcher.key, set()).discard(watcher)
         watcher.closed = True

@@ -24,10 +24,10 @@ _PROTOCOLS = ["SCTP", "TCP", "UDP"]
 
 
 def _name_rule(rt: ResourceType) -> Callable[[str], str]:
-    if rt.key in ("/namespaces",):
+    if rt.key in ("/namespaces", "/services"):
+        # Services: DNS-1123 labels since RelaxedServiceNameValidation (GA in 1.34), so
+        # "1abc" is accepted as on a real 1.36 server.
         return names.dns1123_label_error
-    if rt.key == "/services":
-        return names.dns1035_label_error
     return names.dns1123_subdomain_error
 
 

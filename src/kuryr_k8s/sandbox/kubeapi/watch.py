@@ -66,13 +66,16 @@ class WatchParams:
 def parse_since(rv: str | None, send_initial: bool) -> int | None:
     if send_initial or rv in (None, "", "0"):
         return None
-    try:
-        value = int(str(rv))
-    except ValueError as exc:
-        raise errors.bad_request(f"invalid resource version: {rv}") from exc
-    if value < 0:
-        raise errors.bad_request(f"invalid resource version: {rv}")
-    return value
+    text = str(rv)
+    if not text.isdigit():
+        # What a real server answers (a 500 without a reason, from strconv.ParseUint).
+        raise errors.ApiError(
+            500,
+            "",
+            f'resourceVersion: Invalid value: "{text}": strconv.ParseUint: parsing '
+            f'"{text}": invalid syntax',
+        )
+    return int(text)
 
 
 class WatchStream:
