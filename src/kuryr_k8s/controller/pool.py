@@ -44,7 +44,7 @@ from kuryr_k8s.controller.poolset import (
     PoolSet,
 )
 from kuryr_k8s.controller.settings import VifPoolSettings
-from kuryr_k8s.model.errors import ResourceNotReady
+from kuryr_k8s.model.errors import KuryrError, ResourceNotReady
 from kuryr_k8s.openstack.neutron import Neutron, NeutronNotFound
 from kuryr_k8s.openstack.ownership import Ledger, MarkWriter, load_ledger, with_marks
 from kuryr_k8s.openstack.ports import NeutronPort, PortRequest
@@ -314,6 +314,9 @@ class PooledPortProvider(PoolSet):
             LOG.warning("pool port %s is gone; dropped", candidate.id)
             self.marks.forget(candidate.id)
             return None
+        except KuryrError:
+            self._to_pool(candidate, cool=False)  # still free: keep it for the next pod
+            raise
         return self._own(owner_uid, candidate, name)
 
     async def _discard(self, port: NeutronPort) -> None:

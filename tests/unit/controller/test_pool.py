@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import pytest
 
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
+from kuryr_k8s.controller.poolset import MAX_CANDIDATES
 from kuryr_k8s.controller.settings import VifPoolSettings
 from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
 from kuryr_k8s.openstack.neutron import IpExhausted, NeutronUnavailable, PortSpec, QuotaExceeded
@@ -22,21 +23,50 @@ SETTINGS = VifPoolSettings(
 
 
 class Owners:
-    """The live KuryrPort pod uids, as the reconcile side would report them."""
+    """The live KuryrPort pod uids and the port ids their statuses name, as the reconcile
+    side would report them."""
 
     def __init__(self) -> None:
         self.uids: set[str] = set()
+        self.refs: dict[str, str] = {}
 
     async def __call__(self) -> Collection[str]:
         return set(self.uids)
+
+    async def references(self) -> Mapping[str, str]:
+        return dict(self.refs)
+
+    def name(self, uid: str, port_id: str) -> None:
+        """The KuryrPort of ``uid`` is live and its status names ``port_id``."""
+        self.uids.add(uid)
+        self.refs[port_id] = uid
 
 
 async def _pool(
     world: World, owners: Owners | None = None, settings: VifPoolSettings = SETTINGS
 ) -> PooledPortProvider:
-    provider = PooledPortProvider(world.neutron, world.tagging, settings, owners or Owners())
+    owners = owners or Owners()
+    provider = PooledPortProvider(
+        world.neutron, world.tagging, settings, owners, live_refs=owners.references
+    )
     await provider.rebuild()
     return provider
+
+
+async def _until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait (bounded) for background work that waits for quiet (``poolset.QUIET``)."""
+    for _ in range(int(seconds / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("background work did not happen")
+
+
+def _writes(world: World, port_id: str) -> int:
+    """Neutron writes to one port (updates and tag replacements)."""
+    return sum(
+        1 for m, path in world.fake.requests if m == "PUT" and path.startswith(f"/ports/{port_id}")
+    )
 
 
 async def _settle() -> None:
@@ -80,15 +110,31 @@ async def test_first_acquire_creates_a_batch_in_one_bulk_call() -> None:
     assert provider.sizes() == {world.request().pool_key: 3}
 
 
-async def test_pool_refills_in_the_background_below_min() -> None:
+async def test_pool_refills_in_the_background_below_min_once_quiet() -> None:
     world = make_world()
     provider = await _pool(world)
     for i in range(3):
         await provider.acquire(world.request(), f"uid-{i}", f"ns/p{i}")
     await _settle()
-    # 4 created, 3 taken -> 1 free < min 2 -> one more batch of 4
-    assert provider.sizes()[world.request().pool_key] == 5
+    # 4 created, 3 taken -> 1 free < min 2; but pods were just served: the refill waits
+    assert provider.busy()
+    assert world.fake.requests.count(("POST", "/ports")) == 1
+    key = world.request().pool_key
+    await _until(lambda: provider.sizes()[key] == 5)  # then one more batch of 4
+    assert not provider.busy()
     assert world.fake.requests.count(("POST", "/ports")) == 2
+
+
+async def test_refills_follow_recent_demand() -> None:
+    world = make_world()
+    provider = await _pool(world, settings=VifPoolSettings(True, 2, 4, 0, 3600))
+    await asyncio.gather(
+        *(provider.acquire(world.request(), f"uid-{i}", f"ns/p{i}") for i in range(12))
+    )
+    key = world.request().pool_key
+    # 12 acquires in the window: the pool aims for 12 free ports, not ports_pool_min
+    await _until(lambda: provider.sizes()[key] >= 12)
+    assert provider.sizes()[key] == 12
 
 
 async def test_acquire_is_idempotent_across_a_crash() -> None:
@@ -102,30 +148,53 @@ async def test_acquire_is_idempotent_across_a_crash() -> None:
     assert len([p for p in world.fake.ports.values() if p["device_id"]]) == 1
 
 
-async def test_release_resets_and_recycles_the_port() -> None:
+async def test_release_recycles_the_port_without_a_neutron_call() -> None:
     world = make_world()
     provider = await _pool(world)
     port = await provider.acquire(world.request(), "uid-1", "ns/pod")
     before = provider.sizes()[world.request().pool_key]
+    calls = len(world.fake.requests)
     await provider.release(port.id, "uid-1")
+    assert len(world.fake.requests) == calls  # in memory only
+    assert provider.sizes()[world.request().pool_key] == before + 1
+    assert await provider.find("uid-1") is None
+    assert await provider.known(port.id, "uid-1") is not None  # a free port: adoptable
+    await provider.release(port.id, "uid-1")  # idempotent (still the owner's: adopted)
+    await provider.release(port.id, "uid-1")
+    assert provider.sizes()[world.request().pool_key] == before + 1
+    assert len(world.fake.requests) == calls
+    # its marks are reset later, by the writer
+    raw = world.fake.ports[port.id]
+    assert raw["device_id"] == "uid-1"
+    await provider.marks.flush()
     raw = world.fake.ports[port.id]
     assert (raw["device_id"], raw["name"]) == ("", "")
     assert set(raw["tags"]) == set(world.tagging.free(world.request().pool_key))
-    assert provider.sizes()[world.request().pool_key] == before + 1
-    await provider.release(port.id, "uid-1")  # idempotent
-    assert provider.sizes()[world.request().pool_key] == before + 1
-    # the recycled port serves the next pod
+    # the recycled port serves the next pods (after the others: it is cooling down)
     taken = [await provider.acquire(world.request(), f"n{i}", "x") for i in range(before + 1)]
-    assert port.id in {p.id for p in taken}
+    assert [p.id for p in taken][-1] == port.id
 
 
-async def test_release_restores_the_security_groups_of_the_origin_pool() -> None:
+async def test_a_released_port_goes_to_the_pool_of_the_sgs_it_has() -> None:
     world = make_world()
     provider = await _pool(world)
-    port = await provider.acquire(world.request(), "uid-1", "ns/pod")
-    await world.neutron.update_port(port.id, security_groups=[world.sg, world.sg2])
-    await provider.release(port.id, "uid-1")
-    assert world.fake.ports[port.id]["security_groups"] == [world.sg]
+    await provider.acquire(world.request(), "warm", "x")
+    borrowed = await provider.acquire(world.request(sgs=(world.sg2,)), "uid-1", "ns/pod")
+    assert world.fake.ports[borrowed.id]["security_groups"] == [world.sg2]  # never deferred
+    sg1_key, sg2_key = world.request().pool_key, world.request(sgs=(world.sg2,)).pool_key
+    before = provider.sizes()
+    calls = len(world.fake.requests)
+    await provider.release(borrowed.id, "uid-1")
+    assert len(world.fake.requests) == calls  # no reset of its SGs
+    assert provider.sizes()[sg2_key] == before.get(sg2_key, 0) + 1
+    assert provider.sizes()[sg1_key] == before[sg1_key]
+    # the next pod asking for sg2 gets it as it is: no SG update
+    again = await provider.acquire(world.request(sgs=(world.sg2,)), "uid-2", "ns/other")
+    assert again.id == borrowed.id and again.security_groups == (world.sg2,)
+    assert _writes(world, borrowed.id) == 1  # the borrow's SG update only
+    await provider.marks.flush()
+    assert world.fake.ports[borrowed.id]["security_groups"] == [world.sg2]
+    assert world.fake.ports[borrowed.id]["device_id"] == "uid-2"
 
 
 async def test_release_above_max_deletes() -> None:
@@ -143,21 +212,63 @@ async def test_release_above_max_deletes() -> None:
 async def test_rebuild_finds_free_ports_and_skips_used_ones() -> None:
     world = make_world()
     owners = Owners()
-    provider = await _pool(world, owners)
-    used = await provider.acquire(world.request(), "alive", "ns/a")
-    owners.uids.add("alive")
+    provider = await _pool(world, owners, settings=VifPoolSettings(True, 0, 6, 0, 3600))
+    await provider.acquire(world.request(), "warm", "x")  # a batch of 6
+    named = await provider.acquire(world.request(), "alive", "ns/a")
+    marked = await provider.acquire(world.request(), "marked", "ns/m")
     gone = await provider.acquire(world.request(), "gone", "ns/g")
-    await _settle()
+    crashed = await provider.acquire(world.request(), "crashed", "ns/c")
+    owners.name("warm", (await provider.find("warm")).id)  # type: ignore[union-attr]
+    owners.name("alive", named.id)
+    owners.uids.add("marked")  # live, but its status write never happened
+    await provider.marks.flush()  # marks of all four claims are in Neutron now
+    crash = world.fake.ports[crashed.id]  # ... except the last one (crash before marks)
+    crash.update(device_id="", name="", tags=list(world.tagging.free(world.request().pool_key)))
+    owners.uids.add("crashed")
     free_ids = {p["id"] for p in _free(world)}
+    assert crashed.id in free_ids and named.id not in free_ids
+    calls = len(world.fake.requests)
     restarted = await _pool(world, owners)
+    assert world.fake.requests[calls:] == [("GET", "/ports")]  # one list, no writes
     key = world.request().pool_key
     assert restarted.sizes() == {key: len(free_ids)}
+    assert (await restarted.find("alive")).id == named.id  # type: ignore[union-attr]
+    assert (await restarted.find("marked")).id == marked.id  # type: ignore[union-attr]
+    assert await restarted.find("gone") is None and await restarted.find("crashed") is None
+    assert restarted.owns(named.id) and restarted.owns(marked.id) and not restarted.owns(gone.id)
     taken = {
         (await restarted.acquire(world.request(), f"new-{i}", "x")).id for i in range(len(free_ids))
     }
     assert taken == free_ids
-    assert used.id not in taken and gone.id not in taken
+    assert named.id not in taken and marked.id not in taken and gone.id not in taken
     assert world.fake.ports[gone.id]["device_id"] == "gone"  # an orphan: GC's business
+
+
+async def test_rebuild_trusts_the_kuryrport_over_stale_marks() -> None:
+    """Marks lag the ledger: a port claimed (status written) but whose marks still say
+    free, or still name its previous (dead) owner, is the KuryrPort's pod's."""
+    world = make_world()
+    owners = Owners()
+    provider = await _pool(world, owners)
+    await provider.acquire(world.request(), "warm", "x")
+    await provider.marks.flush()
+    unmarked = await provider.acquire(world.request(), "a", "ns/a")
+    assert world.fake.ports[unmarked.id]["device_id"] == ""  # marks not written yet
+    previous = (await provider.find("warm")).id  # type: ignore[union-attr]
+    await provider.release(previous, "warm")  # dead now; its marks are still in Neutron
+    relabelled = await provider.known(previous, "b")  # b's status names it
+    assert relabelled is not None
+    assert world.fake.ports[previous]["device_id"] == "warm"
+    owners.name("a", unmarked.id)
+    owners.name("b", previous)
+    restarted = await _pool(world, owners)
+    assert (await restarted.find("a")).id == unmarked.id  # type: ignore[union-attr]
+    assert (await restarted.find("b")).id == previous  # type: ignore[union-attr]
+    taken = [await restarted.acquire(world.request(), f"n{i}", "x") for i in range(2)]
+    assert {unmarked.id, previous}.isdisjoint(p.id for p in taken)
+    await restarted.marks.flush()
+    assert world.fake.ports[unmarked.id]["device_id"] == "a"
+    assert world.fake.ports[previous]["device_id"] == "b"
 
 
 async def test_rebuild_repairs_half_flipped_ports() -> None:
@@ -178,43 +289,76 @@ async def test_rebuild_repairs_half_flipped_ports() -> None:
             spec((world.tagging.cluster_tag,)),
         ]
     )
+    calls = len(world.fake.requests)
     provider = await _pool(world, owners)
+    assert world.fake.requests[calls:] == [("GET", "/ports")]  # repairs are marks: later
     assert provider.sizes() == {key: 2}
+    assert (await provider.find("live")).id == mid_release_live.id  # type: ignore[union-attr]
+    await provider.marks.flush()
     for port in (mid_release_dead, unnamed):
         raw = world.fake.ports[port.id]
         assert set(raw["tags"]) == set(world.tagging.free(key))
         assert raw["name"] == ""
-    assert "kuryr.owner:live" in world.fake.ports[mid_release_live.id]["tags"]
+    raw = world.fake.ports[mid_release_live.id]
+    assert set(raw["tags"]) == set(world.tagging.in_use("live"))
+    assert raw["device_id"] == "live"
 
 
-async def test_a_port_taken_behind_our_back_is_never_shared() -> None:
+async def test_the_ledger_never_hands_one_port_to_two_owners() -> None:
     world = make_world()
-    provider = await _pool(world, settings=VifPoolSettings(True, 0, 2, 0, 3600))
-    await provider.acquire(world.request(), "first", "x")
-    (victim,) = [p["id"] for p in _free(world)]
+    provider = await _pool(world, settings=VifPoolSettings(True, 0, 3, 0, 3600))
+    held: dict[str, str] = {}
+    for round_ in range(4):
+        ports = await asyncio.gather(
+            *(provider.acquire(world.request(), f"u{round_}-{i}", "x") for i in range(6))
+        )
+        for i, port in enumerate(ports):
+            assert port.id not in held, f"{port.id} handed to {held.get(port.id)} and again"
+            held[port.id] = f"u{round_}-{i}"
+        # release half of them: they go back and are handed out again, never shared
+        for i, port in enumerate(ports[::2]):
+            await provider.release(port.id, f"u{round_}-{2 * i}")
+            del held[port.id]
+    for port_id, uid in held.items():
+        assert provider.ledger.owner_of(port_id) == uid
+        assert (await provider.known(port_id, "intruder")) is None
+    assert len({p for p in held}) == len(held) == 12
+    await provider.marks.flush()
+    assert {world.fake.ports[pid]["device_id"] for pid in held} == set(held.values())
 
-    def steal(method: str, path: str) -> None:
-        if method == "PUT" and path == f"/ports/{victim}" and world.fake.on_request:
-            world.fake.on_request = None
-            world.fake.ports[victim]["device_id"] = "intruder"
-            world.fake.touch(victim)
 
-    world.fake.on_request = steal
-    port = await provider.acquire(world.request(), "second", "x")
-    assert port.id != victim
-    assert world.fake.ports[victim]["device_id"] == "intruder"
-    assert world.fake.ports[port.id]["device_id"] == "second"
+async def test_a_port_named_by_two_kuryrports_goes_to_one() -> None:
+    world = make_world()
+    owners = Owners()
+    provider = await _pool(world, owners)
+    port = await provider.acquire(world.request(), "first", "x")
+    owners.name("first", port.id)
+    owners.uids.add("second")  # its status names the same port (a hand edit, a bug)
+    restarted = await _pool(world, owners)
+    assert (await restarted.known(port.id, "second")) is None
+    mine = await restarted.known(port.id, "first")
+    assert mine is not None and mine.id == port.id
+    other = await restarted.acquire(world.request(), "second", "y")
+    assert other.id != port.id
+    # a free port named by two statuses written after the rebuild: the first asker only
+    free = (await restarted.acquire(world.request(), "third", "z")).id
+    await restarted.release(free, "third")
+    assert (await restarted.known(free, "fourth")) is not None
+    assert (await restarted.known(free, "fifth")) is None
 
 
-async def test_claim_survives_neutron_bumping_the_revision() -> None:
+async def test_a_claim_ignores_neutron_bumping_the_revision() -> None:
     world = make_world()
     provider = await _pool(world)
     await provider.acquire(world.request(), "first", "x")
     free = [p["id"] for p in _free(world)]
     for pid in free:
         world.fake.touch(pid)  # binding completed after we read them
+    calls = len(world.fake.requests)
     port = await provider.acquire(world.request(), "second", "x")
     assert port.id in free
+    assert len(world.fake.requests) == calls  # a warm acquire: no Neutron call at all
+    await provider.marks.flush()
     assert world.fake.ports[port.id]["device_id"] == "second"
 
 
@@ -270,22 +414,27 @@ async def test_failed_refill_is_counted_not_raised() -> None:
     await provider.acquire(world.request(), "a", "x")
     await provider.acquire(world.request(), "b", "x")
     world.fake.fail_next("POST", "/ports", 503)
-    await provider.acquire(world.request(), "c", "x")
-    await _settle()
-    assert provider.refill_errors == 1
+    await provider.acquire(world.request(), "c", "x")  # 1 free < 3 (demand): refill
+    await _until(lambda: provider.refill_errors == 1)
+    assert world.fake.requests.count(("POST", "/ports")) == 2  # the batch and the failure
     await provider.maintain_once()
     assert provider.sizes()[world.request().pool_key] >= SETTINGS.ports_pool_min
 
 
-async def test_temporary_error_during_claim_keeps_the_port_in_the_pool() -> None:
+async def test_temporary_error_while_borrowing_keeps_the_port_in_a_pool() -> None:
     world = make_world()
     provider = await _pool(world, settings=VifPoolSettings(True, 0, 2, 0, 3600))
     await provider.acquire(world.request(), "a", "x")
-    world.fake.fail_next("PUT", "/ports/", 503)
+    (spare,) = [p["id"] for p in _free(world)]
+    world.fake.fail_next("PUT", "/ports/", 503)  # the SG update of the borrowed port
     with pytest.raises(NeutronUnavailable):
-        await provider.acquire(world.request(), "b", "x")
-    assert provider.sizes()[world.request().pool_key] == 1
-    assert (await provider.acquire(world.request(), "b", "x")).device_id == "b"
+        await provider.acquire(world.request(sgs=(world.sg2,)), "b", "x")
+    assert await provider.find("b") is None
+    assert provider.owns(spare)  # still free in a pool, not lost
+    assert sum(provider.sizes().values()) == 1
+    port = await provider.acquire(world.request(sgs=(world.sg2,)), "b", "x")
+    assert (port.id, port.device_id, port.security_groups) == (spare, "b", (world.sg2,))
+    assert world.fake.requests.count(("POST", "/ports")) == 1
 
 
 async def test_maintenance_trims_to_max_and_forgets_deleted_ports() -> None:
@@ -316,29 +465,42 @@ async def test_pool_sizes_are_exported() -> None:
     assert f'kuryr_port_pool_free{{network="{world.network}",node="node-a"}} 3.0' in text
 
 
-def test_pool_disabled_is_the_plain_provider() -> None:
+async def test_pool_disabled_is_the_plain_provider() -> None:
     world = make_world()
     off = make_provider(world.neutron, world.tagging, VifPoolSettings(), Owners())
     on = make_provider(world.neutron, world.tagging, SETTINGS, Owners())
-    assert isinstance(off, PlainPortProvider) and off.ready
+    assert isinstance(off, PlainPortProvider) and not off.ready
     assert isinstance(on, PooledPortProvider) and not on.ready
+    await off.start()
+    assert off.ready
 
 
-async def test_a_port_that_never_stops_changing_ends_in_a_temporary_error() -> None:
+async def test_ports_deleted_behind_our_back_are_dropped_when_borrowed() -> None:
     world = make_world()
-    provider = await _pool(world, settings=VifPoolSettings(True, 0, 2, 0, 3600))
+    provider = await _pool(world, settings=VifPoolSettings(True, 0, 3, 0, 3600))
     await provider.acquire(world.request(), "first", "x")
-    (restless,) = [p["id"] for p in _free(world)]
+    stale = [p["id"] for p in _free(world)]
+    for pid in stale:  # deleted outside the controller
+        del world.fake.ports[pid]
+    port = await provider.acquire(world.request(sgs=(world.sg2,)), "second", "x")
+    assert port.id not in stale and port.id in world.fake.ports
+    assert not any(provider.owns(pid) for pid in stale)
 
-    def churn(method: str, path: str) -> None:
-        if method == "PUT" and path == f"/ports/{restless}":
-            world.fake.touch(restless)
 
-    world.fake.on_request = churn
+async def test_a_pool_of_vanished_ports_ends_in_a_temporary_error() -> None:
+    world = make_world()
+    settings = VifPoolSettings(True, 0, MAX_CANDIDATES + 1, 0, 3600)
+    provider = await _pool(world, settings=settings)
+    await provider.acquire(world.request(), "first", "x")
+    stale = [p["id"] for p in _free(world)]
+    assert len(stale) == MAX_CANDIDATES
+    for pid in stale:
+        del world.fake.ports[pid]
     with pytest.raises(TemporaryError, match="could be claimed"):
-        await provider.acquire(world.request(), "second", "x")
-    assert world.fake.ports[restless]["device_id"] == ""
-    assert provider.sizes()[world.request().pool_key] == 1  # kept for later
+        await provider.acquire(world.request(sgs=(world.sg2,)), "second", "x")
+    assert not any(provider.owns(pid) for pid in stale)
+    assert await provider.find("second") is None
+    assert len(world.fake.ports) == 1
 
 
 async def test_find_never_takes_or_creates_a_port() -> None:
@@ -383,22 +545,45 @@ async def test_warm_fills_a_nodes_pool_before_its_first_pod() -> None:
     assert world.fake.requests.count(("POST", "/ports")) == 1
 
 
-async def test_claimed_port_gets_owner_tags_after_acquire_returns() -> None:
-    """The tag flip is off the critical path, but it lands, and a release that follows at
-    once still ends with the pool's tags (never the owner's)."""
+async def test_marks_follow_a_claim_after_the_burst_not_during_it() -> None:
+    """The claim is in memory; Neutron's marks follow once pods stop waiting (or at a
+    flush), and a release that follows at once ends with the pool's marks, written at
+    most once (here: never, Neutron already shows them)."""
     world = make_world()
-    provider = await _pool(world)
-    await provider.acquire(world.request(), "warm", "x")  # fills the pool
-    await provider.release((await provider.find("warm")).id, "warm")  # type: ignore[union-attr]
-    port = await provider.acquire(world.request(), "uid-1", "ns/pod")
-    assert set(port.tags) == set(world.tagging.in_use("uid-1"))
-    assert world.fake.ports[port.id]["device_id"] == "uid-1"  # owned before tags flip
-    await _settle()
-    assert set(world.fake.ports[port.id]["tags"]) == set(world.tagging.in_use("uid-1"))
+    provider = PooledPortProvider(world.neutron, world.tagging, SETTINGS, Owners(), mark_delay=3600)
+    await provider.start()
+    try:
+        await provider.acquire(world.request(), "warm", "x")  # fills the pool
+        await provider.marks.flush()
+        port = await provider.acquire(world.request(), "uid-1", "ns/pod")
+        assert set(port.tags) == set(world.tagging.in_use("uid-1"))
+        assert (port.device_id, port.name) == ("uid-1", "ns/pod")
+        await _settle()
+        assert provider.busy()
+        assert world.fake.ports[port.id]["device_id"] == ""  # not while pods are served
+        assert _writes(world, port.id) == 0
 
-    quick = await provider.acquire(world.request(), "uid-2", "ns/quick")
-    await provider.release(quick.id, "uid-2")  # before its tag flip had a chance to run
-    await _settle()
-    raw = world.fake.ports[quick.id]
-    assert raw["device_id"] == ""
-    assert set(raw["tags"]) == set(world.tagging.free(world.request().pool_key))
+        quick = await provider.acquire(world.request(), "uid-2", "ns/quick")
+        await provider.release(quick.id, "uid-2")
+        await provider.marks.flush()
+        raw = world.fake.ports[port.id]
+        assert (raw["device_id"], raw["name"]) == ("uid-1", "ns/pod")
+        assert set(raw["tags"]) == set(world.tagging.in_use("uid-1"))
+        raw = world.fake.ports[quick.id]
+        assert raw["device_id"] == ""
+        assert set(raw["tags"]) == set(world.tagging.free(world.request().pool_key))
+        assert _writes(world, quick.id) == 0
+    finally:
+        await provider.stop()
+
+
+async def test_stop_flushes_the_marks() -> None:
+    world = make_world()
+    provider = PooledPortProvider(world.neutron, world.tagging, SETTINGS, Owners(), mark_delay=3600)
+    await provider.start()
+    await provider.acquire(world.request(), "warm", "x")
+    port = await provider.acquire(world.request(), "uid-1", "ns/pod")
+    assert world.fake.ports[port.id]["device_id"] == ""
+    await provider.stop()
+    assert world.fake.ports[port.id]["device_id"] == "uid-1"
+    assert provider.marks.backlog == 0
