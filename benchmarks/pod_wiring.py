@@ -1,33 +1,47 @@
-"""Pod wiring latency: from the pod's creation at the API until it is Ready.
+"""Pod wiring latency, ours and upstream kuryr-kubernetes 10.0.0, in the same run.
 
-"Ready" is set by the sandbox node agent right after ``kuryr-cni ADD`` returned success,
-and ADD returns only when traffic can flow (OVN marked the OVS interface
-``ovn-installed``). So each sample covers: API create -> scheduler binding -> controller
-(KuryrPort, Neutron port from the pool or created) -> daemon (VIF seen, veth, OVS row,
-flows) -> CNI result -> pod status. Times are taken client-side: just before the POST,
-and when the watch shows the pod Ready.
+Each sample is one pod: from just before its ``POST`` until the CNI ``ADD`` for it returned
+success with an address. The benchmark plays kubelet and the container runtime for this
+host's node (the OVN chassis, so Neutron binds the ports) for both implementations alike:
+it creates the pod's netns before t0, POSTs the pod (``spec.nodeName`` set, no scheduler),
+then executes the implementation's CNI plugin from its conflist with the standard
+``CNI_*`` environment and the plugin entry on stdin (the node agent's ``CniRuntime``). A
+failed ADD is retried the way kubelet does: DEL, 1 s pause, ADD with a new container id, at
+most 2 retries; t0 is kept. Ours returns from ADD when OVN marked the interface
+``ovn-installed`` (traffic flows); upstream's when its controller saw the Neutron port
+ACTIVE. For a burst, all pods pass a common gate; "total" runs from the first POST to the
+last successful ADD.
 
-Scenarios: single pods (one at a time), then bursts of 10, 50 and 200 pods at once,
-each with warm pools (``vif_pool_driver = neutron``, pool filled before the burst) and
-with pools disabled (``noop``: one Neutron create per pod). In the same run it measures
-the floor without our code: (a) host plumbing alone (netns + veth + OVS port on a
+Scenarios: single pods (one at a time), bursts (default 10 and 50), each with warm pools
+(``vif_pool_driver = neutron``, pool filled to the largest burst before it) and with pools
+disabled (``noop``). Ours is a controller of its own (the sandbox's cluster id) with the
+sandbox's kuryr-daemon; upstream is its controller and CNI daemon from PyPI
+(``upstream_peer.py``), with its CRDs swapped in while it runs. In the same run it measures
+the floor without either: (a) host plumbing alone (netns + veth + OVS port on a
 pre-created bound port, until ``ovn-installed``), (b) Neutron ``create_port`` + plug +
-ACTIVE. It also reports controller and daemon RSS with 0 and 200 pods, and 1,000
-KuryrPorts / cached pods (see ``--memory``).
+ACTIVE; and controller and daemon RSS with 0 and 200 pods and 1,000 KuryrPorts / cached
+pods (``--memory``). Load average is recorded before and after each scenario.
 
-Needs the sandbox with the product running: ``kuryr sandbox demo`` (or ``kuryr sandbox up
---kuryr``). It stops the sandbox's kuryr-controller for the duration (it runs its own
-with each pool mode and a private cluster id), and starts it again at the end. Everything
-it creates (pods, namespace, ports tagged with its cluster id, netns) is removed.
+It also checks that our exported latency histograms agree with what it measured: each is
+scraped before and after each scenario of ours, and the delta's count and p50/p95 are
+compared with the benchmark's (see ``histograms.py``; ``--metrics-tolerance``). A
+disagreement is printed and makes the exit status 1.
 
-Usage: .venv/bin/python benchmarks/pod_wiring.py [--singles 10] [--bursts 10,50,200]
-       [--modes pool,nopool] [--floor 10] [--no-memory]
+For its duration it stops the sandbox's kuryr-controller and node agent (one kubelet per
+node: the benchmark is that kubelet meanwhile) and starts them again at the end.
+Everything it creates (pods, namespaces, ports, netns, upstream's processes, CRDs) is
+removed, also after an error.
+
+Usage: .venv/bin/python benchmarks/pod_wiring.py [--singles 5] [--bursts 10,50]
+       [--modes pool,nopool] [--no-upstream] [--upstream-max-burst 50] [--floor 10]
+       [--no-memory]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import re
@@ -37,13 +51,17 @@ import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+import upstream_peer
+from histograms import Histogram, Source, Tolerance, Verdict, compare_count, compare_quantile
 
-from kuryr_k8s.k8s import PODS, KubeClient, load_kubeconfig
+from kuryr_k8s.k8s import PODS, KubeClient, NotFound, load_kubeconfig
+from kuryr_k8s.k8s.leader import LeaderElectionConfig, LeaderElector
 from kuryr_k8s.k8s.resources import KURYRPORTS, NAMESPACES
 from kuryr_k8s.model.kuryrport import NODE_LABEL
 from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX, POOL_TAG_PREFIX
@@ -52,19 +70,22 @@ from kuryr_k8s.sandbox.components import Context
 from kuryr_k8s.sandbox.kuryr_components import (
     CLUSTER_ID,
     CONTROLLER_HEALTH,
+    DAEMON_HEALTH,
     KuryrController,
     KuryrDaemon,
+    cni_dirs,
     kuryr_conf,
 )
+from kuryr_k8s.sandbox.kuryr_components import NodeAgent as SandboxNodeAgent
+from kuryr_k8s.sandbox.nodeagent import netns
+from kuryr_k8s.sandbox.nodeagent.cni import CniError, CniRuntime, RuntimeConf
 from kuryr_k8s.sandbox.openstack import hostplug, topology
 from kuryr_k8s.sandbox.settings import settings_from_env
 
 READY_TIMEOUT = 600.0
-UPSTREAM = {  # shared/research/kuryr-upstream.md section 7, same sandbox, 2026-11-26
-    "1 pod": 5.45,
-    "10 pods burst total": 15.9,
-    "50 pods burst total": 132.1,
-}
+CNI_TIMEOUT = 300.0
+ADD_ATTEMPTS = 3
+"""First ADD plus kubelet-style retries (DEL, 1 s pause, new container id)."""
 
 
 # -- statistics -------------------------------------------------------------------------
@@ -181,62 +202,142 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
 # -- pods -------------------------------------------------------------------------------
 
 
-def pod_body(name: str) -> dict[str, Any]:
+def pod_body(name: str, node: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000000"]}]
+    }
+    if node is not None:
+        spec["nodeName"] = node
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "kuryr-bench"}},
-        "spec": {
-            "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000000"]}]
-        },
+        "spec": spec,
     }
 
 
-def is_ready(pod: dict[str, Any]) -> bool:
-    conds = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+@dataclass
+class PodRun:
+    """One pod as the benchmark's kubelet ran it."""
+
+    name: str
+    netns: str
+    latency: float | None = None
+    """POST -> successful ADD, seconds; None if all attempts failed."""
+    add_seconds: float = 0.0
+    """Duration of the successful ADD execution (plugin start to exit)."""
+    t0: float = 0.0
+    t1: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    sandbox: RuntimeConf | None = None
+    result: dict[str, Any] | None = None
 
 
-async def create_and_wait(client: KubeClient, ns: str, names: list[str]) -> dict[str, float]:
-    """POST all pods at once; return seconds from each POST to its Ready."""
-    listing = await client.list(PODS, ns)
-    started: dict[str, float] = {}
-    latency: dict[str, float] = {}
-    done = asyncio.Event()
+class Kubelet:
+    """Kubelet + runtime for this host's node, for one implementation's CNI conflist."""
 
-    async def watch() -> None:
-        async for ev in client.watch(
-            PODS, ns, resource_version=listing.resource_version, timeout_seconds=int(READY_TIMEOUT)
-        ):
-            name = ev.object.get("metadata", {}).get("name")
-            if name in started and name not in latency and is_ready(ev.object):
-                latency[name] = time.monotonic() - started[name]
-                if len(latency) == len(names):
-                    done.set()
-                    return
+    def __init__(self, node: str, conf_dir: Path, bin_dir: Path) -> None:
+        self.node = node
+        self.runtime = CniRuntime(conf_dir, (bin_dir,), timeout=CNI_TIMEOUT)
+        self.pods: list[PodRun] = []
 
-    watcher = asyncio.create_task(watch())
+    async def prepare(self, ns: str, names: list[str]) -> list[PodRun]:
+        runs = [PodRun(name, netns.netns_name(ns, name, uuid.uuid4().hex)) for name in names]
+        self.pods.extend(runs)
+        await asyncio.gather(*(netns.ensure_netns(r.netns) for r in runs))
+        return runs
 
-    async def create(name: str) -> None:
-        started[name] = time.monotonic()
-        await client.create(PODS, pod_body(name), ns)
+    async def run(self, client: KubeClient, ns: str, run: PodRun, gate: asyncio.Event) -> None:
+        net = self.runtime.network()
+        await gate.wait()
+        run.t0 = time.monotonic()
+        pod = await client.create(PODS, pod_body(run.name, self.node), ns)
+        for attempt in range(ADD_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(1.0)
+            sandbox = RuntimeConf(
+                container_id=uuid.uuid4().hex + uuid.uuid4().hex,
+                netns=netns.netns_path(run.netns),
+                ifname="eth0",
+                pod_namespace=ns,
+                pod_name=run.name,
+                pod_uid=pod["metadata"]["uid"],
+            )
+            run.sandbox = sandbox
+            a0 = time.monotonic()
+            try:
+                result = await self.runtime.add(sandbox, net)
+            except CniError as exc:
+                run.failures.append(str(exc)[:300])
+                with contextlib.suppress(CniError):
+                    await self.runtime.delete(sandbox, net, None)
+                continue
+            if not result.get("ips"):
+                run.failures.append(f"ADD result without ips: {str(result)[:200]}")
+                continue
+            run.t1 = time.monotonic()
+            run.add_seconds = run.t1 - a0
+            run.latency = run.t1 - run.t0
+            run.result = result
+            return
 
-    await asyncio.gather(*(create(n) for n in names))
-    try:
-        await asyncio.wait_for(done.wait(), READY_TIMEOUT)
-    finally:
-        watcher.cancel()
-    return latency
+    async def wire(self, client: KubeClient, ns: str, names: list[str]) -> list[PodRun]:
+        """All pods at once through a common gate; returns them when every ADD is done."""
+        runs = await self.prepare(ns, names)
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(self.run(client, ns, r, gate)) for r in runs]
+        gate.set()
+        await asyncio.gather(*tasks)
+        return runs
+
+    async def teardown(self, client: KubeClient, ns: str, wait_s: float = 180.0) -> float:
+        """CNI DEL, delete with grace 0, wait for pods and KuryrPorts to go, drop netns.
+
+        Returns the seconds it took; a pod still held by a finalizer after ``wait_s`` is
+        reported and left for the final clean-up."""
+        t0 = time.monotonic()
+        net = self.runtime.network()
+
+        async def down(run: PodRun) -> None:
+            if run.sandbox is not None:
+                try:
+                    await self.runtime.delete(run.sandbox, net, run.result)
+                except CniError as exc:
+                    print(f"   CNI DEL of {run.name} failed: {exc}", flush=True)
+            with contextlib.suppress(NotFound):
+                await client.delete(PODS, run.name, ns, grace_period_seconds=0)
+
+        await asyncio.gather(*(down(r) for r in self.pods))
+        deadline = time.monotonic() + wait_s
+        while (await client.list(PODS, ns)).items or (await client.list(KURYRPORTS, ns)).items:
+            if time.monotonic() > deadline:
+                left = [p["metadata"]["name"] for p in (await client.list(PODS, ns)).items]
+                print(f"   pods still there after {wait_s:.0f} s: {left}", flush=True)
+                break
+            await asyncio.sleep(0.2)
+        took = time.monotonic() - t0
+        for run in self.pods:
+            await netns.delete_netns(run.netns)
+        self.pods.clear()
+        return took
 
 
-async def delete_all(client: KubeClient, ns: str) -> None:
-    pods = (await client.list_all(PODS, ns)).items
-    await asyncio.gather(*(client.delete(PODS, p["metadata"]["name"], ns) for p in pods))
-    deadline = time.monotonic() + READY_TIMEOUT
-    while (await client.list(PODS, ns)).items or (await client.list(KURYRPORTS, ns)).items:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"pods in {ns} not gone after {READY_TIMEOUT} s")
-        await asyncio.sleep(0.2)
+async def force_clean_namespace(client: KubeClient, ns: str) -> None:
+    """After the implementation stopped: drop finalizers it left, delete everything."""
+    for res in (PODS, KURYRPORTS):
+        with contextlib.suppress(NotFound):
+            for obj in (await client.list_all(res, ns)).items:
+                name = obj["metadata"]["name"]
+                if obj["metadata"].get("finalizers"):
+                    with contextlib.suppress(NotFound):
+                        await client.patch(res, name, {"metadata": {"finalizers": None}}, ns)
+                with contextlib.suppress(NotFound):
+                    await client.delete(res, name, ns, grace_period_seconds=0)
+    with contextlib.suppress(NotFound):
+        await client.delete(NAMESPACES, ns)
+    for name in netns.list_netns():
+        if name.startswith(f"{netns.PREFIX}{ns}-"):
+            await netns.delete_netns(name)
 
 
 # -- the floor --------------------------------------------------------------------------
@@ -280,6 +381,261 @@ def floor(ctx: Context, conn: Any, topo: topology.Topology, n: int) -> dict[str,
     return out
 
 
+# -- scenarios --------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    impl: str
+    mode: str
+    name: str
+    asked: int = 0
+    latencies: list[float] = field(default_factory=list)
+    add_seconds: list[float] = field(default_factory=list)
+    totals: list[float] = field(default_factory=list)
+    failed_adds: int = 0
+    pods_retried: int = 0
+    load: list[tuple[float, float]] = field(default_factory=list)
+    teardown: list[float] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, runs: list[PodRun]) -> None:
+        self.asked += len(runs)
+        wired = [r for r in runs if r.latency is not None]
+        self.latencies += [r.latency for r in wired if r.latency is not None]
+        self.add_seconds += [r.add_seconds for r in wired]
+        if wired:
+            self.totals.append(max(r.t1 for r in wired) - min(r.t0 for r in runs))
+        self.failed_adds += sum(len(r.failures) for r in runs)
+        self.pods_retried += sum(1 for r in runs if r.failures)
+        self.errors += [f for r in runs for f in r.failures][:3]
+
+
+class Impl:
+    """One implementation under test: start/stop it, its pool, its kubelet, its metrics."""
+
+    name: str
+    mode: str
+    kubelet: Kubelet
+
+    async def start(self, client: KubeClient, pool_min: int) -> None:
+        raise NotImplementedError
+
+    async def stop(self, client: KubeClient, namespaces: list[str]) -> None:
+        raise NotImplementedError
+
+    def pool_ready(self, n: int) -> bool:
+        raise NotImplementedError
+
+    async def before_scenario(self) -> None:
+        """Wait for whatever the pool needs between scenarios."""
+
+    def metric_sources(self) -> list[tuple[Source, str]]:
+        return []
+
+
+class Ours(Impl):
+    name = "ours"
+
+    def __init__(self, ctx: Context, topo: topology.Topology, mode: str) -> None:
+        self.mode = mode
+        self.bench = BenchController(ctx, topo, mode)
+        bin_dir, conf_dir = cni_dirs(ctx)
+        self.kubelet = Kubelet(ctx.settings.hostname, conf_dir, bin_dir)
+        self.biggest = 1
+
+    async def start(self, client: KubeClient, pool_min: int) -> None:
+        self.biggest = pool_min
+        self.bench.start(pool_min=pool_min if self.mode == "pool" else 0)
+
+    async def stop(self, client: KubeClient, namespaces: list[str]) -> None:
+        self.bench.stop()
+
+    def pool_ready(self, n: int) -> bool:
+        return self.bench.pool_free() >= n
+
+    async def before_scenario(self) -> None:
+        if self.mode == "pool":
+            wait_for(lambda: self.pool_ready(self.biggest), READY_TIMEOUT, "pool refill")
+
+    def metric_sources(self) -> list[tuple[Source, str]]:
+        controller = f"http://{CONTROLLER_HEALTH}/metrics"
+        return [
+            (Source("pod wiring", controller, (("kuryr_pod_wiring_seconds", ()),)), "latency"),
+            (
+                Source("port allocation", controller, (("kuryr_port_allocation_seconds", ()),)),
+                "count",
+            ),
+            (
+                Source(
+                    "CNI ADD",
+                    f"http://{DAEMON_HEALTH}/metrics",
+                    (
+                        ("kuryr_cni_add_seconds", ()),
+                        (
+                            "kuryr_cni_request_duration_seconds",
+                            (("command", "ADD"), ("outcome", "ok")),
+                        ),
+                    ),
+                ),
+                "add",
+            ),
+        ]
+
+
+class Upstream(Impl):
+    name = "upstream"
+
+    def __init__(self, ctx: Context, conn: Any, mode: str) -> None:
+        self.mode = mode
+        self.ctx = ctx
+        self.conn = conn
+        self.peer = upstream_peer.UpstreamPeer(ctx, mode)
+        self.swap = upstream_peer.CrdSwap()
+        self.kubelet = Kubelet(ctx.settings.hostname, self.peer.cni_conf_dir, self.peer.cni_bin_dir)
+        self.last_teardown = 0.0
+
+    async def start(self, client: KubeClient, pool_min: int) -> None:
+        crds = upstream_peer.ensure_crds()
+        self.peer.pool_min = pool_min if self.mode == "pool" else 0
+        await self.swap.swap_in(client, crds)
+        self.peer.start()
+
+    async def stop(self, client: KubeClient, namespaces: list[str]) -> None:
+        self.peer.stop()
+        for ns in namespaces:
+            await force_clean_namespace(client, ns)
+        removed = upstream_peer.delete_upstream_ports(self.conn, namespaces)
+        print(f"   upstream stopped; deleted {removed} of its Neutron ports", flush=True)
+        await self.swap.restore(client)
+
+    def pool_ready(self, n: int) -> bool:
+        # With no pod left, every port carrying its tag is in its pool or being recycled.
+        return len(list(self.conn.network.ports(tags=upstream_peer.TAG))) >= n
+
+    async def before_scenario(self) -> None:
+        if self.mode == "pool":
+            # released ports rejoin its pool on the next periodic update (every 20 s)
+            wait = self.last_teardown + 21 - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+
+async def run_impl(
+    client: KubeClient,
+    impl: Impl,
+    singles: int,
+    bursts: list[int],
+    reps: int,
+    mem: dict[str, float],
+    daemon_pid: int,
+    tol: Tolerance,
+) -> list[Scenario]:
+    out: list[Scenario] = []
+    ns = f"bench-{impl.name[:2]}-{impl.mode}-{uuid.uuid4().hex[:6]}"
+    await client.create(NAMESPACES, {"metadata": {"name": ns}})
+    biggest = max([1 if singles else 0, *bursts])
+    print(f"-- {impl.name}, {impl.mode}: namespace {ns}", flush=True)
+    try:
+        await impl.start(client, biggest)
+        if impl.mode == "pool":
+            # Warm the node's pool: the first pod triggers it; then wait until it is full.
+            await impl.kubelet.wire(client, ns, ["warmup"])
+            await impl.kubelet.teardown(client, ns)
+            if isinstance(impl, Upstream):
+                impl.last_teardown = time.monotonic()
+            wait_for(lambda: impl.pool_ready(biggest), READY_TIMEOUT, "pool warm-up")
+            if isinstance(impl, Ours):
+                mem["controller, 0 pods"] = impl.bench.rss_mib()
+                mem["daemon, 0 pods"] = psutil.Process(daemon_pid).memory_info().rss / 2**20
+        plan = [("single", 1, singles)] if singles else []
+        plan += [(f"burst {n}", n, reps) for n in bursts]
+        for label, size, count in plan:
+            sc = Scenario(impl.name, impl.mode, label)
+            for i in range(count):
+                await impl.before_scenario()
+                before = {s.stage: s.read() for s, _ in impl.metric_sources()}
+                load0 = os.getloadavg()[0]
+                names = [f"{label.replace(' ', '')}-{i}-{j}" for j in range(size)]
+                runs = await impl.kubelet.wire(client, ns, names)
+                sc.load.append((load0, os.getloadavg()[0]))
+                sc.add(runs)
+                if isinstance(impl, Ours):
+                    sc.verdicts += check_metrics(impl, before, runs, tol)
+                    if size >= 200 and impl.mode == "pool":
+                        mem["controller, 200 pods"] = impl.bench.rss_mib()
+                        mem["daemon, 200 pods"] = (
+                            psutil.Process(daemon_pid).memory_info().rss / 2**20
+                        )
+                sc.teardown.append(await impl.kubelet.teardown(client, ns))
+                if isinstance(impl, Upstream):
+                    impl.last_teardown = time.monotonic()
+                if size > 1 or i == count - 1:
+                    print("   " + scenario_line(sc), flush=True)
+            out.append(sc)
+    finally:
+        with contextlib.suppress(Exception):
+            await impl.kubelet.teardown(client, ns, wait_s=60)
+        await impl.stop(client, [ns])
+        await force_clean_namespace(client, ns)
+    return out
+
+
+def check_metrics(
+    impl: Impl,
+    before: dict[str, tuple[str, Histogram] | None],
+    runs: list[PodRun],
+    tol: Tolerance,
+) -> list[Verdict]:
+    wired = [r for r in runs if r.latency is not None]
+    latencies = [r.latency for r in wired if r.latency is not None]
+    adds = [r.add_seconds for r in wired]
+    verdicts: list[Verdict] = []
+    for source, kind in impl.metric_sources():
+        prev = before.get(source.stage)
+
+        def delta(src: Source = source, p: Any = prev) -> tuple[str, Histogram] | None:
+            now = src.read()
+            if now is None:
+                return None
+            return now[0], now[1].minus(p[1] if p else None)
+
+        # The process observes after the benchmark saw ADD return: give it a moment.
+        deadline = time.monotonic() + 10
+        got = delta()
+        while got is not None and got[1].count < len(wired) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            got = delta()
+        if got is None:
+            verdicts.append(Verdict(source.stage, "-", "exported", False, "metric not found"))
+            continue
+        metric, d = got
+        verdicts.append(compare_count(source.stage, metric, d, len(wired)))
+        measured = {"latency": latencies, "add": adds}.get(kind)
+        if measured:
+            for q in (0.5, 0.95):
+                verdicts.append(
+                    compare_quantile(source.stage, metric, d, q, pct(measured, q * 100), tol)
+                )
+        elif d.count:
+            est = d.quantile(0.5)[0]
+            verdicts.append(
+                Verdict(source.stage, metric, "p50", True, f"{est:.3f} s (no benchmark peer)")
+            )
+    return verdicts
+
+
+def scenario_line(sc: Scenario) -> str:
+    if not sc.latencies:
+        return f"{sc.impl} {sc.mode} {sc.name}: nothing wired ({sc.errors[:1]})"
+    s = summary(sc.latencies)
+    return (
+        f"{sc.impl} {sc.mode} {sc.name}: {len(sc.latencies)}/{sc.asked} wired, p50 "
+        f"{s['p50']:.2f} s, max {s['max']:.2f} s, {sc.failed_adds} failed ADDs"
+    )
+
+
 def delete_free_pool_ports(conn: Any) -> int:
     """Free pool ports of the sandbox cluster (no controller runs at this point)."""
     removed = 0
@@ -291,55 +647,6 @@ def delete_free_pool_ports(conn: Any) -> int:
 
 
 # -- main -------------------------------------------------------------------------------
-
-
-async def run_mode(
-    client: KubeClient,
-    bench: BenchController,
-    singles: int,
-    bursts: list[int],
-    mem: dict[str, float],
-    daemon_pid: int,
-) -> dict[str, dict[str, float] | list[float]]:
-    results: dict[str, Any] = {}
-    ns = f"bench-{bench.mode}-{uuid.uuid4().hex[:6]}"
-    await client.create(NAMESPACES, {"metadata": {"name": ns}})
-    try:
-        biggest = max([singles and 1, *bursts])
-        bench.start(pool_min=biggest if bench.mode == "pool" else 0)
-        if bench.mode == "pool":
-            # Warm the node's pool: the first pod triggers it; then wait until it is full.
-            await create_and_wait(client, ns, ["warmup"])
-            await delete_all(client, ns)
-            wait_for(lambda: bench.pool_free() >= biggest, READY_TIMEOUT, "pool warm-up")
-        if bench.mode == "pool":
-            mem["controller, 0 pods"] = bench.rss_mib()
-            mem["daemon, 0 pods"] = psutil.Process(daemon_pid).memory_info().rss / 2**20
-        single: list[float] = []
-        for i in range(singles):
-            lat = await create_and_wait(client, ns, [f"single-{i}"])
-            single.append(lat[f"single-{i}"])
-            await delete_all(client, ns)
-            if bench.mode == "pool":
-                wait_for(lambda: bench.pool_free() >= biggest, READY_TIMEOUT, "pool refill")
-        results["single"] = single
-        for size in bursts:
-            t0 = time.monotonic()
-            lat = await create_and_wait(client, ns, [f"b{size}-{i}" for i in range(size)])
-            total = time.monotonic() - t0
-            results[f"burst {size}"] = list(lat.values())
-            results[f"burst {size} total"] = total
-            if bench.mode == "pool" and size >= 200:
-                mem["controller, 200 pods"] = bench.rss_mib()
-                mem["daemon, 200 pods"] = psutil.Process(daemon_pid).memory_info().rss / 2**20
-            await delete_all(client, ns)
-            if bench.mode == "pool":
-                wait_for(lambda: bench.pool_free() >= biggest, READY_TIMEOUT, "pool refill")
-    finally:
-        await delete_all(client, ns)
-        await client.delete(NAMESPACES, ns)
-        bench.stop()
-    return results
 
 
 async def memory_1000(
@@ -397,93 +704,222 @@ async def delete_kuryrports(client: KubeClient, ns: str) -> None:
     await asyncio.gather(*(drop(kp["metadata"]["name"]) for kp in kps))
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace) -> int:
     settings = settings_from_env()
     ctx = manager.context(settings)
     daemon = KuryrDaemon(ctx)
     daemon_pid = daemon.pid()
     if daemon_pid is None:
         raise SystemExit("kuryr-daemon is not running: run 'kuryr sandbox demo' first")
+    if args.upstream:
+        upstream_peer.ensure_venv()
+        upstream_peer.ensure_crds()
     conn = topology.connect(settings)
     topo = topology.ensure_base_topology(conn, lambda m: None)
-    sandbox_controller = KuryrController(ctx)
-    sandbox_controller.stop()
+    guard = SandboxGuard(ctx)
+    guard.stop_all()
     kube = load_kubeconfig(ctx.paths.kubeconfig)
+    tol = Tolerance(args.metrics_tolerance, args.metrics_tolerance_rel)
     mem: dict[str, float] = {}
-    all_results: dict[str, dict[str, Any]] = {}
+    scenarios: list[Scenario] = []
+    floor_samples: dict[str, list[float]] = {"plumbing": [], "neutron": []}
+    guarding = asyncio.create_task(guard.run())
     try:
-        floor_samples = floor(ctx, conn, topo, args.floor)
+        if args.floor:
+            floor_samples = floor(ctx, conn, topo, args.floor)
         async with KubeClient.from_settings(kube) as client:
             for mode in args.modes:
-                print(f"-- mode {mode}", flush=True)
-                bench = BenchController(ctx, topo, mode)
-                all_results[mode] = await run_mode(
-                    client, bench, args.singles, args.bursts, mem, daemon_pid
-                )
+                impls: list[Impl] = [Ours(ctx, topo, mode)]
+                if args.upstream:
+                    impls.append(Upstream(ctx, conn, mode))
+                for impl in impls:
+                    bursts = args.bursts
+                    if isinstance(impl, Upstream):
+                        bursts = [b for b in bursts if b <= args.upstream_max_burst]
+                    phase = run_impl(
+                        client, impl, args.singles, bursts, args.reps, mem, daemon_pid, tol
+                    )
+                    if isinstance(impl, Upstream):
+                        scenarios += await holding_our_lease(client, phase)
+                    else:
+                        scenarios += await phase
             if args.memory:
                 print("-- memory with 1,000 objects", flush=True)
                 await memory_1000(
                     client, ctx, BenchController(ctx, topo, "memory"), daemon_pid, mem
                 )
     finally:
+        guarding.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await guarding
         removed = delete_free_pool_ports(conn)
         print(f"-- removed {removed} free pool ports; restarting the sandbox's controller")
         manager.up(settings, lambda m: None)  # it refills its pool to its own minimum
         conn.close()
-    report(settings, floor_samples, all_results, mem)
+    return report(settings, floor_samples, scenarios, mem, tol, guard.restarts)
+
+
+class SandboxGuard:
+    """Keeps the sandbox's kuryr-controller and node agent stopped while the benchmark is
+    this node's kubelet: the sandbox is shared, and another session's ``kuryr sandbox up``
+    starts them again; a second kubelet would ADD the benchmark's pods too, and our
+    controller would wire upstream's. Each restart seen is stopped and counted."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.components = [KuryrController(ctx), SandboxNodeAgent(ctx)]
+        self.restarts: dict[str, int] = {}
+
+    def stop_all(self) -> list[str]:
+        stopped = [c.name for c in self.components if c.stop()]
+        return stopped
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for name in await asyncio.to_thread(self.stop_all):
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                print(f"   !! {name} was started by someone else: stopped it again", flush=True)
+
+
+async def holding_our_lease(
+    client: KubeClient, phase: Coroutine[Any, Any, list[Scenario]]
+) -> list[Scenario]:
+    """Run an upstream phase holding our controllers' leader Lease, so that a controller
+    of ours started meanwhile (by another session) stays a follower and leaves upstream's
+    pods alone."""
+    elector = LeaderElector(
+        client,
+        LeaderElectionConfig(
+            namespace="kube-system",
+            name="kuryr-controller",
+            identity=f"pod-wiring-benchmark-upstream-{uuid.uuid4().hex[:8]}",
+        ),
+    )
+    out: list[Scenario] = []
+
+    async def lead() -> None:
+        out.extend(await phase)
+
+    await elector.run(lead)
+    return out
+
+
+def fmt_s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def report(
     settings: Any,
     floor_samples: dict[str, list[float]],
-    results: dict[str, dict[str, Any]],
+    scenarios: list[Scenario],
     mem: dict[str, float],
-) -> None:
+    tol: Tolerance,
+    restarts: dict[str, int],
+) -> int:
     print()
     print(
         f"machine: {os.cpu_count()} cores, {platform.platform()}; Neutron: "
-        f"{settings.neutron}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"{settings.neutron}; upstream: kuryr-kubernetes {upstream_peer.VERSION}; "
+        f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
-    plumb = statistics.median(floor_samples["plumbing"])
-    neut = statistics.median(floor_samples["neutron"])
-    print(fmt_row("floor: host plumbing only", floor_samples["plumbing"]))
-    print(fmt_row("floor: Neutron create+plug+ACTIVE", floor_samples["neutron"]))
-    for mode, res in results.items():
-        print(f"\n[{'warm pools' if mode == 'pool' else 'pools disabled'}]")
-        if res.get("single"):
-            med = statistics.median(res["single"])
-            ratio = med / plumb
+    print("latency = pod POST -> CNI ADD success, seconds; ratio = upstream / ours")
+    head = (
+        f"{'mode':<7} {'scenario':<9} {'impl':<9} {'wired':>7} {'p50':>7} {'p95':>7} "
+        f"{'max':>7} {'total':>15} {'failed ADDs':>13} {'teardown':>9}  load 1m"
+    )
+    print(head)
+    print("-" * len(head))
+    by_key: dict[tuple[str, str], dict[str, Scenario]] = {}
+    for sc in scenarios:
+        by_key.setdefault((sc.mode, sc.name), {})[sc.impl] = sc
+    for (mode, name), pair in by_key.items():
+        for impl in ("ours", "upstream"):
+            found = pair.get(impl)
+            if found is None:
+                continue
+            sc = found
+            s = summary(sc.latencies) if sc.latencies else {}
+            total = ", ".join(f"{t:.2f}" for t in sc.totals) if name != "single" else "-"
+            load = "; ".join(f"{a:.2f}->{b:.2f}" for a, b in sc.load[:1] + sc.load[-1:])
+            if len(sc.load) == 1:
+                load = f"{sc.load[0][0]:.2f}->{sc.load[0][1]:.2f}"
+            retried = f"{sc.failed_adds} ({sc.pods_retried} pods)"
             print(
-                fmt_row(
-                    "single pod",
-                    res["single"],
-                    f"| {ratio:.1f}x plumbing floor, {med / neut:.2f}x Neutron floor, "
-                    f"upstream {UPSTREAM['1 pod']:.2f} s = {UPSTREAM['1 pod'] / med:.0f}x",
-                )
+                f"{mode:<7} {name:<9} {impl:<9} {len(sc.latencies):>3}/{sc.asked:<3} "
+                f"{fmt_s(s.get('p50')):>7} {fmt_s(s.get('p95')):>7} {fmt_s(s.get('max')):>7} "
+                f"{total:>15} {retried:>13} {statistics.median(sc.teardown):>8.2f}s  {load}"
             )
-        for key, values in res.items():
-            if key.startswith("burst") and not key.endswith("total"):
-                total = res[f"{key} total"]
-                size = len(values)
-                up = UPSTREAM.get(f"{size} pods burst total")
-                extra = f"| all Ready in {total:.2f} s = {size / total:.1f} pods/s"
-                if up:
-                    extra += f", upstream {up:.1f} s = {up / total:.0f}x"
-                print(fmt_row(key, values, extra))
+        ours, up = pair.get("ours"), pair.get("upstream")
+        if ours and up and ours.latencies and up.latencies:
+            so, su = summary(ours.latencies), summary(up.latencies)
+            tot = ""
+            if name != "single" and ours.totals and up.totals:
+                tot = f"{statistics.median(up.totals) / statistics.median(ours.totals):.1f}x"
+            print(
+                f"{'':<7} {'':<9} {'ratio':<9} {'':>7} {su['p50'] / so['p50']:>6.1f}x "
+                f"{su['p95'] / so['p95']:>6.1f}x {su['max'] / so['max']:>6.1f}x {tot:>15}"
+            )
+    for sc in scenarios:
+        if sc.errors:
+            print(f"  {sc.impl} {sc.mode} {sc.name} ADD errors (first): {sc.errors[0][:200]}")
+    if floor_samples["plumbing"]:
+        print()
+        print(fmt_row("floor: host plumbing only", floor_samples["plumbing"]))
+        print(fmt_row("floor: Neutron create+plug+ACTIVE", floor_samples["neutron"]))
+    failed = 0
+    verdicts = [(sc, v) for sc in scenarios for v in sc.verdicts]
+    if verdicts:
+        print(f"\nour exported histograms vs the benchmark (tolerance: {tol}):")
+        for sc, v in verdicts:
+            failed += not v.ok
+            print(
+                f"  {'ok  ' if v.ok else 'FAIL'} {sc.mode:<6} {sc.name:<9} {v.stage:<16} "
+                f"{v.what:<5} {v.metric}: {v.text}"
+            )
     if mem:
         print("\nmemory (RSS):")
-        for k, v in mem.items():
-            print(f"  {k:<32} {v:7.1f} MiB")
+        for k, rss in mem.items():
+            print(f"  {k:<32} {rss:7.1f} MiB")
+    for name, n in restarts.items():
+        print(f"\nNOTE: {name} was started by another session {n} time(s) during the run")
+    if failed:
+        print(f"\n{failed} histogram check(s) FAILED")
+    return 1 if failed else 0
 
 
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--singles", type=int, default=10, help="single pods, one at a time")
-    p.add_argument("--bursts", default="10,50,200", help="burst sizes, comma-separated")
+    p.add_argument("--singles", type=int, default=5, help="single pods, one at a time")
+    p.add_argument("--bursts", default="10,50", help="burst sizes, comma-separated")
+    p.add_argument("--reps", type=int, default=1, help="repetitions of each burst")
     p.add_argument("--modes", default="pool,nopool", help="pool, nopool or both")
-    p.add_argument("--floor", type=int, default=10, help="samples of the floor")
+    p.add_argument(
+        "--no-upstream",
+        dest="upstream",
+        action="store_false",
+        help="measure ours only (no upstream peer)",
+    )
+    p.add_argument(
+        "--upstream-max-burst",
+        type=int,
+        default=50,
+        help="largest burst upstream is run for (it takes minutes at 50)",
+    )
+    p.add_argument("--floor", type=int, default=10, help="samples of the floor (0: skip)")
+    p.add_argument(
+        "--metrics-tolerance",
+        type=float,
+        default=0.15,
+        help="absolute tolerance of the histogram check, seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-tolerance-rel",
+        type=float,
+        default=0.25,
+        help="relative tolerance of the histogram check (default: %(default)s)",
+    )
     p.add_argument(
         "--no-memory",
         dest="memory",
@@ -493,7 +929,10 @@ def main() -> None:
     args = p.parse_args()
     args.bursts = [int(x) for x in args.bursts.split(",") if x]
     args.modes = [m for m in args.modes.split(",") if m]
-    asyncio.run(main_async(args))
+    bad = [m for m in args.modes if m not in ("pool", "nopool")]
+    if bad:
+        p.error(f"--modes: unknown mode(s) {bad}; use pool, nopool or both")
+    sys.exit(asyncio.run(main_async(args)))
 
 
 if __name__ == "__main__":
