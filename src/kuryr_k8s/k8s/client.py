@@ -8,8 +8,9 @@ See ``docs/design/k8s-client.md`` for why we do not use a generated client.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
@@ -22,6 +23,11 @@ from kuryr_k8s.k8s.config import KubeSettings
 from kuryr_k8s.k8s.errors import ApiUnreachable, error_from_status
 from kuryr_k8s.k8s.objects import Obj
 from kuryr_k8s.k8s.resources import Resource
+
+THROTTLE_RETRIES = 5
+"""How often a request answered 429 is sent again (after ``Retry-After``) before the 429
+is raised as a ``ServerError`` (temporary: the reconciler backs off and retries)."""
+MAX_THROTTLE_DELAY = 10.0
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK"]
 PropagationPolicy = Literal["Foreground", "Background", "Orphan"]
@@ -73,9 +79,18 @@ class KubeClient:
     "the object's own namespace, else the default namespace" for single-object verbs.
     """
 
-    def __init__(self, http: httpx.AsyncClient, *, default_namespace: str = "default") -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        default_namespace: str = "default",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        throttle_retries: int = THROTTLE_RETRIES,
+    ) -> None:
         self._http = http
         self.default_namespace = default_namespace
+        self._sleep = sleep
+        self._throttle_retries = throttle_retries
 
     @classmethod
     def from_settings(
@@ -84,6 +99,7 @@ class KubeClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> KubeClient:
         """Build a client; ``transport`` replaces the network (tests)."""
         verify: Any = True if transport is not None else settings.ssl_context()
@@ -97,7 +113,7 @@ class KubeClient:
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
             headers={"Accept": "application/json", "User-Agent": "kuryr-k8s"},
         )
-        return cls(http, default_namespace=settings.namespace)
+        return cls(http, default_namespace=settings.namespace, sleep=sleep)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -314,14 +330,20 @@ class KubeClient:
         if json_body is not None:
             content = json.dumps(json_body).encode()
             headers["Content-Type"] = content_type
-        try:
-            resp = await self._http.request(
-                method, path, params=params, content=content, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            raise ApiUnreachable(f"{method} {path}: {exc!r}") from exc
+        for attempt in range(self._throttle_retries + 1):
+            try:
+                resp = await self._http.request(
+                    method, path, params=params, content=content, headers=headers
+                )
+            except httpx.HTTPError as exc:
+                raise ApiUnreachable(f"{method} {path}: {exc!r}") from exc
+            if resp.status_code != 429 or attempt == self._throttle_retries:
+                break
+            # 429 means the server did not act on the request (throttled, or "storage is
+            # (re)initializing" right after a CRD is created): wait as told, then again.
+            await self._sleep(throttle_delay(resp.headers.get("Retry-After")))
         if resp.status_code >= 400:
-            raise _error(resp)
+            raise _error(resp)  # a 429 that outlived the retries: a TemporaryError
         try:
             body = resp.json()
         except ValueError as exc:
@@ -329,6 +351,16 @@ class KubeClient:
         if not isinstance(body, dict):
             raise ApiUnreachable(f"{method} {path}: answer is not a JSON object")
         return body
+
+
+def throttle_delay(retry_after: str | None) -> float:
+    """Seconds to wait after a 429: ``Retry-After`` (seconds), 1 s when absent, at most
+    ``MAX_THROTTLE_DELAY``."""
+    try:
+        delay = float(retry_after) if retry_after is not None else 1.0
+    except ValueError:
+        delay = 1.0
+    return min(max(delay, 0.0), MAX_THROTTLE_DELAY)
 
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:

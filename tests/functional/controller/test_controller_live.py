@@ -90,7 +90,18 @@ def test_fifty_pods_at_once_get_distinct_ports_and_give_them_back(world: World) 
     assert world.kube.kuryrports() == []
     wait_for("ports to be released", lambda: no_port_owned_by(world, set(uids.values())))
     leftovers = world.ports.all()
-    assert all(not Ports.owner(p) for p in leftovers), "only free pool ports remain"
+    # On a real v1.36.2 (issue 11) one port kept an owner that was none of the 50 pods:
+    # say whose it is, so the next such run tells (a pod of this test? a KuryrPort?).
+    known = {o["metadata"]["uid"]: f"pod {o['metadata']['name']}" for o in world.kube.pods()}
+    known.update({u: f"deleted pod {n}" for n, u in uids.items()})
+    owned = [
+        f"{p.id} owner={Ports.owner(p)} ({known.get(Ports.owner(p), 'unknown uid')}) "
+        f"device_id={p.device_id!r} tags={sorted(p.tags)} created={p.created_at} "
+        f"updated={p.updated_at}"
+        for p in leftovers
+        if Ports.owner(p)
+    ]
+    assert not owned, "only free pool ports remain; owned: " + "; ".join(owned)
     assert all(any(t.startswith("kuryr.pool:") for t in p.tags) for p in leftovers)
     assert ctl.alive()
 
@@ -116,14 +127,17 @@ def test_pools_are_rebuilt_after_a_kill_without_losing_or_sharing_a_port(world: 
     }
     wait_for("first pods allocated", lambda: converged(world.kube, set(first)))
     before = {k["metadata"]["name"]: port_id_of(k) for k in world.kube.kuryrports()}
+    named = set(before.values())
     wait_for(
-        "the pool to refill", lambda: len([p for p in world.ports.all() if not Ports.owner(p)]) >= 3
+        "the pool to refill", lambda: len([p for p in world.ports.all() if p.id not in named]) >= 3
     )
 
+    # Killed with Neutron's marks possibly still on their way (they follow the ledger in
+    # the background): what the KuryrPorts name is in use, every other port is free.
     ctl.kill()
     ctl.start()
     ctl.wait_role("leader")
-    free = [p for p in world.ports.all() if not Ports.owner(p)]
+    free = [p for p in world.ports.all() if p.id not in named]
     assert ctl.metric("kuryr_port_pool_free") == len(free), "the pool holds every free port"
     after = {k["metadata"]["name"]: port_id_of(k) for k in world.kube.kuryrports()}
     assert after == before, "pods keep their ports across the restart"

@@ -122,12 +122,17 @@ async def test_watch_resumes_and_old_versions_are_gone(
         async for ev in kube.watch(PODS, ns, resource_version=start, timeout_seconds=10):
             if ev.type != "BOOKMARK":
                 seen.append(ev)
-            if len(seen) == 2:
+            if ev.type == "DELETED":
                 break
+    # A real server writes deletionTimestamp first, even with a grace period of 0, then
+    # removes the pod (recorded: ../shared/k8s-real scenarios::pod_delete_grace).
     assert [(e.type, o.name(e.object)) for e in seen] == [
         ("ADDED", "after"),
+        ("MODIFIED", "before"),
         ("DELETED", "before"),
     ]
+    assert seen[1].object["metadata"]["deletionTimestamp"]
+    assert seen[1].object["metadata"]["deletionGracePeriodSeconds"] == 0
     with pytest.raises(Gone):
         async with asyncio.timeout(WAIT):
             async for _ in kube.watch(PODS, ns, resource_version="1", timeout_seconds=5):

@@ -16,12 +16,12 @@ def api() -> FakeApi:
 
 
 @pytest.fixture
-async def client(api: FakeApi) -> AsyncIterator[KubeClient]:
-    async with api.client() as c:
-        yield c
-    await api.end_watches()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+async def client(api: FakeApi, clock: FakeClock) -> AsyncIterator[KubeClient]:
+    async with api.client(sleep=clock.sleep) as c:
+        yield c
+    await api.end_watches()

@@ -14,7 +14,7 @@ import asyncio
 import copy
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -133,9 +133,14 @@ class FakeApi:
 
     # -- test controls -------------------------------------------------------------
 
-    def client(self) -> KubeClient:
+    def client(self, sleep: Callable[[float], Awaitable[None]] | None = None) -> KubeClient:
+        """A client of this API; ``sleep`` (e.g. ``FakeClock.sleep``) for 429 retries."""
         settings = KubeSettings(server="https://fake.invalid", token="t0ken")
-        return KubeClient.from_settings(settings, transport=httpx.MockTransport(self.handle))
+        return KubeClient.from_settings(
+            settings,
+            transport=httpx.MockTransport(self.handle),
+            sleep=sleep or FakeClock().sleep,
+        )
 
     def fail_next(
         self,

@@ -25,9 +25,10 @@ from kuryr_k8s.k8s import (
     WatchEvent,
 )
 from kuryr_k8s.k8s import objects as o
+from kuryr_k8s.k8s.client import MAX_THROTTLE_DELAY, THROTTLE_RETRIES
 from kuryr_k8s.k8s.errors import BadRequest, Unauthorized
 from kuryr_k8s.model.errors import PermanentError, TemporaryError
-from unit.k8s.fakeapi import FakeApi
+from unit.k8s.fakeapi import FakeApi, FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -161,7 +162,6 @@ async def test_watch_of_compacted_version_raises_gone(api: FakeApi, client: Kube
         (404, "NotFound", NotFound, None),
         (410, "Gone", Gone, None),
         (422, "Invalid", Invalid, PermanentError),
-        (429, "TooManyRequests", ServerError, TemporaryError),
         (500, "InternalError", ServerError, TemporaryError),
         (503, "ServiceUnavailable", ServerError, TemporaryError),
     ],
@@ -183,11 +183,32 @@ async def test_error_mapping(
         assert not isinstance(err.value, TemporaryError | PermanentError)
 
 
-async def test_retry_after_becomes_the_delay_hint(api: FakeApi, client: KubeClient) -> None:
-    api.fail_next(429, "TooManyRequests", headers={"Retry-After": "7"})
+async def test_429_is_sent_again_after_retry_after(
+    api: FakeApi, client: KubeClient, clock: FakeClock
+) -> None:
+    # A real v1.36 answers 429 "storage is (re)initializing" right after a CRD is created
+    # (issue 11): the request was not acted on, so the client waits as told and resends.
+    await client.create(PODS, pod("a"))
+    api.fail_next(429, "TooManyRequests", headers={"Retry-After": "1"})
+    assert o.name(await client.get(PODS, "a", "default")) == "a"
+    api.fail_next(429, "TooManyRequests", method="POST", times=2)  # no Retry-After: 1 s
+    await client.create(PODS, pod("b"))
+    assert clock.sleeps == [1.0, 1.0, 1.0]
+    assert {o.name(p) for p in (await client.list_all(PODS)).items} == {"a", "b"}
+
+
+async def test_429_that_persists_is_temporary_with_the_delay_hint(
+    api: FakeApi, client: KubeClient, clock: FakeClock
+) -> None:
+    api.fail_next(429, "TooManyRequests", times=THROTTLE_RETRIES + 1, headers={"Retry-After": "7"})
     with pytest.raises(ServerError) as err:
         await client.list_all(PODS)
-    assert err.value.delay == 7.0
+    assert isinstance(err.value, TemporaryError)
+    assert err.value.status == 429 and err.value.delay == 7.0
+    assert clock.sleeps == [7.0] * THROTTLE_RETRIES
+    api.fail_next(429, "TooManyRequests", headers={"Retry-After": "3600"})
+    await client.list_all(PODS)
+    assert clock.sleeps[-1] == MAX_THROTTLE_DELAY, "a huge Retry-After is capped"
 
 
 async def test_non_json_error_body_still_maps() -> None:
