@@ -25,6 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from kuryr_k8s.controller.crds import ensure_crds
 from kuryr_k8s.controller.engine import Engine, EngineMetrics, EngineSettings
 from kuryr_k8s.controller.kuryrports import EventSink
 from kuryr_k8s.controller.loadbalancers import KuryrLoadBalancerReconciler, LbSettings, owner_of
@@ -173,6 +174,7 @@ async def build_services(
     metrics: EngineMetrics | None = None,
     octavia: Octavia | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    resync_period: float = 300.0,
 ) -> ServicesPart:
     octavia = octavia or connect(neutron_settings, cfg.octavia_endpoint)
     while True:  # wait out Neutron/Octavia outages at start; a ConfigError is final
@@ -236,7 +238,7 @@ async def build_services(
             for key in klbs.store.keys():  # noqa: SIM118
                 svc_engine.route(key)
                 klb_engine.route(key)
-            await sleep(300.0)
+            await sleep(resync_period)
 
     async def collect() -> None:
         """Delete load balancers (and floating IPs) of our cluster whose Service is gone."""
@@ -245,6 +247,9 @@ async def build_services(
         while True:
             await sleep(cfg.gc_interval)
             try:
+                # The CRD again: somebody may have removed it while we ran (then nothing
+                # of ours could be written until a restart).
+                await ensure_crds(client, [klb_model.crd_manifest()])
                 await _collect_once(first_seen, loop.time())
             except KuryrError as exc:
                 LOG.warning("load balancer GC pass failed: %s", exc)

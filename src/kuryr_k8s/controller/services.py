@@ -30,6 +30,7 @@ from kuryr_k8s.k8s.informer import Store
 from kuryr_k8s.k8s.objects import Obj
 from kuryr_k8s.k8s.resources import KURYRLOADBALANCERS, SERVICES
 from kuryr_k8s.model import kuryrloadbalancer as klb_model
+from kuryr_k8s.model.errors import ResourceNotReady
 
 LOG = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class ServiceReconciler:
                 LOG.info("created KuryrLoadBalancer")
             except AlreadyExists:
                 pass  # our cache is behind; its event brings us back
+            except NotFound as exc:  # the CRD was removed; the GC loop installs it again
+                raise ResourceNotReady(f"cannot create the KuryrLoadBalancer: {exc}") from exc
             return Result()
         if klb.get("spec") != spec:
             old = klb.get("spec") or {}

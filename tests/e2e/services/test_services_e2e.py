@@ -1,0 +1,523 @@
+"""Services as Octavia load balancers on the real sandbox, with real traffic.
+
+Three pods of the shared sandbox (kuryr CNI, bare-metal node) run a small HTTP server
+(TCP 8080, answering with the pod's name) and a UDP echo (8081). A controller of our own
+(its own cluster id and lease, only the ``service,endpoints,kuryrloadbalancer`` handlers,
+so the shared controller is not disturbed) turns Services into Octavia (OVN provider) load
+balancers. The Services have no selector: the emulator has no EndpointSlice controller,
+so the test writes the EndpointSlice as that controller would (pod IPs, readiness).
+
+Checked with traffic, from a client pod and from a VM stand-in (a Neutron port on net0
+plugged from a netns): the ClusterIP reaches all 3 pods; endpoints down to 1 and back;
+a not-ready endpoint gets no traffic; the UDP port answers; a ``type: LoadBalancer``
+Service's floating IP answers from the host. Deleting the Services leaves no load
+balancer, VIP port or floating IP behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.sandbox import Sandbox
+from functional.controller.harness import (
+    ControllerProcess,
+    free_port,
+    unique_name,
+    wait_for,
+)
+from functional.traffic import wait_listening
+from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
+from kuryr_k8s.sandbox.nodeagent.exec import find_sandbox
+from kuryr_k8s.sandbox.openstack import hostplug
+
+pytestmark = pytest.mark.e2e
+
+WAIT = 300.0
+SERVERS = ("web-0", "web-1", "web-2")
+LOG_DIR = Path("/tmp/kuryr-services-e2e")
+
+SERVER = r"""
+import http.server, socket, sys, threading
+name = sys.argv[1].encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(name)))
+        self.end_headers()
+        self.wfile.write(name)
+    def log_message(self, *a):
+        pass
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 8081))
+    while True:
+        data, peer = s.recvfrom(2048)
+        s.sendto(name + b":" + data, peer)
+threading.Thread(target=udp, daemon=True).start()
+http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+"""
+
+CLIENT = r"""
+import collections, json, socket, sys
+ip, port, proto, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+seen = collections.Counter()
+for i in range(n):
+    try:
+        if proto == "udp":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+            s.sendto(b"ping", (ip, port)); seen[s.recvfrom(2048)[0].decode().split(":")[0]] += 1
+        else:
+            s = socket.create_connection((ip, port), timeout=3)
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n"); data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+            seen[data.split(b"\r\n\r\n", 1)[1].decode()] += 1
+        s.close()
+    except OSError as exc:
+        seen["error:" + type(exc).__name__] += 1
+print(json.dumps(seen))
+"""
+
+
+def kubectl(kubeconfig: Path, *args: str, input_text: str | None = None) -> str:
+    proc = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+@dataclass
+class World:
+    sb: Sandbox
+    ns: str
+    cluster_id: str
+    kubeconfig: Path
+    controller: ControllerProcess
+    ips: dict[str, str] = field(default_factory=dict)
+    netns: dict[str, str] = field(default_factory=dict)
+    vm_netns: str = ""
+    lb_ids: set[str] = field(default_factory=set)
+
+    def k(self, *args: str, input_text: str | None = None) -> str:
+        return kubectl(self.kubeconfig, *args, input_text=input_text)
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.k("apply", "-n", self.ns, "-f", "-", input_text=json.dumps(obj))
+
+    def get(self, kind: str, name: str, ns: str | None = None) -> dict[str, Any] | None:
+        proc = subprocess.run(
+            [
+                "kubectl",
+                f"--kubeconfig={self.kubeconfig}",
+                "get",
+                kind,
+                name,
+                "-n",
+                ns or self.ns,
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if proc.returncode != 0:
+            return None
+        obj: dict[str, Any] = json.loads(proc.stdout)
+        return obj
+
+    def requests(
+        self, from_ns: str, ip: str, port: int, proto: str = "tcp", n: int = 30
+    ) -> dict[str, int]:
+        proc = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                from_ns,
+                sys.executable,
+                "-c",
+                CLIENT,
+                ip,
+                str(port),
+                proto,
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        counts: dict[str, int] = json.loads(proc.stdout)
+        return counts
+
+    def octavia_lbs(self) -> list[dict[str, Any]]:
+        r = self.sb.conn.load_balancer.get(
+            "/lbaas/loadbalancers", params={"tags": f"kuryr.cluster:{self.cluster_id}"}
+        )
+        lbs: list[dict[str, Any]] = r.json()["loadbalancers"]
+        return lbs
+
+    def fips(self) -> list[Any]:
+        return list(self.sb.conn.network.ips(tags=f"kuryr.cluster:{self.cluster_id}"))
+
+
+def endpoint_slice(
+    name: str, service: str, ready: dict[str, bool], ips: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {
+                "addresses": [ips[pod]],
+                "conditions": {"ready": ok},
+                "targetRef": {"kind": "Pod", "name": pod},
+            }
+            for pod, ok in ready.items()
+        ],
+        "ports": [
+            {"name": "http", "port": 8080, "protocol": "TCP"},
+            {"name": "echo", "port": 8081, "protocol": "UDP"},
+        ],
+    }
+
+
+def service(name: str, *, public: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "ports": [
+            {
+                "name": "http",
+                "port": 80 if not public else 8080,
+                "targetPort": 8080,
+                "protocol": "TCP",
+            },
+            {"name": "echo", "port": 53, "targetPort": 8081, "protocol": "UDP"},
+        ]
+    }
+    if public:
+        spec["type"] = "LoadBalancer"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+
+
+def write_conf(path: Path, sb: Sandbox, cluster_id: str, health_port: int) -> None:
+    t = sb.topo
+    path.write_text(
+        f"""[neutron]
+endpoint_override = {sb.settings.neutron_url}
+auth_type = none
+timeout = 120
+
+[neutron_defaults]
+project = {t.project_id}
+pod_subnet = {t.subnet1_id}
+pod_security_groups = {t.default_sg_id}
+cluster_id = {cluster_id}
+service_subnet = {t.service_subnet_id}
+external_svc_net = {t.external_net_id}
+
+[kubernetes]
+enabled_handlers = service,endpoints,kuryrloadbalancer
+endpoints_driver_octavia_provider = ovn
+vif_pool_driver = noop
+controller_ha = true
+leader_lease_name = kuryr-controller-{cluster_id}
+
+[octavia_defaults]
+endpoint_override = {sb.settings.octavia_url}
+
+[garbage_collection]
+interval = 10
+grace_period = 20
+
+[health_server]
+port = {health_port}
+"""
+    )
+
+
+def _cleanup_shared(w: World) -> None:
+    """After our controller stopped: what it left on objects of the shared API (the
+    default/kubernetes Service's finalizer and KuryrLoadBalancer) and anything still
+    tagged with our cluster id in Octavia/Neutron."""
+    klbs = json.loads(w.k("get", "kuryrloadbalancers", "-A", "-o", "json"))["items"]
+    for klb in klbs:
+        meta = klb["metadata"]
+        w.k(
+            "patch",
+            "kuryrloadbalancer",
+            meta["name"],
+            "-n",
+            meta["namespace"],
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+        )
+        w.k(
+            "delete",
+            "kuryrloadbalancer",
+            meta["name"],
+            "-n",
+            meta["namespace"],
+            "--ignore-not-found",
+            "--wait=false",
+        )
+    svcs = json.loads(w.k("get", "services", "-A", "-o", "json"))["items"]
+    for svc in svcs:
+        fins = svc["metadata"].get("finalizers") or []
+        if "kuryr.openstack.org/service-finalizer" in fins:
+            rest = [f for f in fins if f != "kuryr.openstack.org/service-finalizer"]
+            w.k(
+                "patch",
+                "service",
+                svc["metadata"]["name"],
+                "-n",
+                svc["metadata"]["namespace"],
+                "--type=merge",
+                "-p",
+                json.dumps({"metadata": {"finalizers": rest or None}}),
+            )
+    for fip in w.fips():
+        w.sb.conn.network.delete_ip(fip)
+    for lb in w.octavia_lbs():
+        w.lb_ids.add(lb["id"])
+        with contextlib.suppress(Exception):
+            w.sb.conn.load_balancer.delete(
+                f"/lbaas/loadbalancers/{lb['id']}", params={"cascade": "true"}
+            )
+    wait_for("our load balancers to be gone", lambda: not w.octavia_lbs(), 120)
+
+
+@pytest.fixture
+def world(sandbox: Sandbox) -> Iterator[World]:
+    if not sandbox.topo.service_subnet_id:
+        pytest.fail("the sandbox topology has no service subnet: run 'kuryr sandbox topology'")
+    hostplug.ensure_external_host(sandbox.topo.external_cidr)
+    cluster_id = unique_name("svc-e2e")
+    workdir = LOG_DIR / cluster_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    health = free_port()
+    write_conf(workdir / "kuryr.conf", sandbox, cluster_id, health)
+    ctl = ControllerProcess(
+        workdir / "kuryr.conf", sandbox.ctx.paths.kubeconfig, workdir / "controller.log", health
+    )
+    w = World(sandbox, cluster_id, cluster_id, sandbox.ctx.paths.kubeconfig, ctl)
+    servers: list[subprocess.Popen[bytes]] = []
+    vm_port = None
+    try:
+        w.k("create", "namespace", w.ns)
+        ctl.start()
+        ctl.wait_role("leader")
+        for name in (*SERVERS, "client"):
+            w.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": name,
+                        "labels": {"app": "web" if name != "client" else "client"},
+                    },
+                    "spec": {
+                        "containers": [
+                            {"name": "c", "image": "busybox", "command": ["sleep", "1000000"]}
+                        ]
+                    },
+                }
+            )
+        w.k(
+            "wait",
+            "-n",
+            w.ns,
+            "--for=condition=Ready",
+            "--timeout=300s",
+            *(f"pod/{p}" for p in (*SERVERS, "client")),
+        )
+        state = nodeagent_state(sandbox.ctx)
+        for name in (*SERVERS, "client"):
+            pod = w.get("pod", name)
+            assert pod is not None
+            w.ips[name] = pod["status"]["podIP"]
+            w.netns[name] = find_sandbox(w.ns, name, state_dir=state).netns
+        for name in SERVERS:
+            servers.append(
+                subprocess.Popen(
+                    ["ip", "netns", "exec", w.netns[name], sys.executable, "-c", SERVER, name],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            wait_listening(w.netns[name], 8080)
+        # The VM stand-in: a port on net0 plugged from a netns, as in the demo.
+        conn = sandbox.conn
+        vm_port = conn.network.create_port(
+            name=f"{cluster_id}-vm",
+            network_id=sandbox.topo.net0_id,
+            project_id=sandbox.topo.project_id,
+            device_owner="compute:sandbox-vm",
+            binding_host_id=sandbox.settings.hostname,
+            security_group_ids=[sandbox.topo.default_sg_id],
+        )
+        w.vm_netns = f"kv-{cluster_id[-6:]}"
+        hostplug.plug(
+            sandbox.ctx,
+            w.vm_netns,
+            vm_port,
+            conn.network.get_subnet(sandbox.topo.subnet0_id),
+            mtu=sandbox.topo.mtu,
+        )
+        yield w
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait(10)
+        with contextlib.suppress(AssertionError):
+            w.k(
+                "delete",
+                "services,endpointslices",
+                "--all",
+                "-n",
+                w.ns,
+                "--wait=true",
+                "--timeout=120s",
+            )
+        ctl.stop()
+        _cleanup_shared(w)
+        w.k("delete", "namespace", w.ns, "--wait=true", "--timeout=180s")
+        if w.vm_netns:
+            hostplug.unplug(sandbox.ctx, w.vm_netns)
+        if vm_port is not None:
+            sandbox.conn.network.delete_port(vm_port)
+
+
+def _wait_responders(
+    w: World, from_ns: str, ip: str, port: int, want: set[str], proto: str = "tcp"
+) -> dict[str, int]:
+    """Poll until the responders are exactly ``want`` (with no errors); returns the counts."""
+    last: dict[str, int] = {}
+
+    def check() -> bool:
+        nonlocal last
+        last = w.requests(from_ns, ip, port, proto)
+        return set(last) == want
+
+    try:
+        wait_for(f"{proto} {ip}:{port} answered by exactly {sorted(want)}", check, 180)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last: {last}") from None
+    return last
+
+
+def _klb_ready(w: World, name: str) -> dict[str, Any] | None:
+    klb = w.get("kuryrloadbalancer", name)
+    if klb is None:
+        return None
+    conds = (klb.get("status") or {}).get("conditions") or []
+    if any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+        return klb
+    return None
+
+
+def test_cluster_ip_udp_scaling_readiness_floating_ip_and_cleanup(world: World) -> None:
+    w = world
+    all_ready = dict.fromkeys(SERVERS, True)
+    w.apply(service("web"))
+    w.apply(endpoint_slice("web-1", "web", all_ready, w.ips))
+    svc = w.get("service", "web")
+    assert svc is not None
+    vip = svc["spec"]["clusterIP"]
+    members = {w.ips[p] for p in SERVERS}
+
+    def klb_has_members() -> bool:
+        klb = _klb_ready(w, "web")
+        return klb is not None and {m["ip"] for m in klb["status"]["members"]} == members
+
+    wait_for("KuryrLoadBalancer web Ready with 3 members", klb_has_members, WAIT)
+    klb = _klb_ready(w, "web")
+    assert klb is not None
+    assert klb["status"]["loadbalancer"]["ip"] == vip
+    assert len(klb["status"]["listeners"]) == len(klb["status"]["pools"]) == 2
+
+    # ClusterIP from a pod and from the VM: all three answer.
+    counts = _wait_responders(w, w.netns["client"], vip, 80, set(SERVERS))
+    print(f"pod -> {vip}:80: {counts}")
+    counts = _wait_responders(w, w.vm_netns, vip, 80, set(SERVERS))
+    print(f"VM  -> {vip}:80: {counts}")
+    # UDP.
+    counts = _wait_responders(w, w.netns["client"], vip, 53, set(SERVERS), proto="udp")
+    print(f"pod -> {vip}:53/udp: {counts}")
+
+    # Down to one endpoint, and back.
+    w.apply(endpoint_slice("web-1", "web", {"web-0": True}, w.ips))
+    _wait_responders(w, w.netns["client"], vip, 80, {"web-0"})
+    w.apply(endpoint_slice("web-1", "web", all_ready, w.ips))
+    _wait_responders(w, w.netns["client"], vip, 80, set(SERVERS))
+
+    # A not-ready endpoint gets no traffic.
+    w.apply(endpoint_slice("web-1", "web", {**all_ready, "web-1": False}, w.ips))
+    _wait_responders(w, w.netns["client"], vip, 80, {"web-0", "web-2"})
+
+    # type LoadBalancer: a floating IP in status.loadBalancer.ingress, answering from the host.
+    w.apply(service("web-public", public=True))
+    w.apply(endpoint_slice("web-public-1", "web-public", all_ready, w.ips))
+
+    def public_ip() -> str:
+        s = w.get("service", "web-public") or {}
+        ingress = ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        return str(ingress[0]["ip"]) if ingress else ""
+
+    wait_for("web-public's floating IP in its status", lambda: bool(public_ip()), WAIT)
+    fip = public_ip()
+    assert fip in {str(f.floating_ip_address) for f in w.fips()}
+    seen: set[str] = set()
+
+    def host_reaches_all() -> bool:
+        for _ in range(20):
+            r = subprocess.run(
+                ["curl", "-s", "--max-time", "3", f"http://{fip}:8080/"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if r.returncode == 0:
+                seen.add(r.stdout.strip())
+        return seen == set(SERVERS)
+
+    wait_for(f"host -> {fip}:8080 answered by all pods (seen {seen})", host_reaches_all, 180)
+
+    # Deleting the Services leaves nothing in Octavia or Neutron.
+    for lb in w.octavia_lbs():
+        w.lb_ids.add(lb["id"])
+    ours = {lb["id"] for lb in w.octavia_lbs() if lb["name"].startswith(f"{w.ns}/")}
+    assert len(ours) == 2, w.octavia_lbs()
+    w.k("delete", "service", "web", "web-public", "-n", w.ns, "--wait=true", "--timeout=180s")
+    wait_for(
+        "the Services' load balancers to be gone",
+        lambda: not (ours & {lb["id"] for lb in w.octavia_lbs()}),
+        WAIT,
+    )
+    assert w.get("kuryrloadbalancer", "web") is None
+    assert not w.fips()
+    vip_ports = [
+        p.id for lb_id in ours for p in w.sb.conn.network.ports(name=f"ovn-lb-vip-{lb_id}")
+    ]
+    assert not vip_ports
+    assert not list(w.sb.conn.network.ips(floating_ip_address=fip))
