@@ -428,8 +428,8 @@ class Impl:
     def pool_ready(self, n: int) -> bool:
         raise NotImplementedError
 
-    async def before_scenario(self) -> None:
-        """Wait for whatever the pool needs between scenarios."""
+    async def before_scenario(self, size: int) -> None:
+        """Wait for whatever the pool needs before ``size`` pods."""
 
     def metric_sources(self) -> list[tuple[Source, str]]:
         return []
@@ -455,7 +455,7 @@ class Ours(Impl):
     def pool_ready(self, n: int) -> bool:
         return self.bench.pool_free() >= n
 
-    async def before_scenario(self) -> None:
+    async def before_scenario(self, size: int) -> None:
         if self.mode == "pool":
             wait_for(lambda: self.pool_ready(self.biggest), READY_TIMEOUT, "pool refill")
 
@@ -514,8 +514,8 @@ class Upstream(Impl):
         # With no pod left, every port carrying its tag is in its pool or being recycled.
         return len(list(self.conn.network.ports(tags=upstream_peer.TAG))) >= n
 
-    async def before_scenario(self) -> None:
-        if self.mode == "pool":
+    async def before_scenario(self, size: int) -> None:
+        if self.mode == "pool" and size > 1:
             # released ports rejoin its pool on the next periodic update (every 20 s)
             wait = self.last_teardown + 21 - time.monotonic()
             if wait > 0:
@@ -554,7 +554,7 @@ async def run_impl(
         for label, size, count in plan:
             sc = Scenario(impl.name, impl.mode, label)
             for i in range(count):
-                await impl.before_scenario()
+                await impl.before_scenario(size)
                 before = {s.stage: s.read() for s, _ in impl.metric_sources()}
                 load0 = os.getloadavg()[0]
                 names = [f"{label.replace(' ', '')}-{i}-{j}" for j in range(size)]
