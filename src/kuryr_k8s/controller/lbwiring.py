@@ -135,8 +135,11 @@ class ServicesPart:
 
 async def validated_service_subnet(
     neutron: Neutron, octavia: Octavia, cfg: ServicesConfig, source: str
-) -> tuple[str, str | None]:
-    """(CIDR of the service subnet, None) once Neutron and Octavia confirm the settings."""
+) -> str:
+    """The service subnet's CIDR once Neutron confirms the settings. The provider is
+    checked too if Octavia answers; an Octavia outage at start does not hold the
+    controller (pods need none of it): load balancers then fail with a condition and are
+    retried."""
     subnet = await neutron.get_subnet(cfg.service_subnet)
     if subnet is None:
         raise ConfigError(
@@ -148,13 +151,17 @@ async def validated_service_subnet(
             f"{source}: [neutron_defaults] external_svc_net = {cfg.external_svc_net}: no such "
             "network in Neutron"
         )
-    providers = await octavia.providers()
+    try:
+        providers = await octavia.providers()
+    except TemporaryError as exc:
+        LOG.warning("Octavia does not answer (%s): Services wait for it", exc)
+        return subnet.cidr
     if cfg.provider not in providers:
         raise ConfigError(
             f"{source}: [kubernetes] endpoints_driver_octavia_provider = {cfg.provider}: "
             f"Octavia offers {', '.join(providers) or 'no provider'}"
         )
-    return subnet.cidr, None
+    return subnet.cidr
 
 
 async def build_services(
@@ -177,9 +184,9 @@ async def build_services(
     resync_period: float = 300.0,
 ) -> ServicesPart:
     octavia = octavia or connect(neutron_settings, cfg.octavia_endpoint)
-    while True:  # wait out Neutron/Octavia outages at start; a ConfigError is final
+    while True:  # wait out a Neutron outage at start; a ConfigError is final
         try:
-            cidr, _ = await validated_service_subnet(neutron, octavia, cfg, source)
+            cidr = await validated_service_subnet(neutron, octavia, cfg, source)
             break
         except TemporaryError as exc:
             LOG.warning("cannot check the Services settings yet (%s); retrying in 5s", exc)

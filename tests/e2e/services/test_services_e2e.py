@@ -1,11 +1,12 @@
 """Services as Octavia load balancers on the real sandbox, with real traffic.
 
 Three pods of the shared sandbox (kuryr CNI, bare-metal node) run a small HTTP server
-(TCP 8080, answering with the pod's name) and a UDP echo (8081). A controller of our own
-(its own cluster id and lease, only the ``service,endpoints,kuryrloadbalancer`` handlers,
-so the shared controller is not disturbed) turns Services into Octavia (OVN provider) load
-balancers. The Services have no selector: the emulator has no EndpointSlice controller,
-so the test writes the EndpointSlice as that controller would (pod IPs, readiness).
+(TCP 8080, answering with the pod's name) and a UDP echo (8081). Services become Octavia
+(OVN provider) load balancers: by the sandbox's controller when its kuryr.conf turns
+Services on, else by a controller of our own (its own cluster id and lease, only the
+``service,endpoints,kuryrloadbalancer`` handlers, so the shared one is not disturbed).
+The Services have no selector: the emulator has no EndpointSlice controller, so the test
+writes the EndpointSlice as that controller would (pod IPs, readiness).
 
 Checked with traffic, from a client pod and from a VM stand-in (a Neutron port on net0
 plugged from a netns): the ClusterIP reaches all 3 pods; endpoints down to 1 and back;
@@ -35,7 +36,7 @@ from functional.controller.harness import (
     wait_for,
 )
 from functional.traffic import wait_listening
-from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
+from kuryr_k8s.sandbox.kuryr_components import CLUSTER_ID, kuryr_conf_path, nodeagent_state
 from kuryr_k8s.sandbox.nodeagent.exec import find_sandbox
 from kuryr_k8s.sandbox.openstack import hostplug
 
@@ -107,7 +108,8 @@ class World:
     ns: str
     cluster_id: str
     kubeconfig: Path
-    controller: ControllerProcess
+    controller: ControllerProcess | None
+    """None: the sandbox's own controller serves Services (its kuryr.conf has them on)."""
     ips: dict[str, str] = field(default_factory=dict)
     netns: dict[str, str] = field(default_factory=dict)
     vm_netns: str = ""
@@ -168,15 +170,18 @@ class World:
         counts: dict[str, int] = json.loads(proc.stdout)
         return counts
 
-    def octavia_lbs(self) -> list[dict[str, Any]]:
+    def octavia_lbs(self, *, all_of_cluster: bool = False) -> list[dict[str, Any]]:
+        """Load balancers of this test's namespace (or every one of the cluster id)."""
         r = self.sb.conn.load_balancer.get(
             "/lbaas/loadbalancers", params={"tags": f"kuryr.cluster:{self.cluster_id}"}
         )
         lbs: list[dict[str, Any]] = r.json()["loadbalancers"]
-        return lbs
+        return [lb for lb in lbs if all_of_cluster or lb["name"].startswith(f"{self.ns}/")]
 
-    def fips(self) -> list[Any]:
-        return list(self.sb.conn.network.ips(tags=f"kuryr.cluster:{self.cluster_id}"))
+    def fips(self, *, all_of_cluster: bool = False) -> list[Any]:
+        fips = self.sb.conn.network.ips(tags=f"kuryr.cluster:{self.cluster_id}")
+        mine = f"kuryr: {self.ns}/"
+        return [f for f in fips if all_of_cluster or (f.description or "").startswith(mine)]
 
 
 def endpoint_slice(
@@ -255,6 +260,13 @@ port = {health_port}
     )
 
 
+def sandbox_serves_services(sb: Sandbox) -> bool:
+    """The sandbox's controller was started with Services on (its kuryr.conf is written
+    at each start, so the file says what the running process does)."""
+    path = kuryr_conf_path(sb.ctx)
+    return path.exists() and "\nservice_subnet = " in path.read_text()
+
+
 def _cleanup_shared(w: World) -> None:
     """After our controller stopped: what it left on objects of the shared API (the
     default/kubernetes Service's finalizer and KuryrLoadBalancer) and anything still
@@ -296,15 +308,15 @@ def _cleanup_shared(w: World) -> None:
                 "-p",
                 json.dumps({"metadata": {"finalizers": rest or None}}),
             )
-    for fip in w.fips():
+    for fip in w.fips(all_of_cluster=True):
         w.sb.conn.network.delete_ip(fip)
-    for lb in w.octavia_lbs():
+    for lb in w.octavia_lbs(all_of_cluster=True):
         w.lb_ids.add(lb["id"])
         with contextlib.suppress(Exception):
             w.sb.conn.load_balancer.delete(
                 f"/lbaas/loadbalancers/{lb['id']}", params={"cascade": "true"}
             )
-    wait_for("our load balancers to be gone", lambda: not w.octavia_lbs(), 120)
+    wait_for("our load balancers to be gone", lambda: not w.octavia_lbs(all_of_cluster=True), 120)
 
 
 @pytest.fixture
@@ -312,21 +324,26 @@ def world(sandbox: Sandbox) -> Iterator[World]:
     if not sandbox.topo.service_subnet_id:
         pytest.fail("the sandbox topology has no service subnet: run 'kuryr sandbox topology'")
     hostplug.ensure_external_host(sandbox.topo.external_cidr)
-    cluster_id = unique_name("svc-e2e")
-    workdir = LOG_DIR / cluster_id
-    workdir.mkdir(parents=True, exist_ok=True)
-    health = free_port()
-    write_conf(workdir / "kuryr.conf", sandbox, cluster_id, health)
-    ctl = ControllerProcess(
-        workdir / "kuryr.conf", sandbox.ctx.paths.kubeconfig, workdir / "controller.log", health
-    )
-    w = World(sandbox, cluster_id, cluster_id, sandbox.ctx.paths.kubeconfig, ctl)
+    ns = unique_name("svc-e2e")
+    ctl = None
+    cluster_id = CLUSTER_ID
+    if not sandbox_serves_services(sandbox):
+        cluster_id = ns
+        workdir = LOG_DIR / cluster_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        health = free_port()
+        write_conf(workdir / "kuryr.conf", sandbox, cluster_id, health)
+        ctl = ControllerProcess(
+            workdir / "kuryr.conf", sandbox.ctx.paths.kubeconfig, workdir / "controller.log", health
+        )
+    w = World(sandbox, ns, cluster_id, sandbox.ctx.paths.kubeconfig, ctl)
     servers: list[subprocess.Popen[bytes]] = []
     vm_port = None
     try:
         w.k("create", "namespace", w.ns)
-        ctl.start()
-        ctl.wait_role("leader")
+        if ctl is not None:
+            ctl.start()
+            ctl.wait_role("leader")
         for name in (*SERVERS, "client"):
             w.apply(
                 {
@@ -399,8 +416,11 @@ def world(sandbox: Sandbox) -> Iterator[World]:
                 "--wait=true",
                 "--timeout=120s",
             )
-        ctl.stop()
-        _cleanup_shared(w)
+        if ctl is not None:
+            ctl.stop()
+            _cleanup_shared(w)
+        else:
+            wait_for("the namespace's load balancers to be gone", lambda: not w.octavia_lbs(), WAIT)
         w.k("delete", "namespace", w.ns, "--wait=true", "--timeout=180s")
         if w.vm_netns:
             hostplug.unplug(sandbox.ctx, w.vm_netns)
