@@ -44,6 +44,10 @@ reaches it through ``br-ex`` (``physnet1:br-ex``), see ``hostplug.ensure_externa
 HTTP_PORT = 8080
 """TCP port of the small HTTP servers the main job's TCP checks run in pods and VMs."""
 
+NAMESPACE_POOL = ("kuryr-namespaces", "10.40.0.0/16", 24)
+"""Subnet pool of namespace networks (``[namespace_subnet] pod_subnet_pool``): one /24
+per namespace, each with an interface on router1 (``pod_router``)."""
+
 
 def connect(settings: SandboxSettings) -> openstack.connection.Connection:
     import openstack  # ~9 s to import inside a TCG guest: only where a connection is made
@@ -75,6 +79,7 @@ class Topology:
     external_net_id: str = ""
     external_subnet_id: str = ""
     external_cidr: str = ""
+    pod_subnet_pool_id: str = ""
 
 
 def _one(items: Any, what: str) -> Any:
@@ -193,6 +198,19 @@ def ensure_router_gateway(
         progress(f"  router1: gateway on {external_net.name}")
 
 
+def ensure_subnet_pool(conn: openstack.connection.Connection, progress: Progress) -> Any:
+    """The subnet pool namespace networks take their subnets from."""
+    name, prefix, length = NAMESPACE_POOL
+    pool = _one(conn.network.subnet_pools(name=name, project_id=PROJECT_ID), f"pool {name}")
+    if pool is None:
+        pool = conn.network.create_subnet_pool(
+            name=name, project_id=PROJECT_ID, prefixes=[prefix], default_prefix_length=length
+        )
+        conn.network.set_tags(pool, [TAG])
+        progress(f"  created subnet pool {name} {prefix} (/{length} each, {pool.id})")
+    return pool
+
+
 def ensure_default_sg(conn: openstack.connection.Connection, progress: Progress) -> Any:
     sg = _one(conn.network.security_groups(name="default", project_id=PROJECT_ID), "default SG")
     if sg is None:
@@ -235,6 +253,7 @@ def ensure_base_topology(conn: openstack.connection.Connection, progress: Progre
     external_net, external_sub = ensure_external(conn, progress)
     ensure_router_gateway(conn, router, external_net, progress)
     sg = ensure_default_sg(conn, progress)
+    pool = ensure_subnet_pool(conn, progress)
     return Topology(
         project_id=PROJECT_ID,
         net0_id=nets["net0"].id,
@@ -251,6 +270,7 @@ def ensure_base_topology(conn: openstack.connection.Connection, progress: Progre
         external_net_id=external_net.id,
         external_subnet_id=external_sub.id,
         external_cidr=external_sub.cidr,
+        pod_subnet_pool_id=pool.id,
     )
 
 
@@ -265,6 +285,11 @@ def format_topology(t: Topology) -> str:
             "public",
             f"{t.external_net_id} / {t.external_subnet_id}",
             f"external (flat physnet1 via br-ex), floating IPs, {t.external_cidr}",
+        ),
+        (
+            "subnet pool",
+            t.pod_subnet_pool_id,
+            f"namespace networks: /{NAMESPACE_POOL[2]} of {NAMESPACE_POOL[1]}, on router1",
         ),
         ("default SG", t.default_sg_id, f"allows ICMP, SSH and TCP {HTTP_PORT} in"),
         ("MTU", str(t.mtu), "geneve tenant networks"),
