@@ -142,13 +142,21 @@ class Api:
         if ns is None:
             raise errors.not_found("namespaces", "", namespace)
         if _meta(ns).get("deletionTimestamp"):
-            raise errors.forbidden(
+            exc = errors.forbidden(
                 rt.plural,
                 rt.group,
                 name,
                 f"unable to create new content in namespace {namespace} because it is being "
                 "terminated",
             )
+            exc.details["causes"] = [
+                errors.Cause(
+                    "NamespaceTerminating",
+                    "metadata.namespace",
+                    f"namespace {namespace} is being terminated",
+                ).render()
+            ]
+            raise exc
 
     def _check_type_meta(self, rt: ResourceType, version: str, body: Obj) -> None:
         want = f"{rt.group}/{version}" if rt.group else version

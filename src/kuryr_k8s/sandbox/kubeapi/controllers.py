@@ -25,7 +25,7 @@ from typing import Any
 
 from kuryr_k8s.sandbox.kubeapi import errors
 from kuryr_k8s.sandbox.kubeapi.api import CRD_FINALIZER, CRD_KEY, Api
-from kuryr_k8s.sandbox.kubeapi.defaults import crd_established_status
+from kuryr_k8s.sandbox.kubeapi.defaults import NOT_READY_TAINT, crd_established_status, node_ready
 from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, timestamp
 from kuryr_k8s.sandbox.kubeapi.resources import ResourceType, crd_resource_type
 from kuryr_k8s.sandbox.kubeapi.store import Event, Ref
@@ -86,6 +86,8 @@ class Controllers:
         meta = ev.obj["metadata"]
         if ev.key == "/namespaces":
             self._on_namespace(ev)
+        elif ev.key == "/nodes" and ev.type != "DELETED" and node_ready(ev.obj):
+            self._enqueue(f"node/{meta['name']}", lambda: self.untaint_ready_node(meta["name"]))
         elif ev.key == CRD_KEY and meta.get("deletionTimestamp"):
             self._enqueue(f"crd/{meta['name']}", lambda: self.cleanup_crd(meta["name"]))
         elif ev.key == CRD_KEY and ev.type == "ADDED":
@@ -225,6 +227,24 @@ class Controllers:
                 seen.pop(uid)
         self._orphans_seen = seen
         return deleted
+
+    # ------------------------------------------------------------ nodes
+
+    def untaint_ready_node(self, name: str) -> None:
+        """Node lifecycle controller: a Ready node loses the not-ready NoSchedule taint."""
+        rt = self._type("/nodes")
+        node = self.api.store.get("/nodes", "", name)
+        if rt is None or node is None or not node_ready(node):
+            return
+        taints = (node.get("spec") or {}).get("taints") or []
+        kept = [t for t in taints if t.get("key") != NOT_READY_TAINT["key"]]
+        if len(kept) == len(taints):
+            return
+        new = copy.deepcopy(node)
+        new["spec"]["taints"] = kept
+        if not kept:
+            del new["spec"]["taints"]
+        self.api.commit_update(rt, node, new)
 
     # ------------------------------------------------------------ namespaces
 

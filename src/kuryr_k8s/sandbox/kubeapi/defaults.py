@@ -276,10 +276,46 @@ def crd_terminating_condition(when: str) -> Obj:
     }
 
 
+NOT_READY_TAINT = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
+_NODE_INFO = (
+    "machineID",
+    "systemUUID",
+    "bootID",
+    "kernelVersion",
+    "osImage",
+    "containerRuntimeVersion",
+    "kubeletVersion",
+    "kubeProxyVersion",
+    "operatingSystem",
+    "architecture",
+)
+
+
+def default_node(obj: Obj, _: IpAllocator, old: Obj | None) -> None:
+    """The Go zero values a Node status always serialises; on create the
+    ``TaintNodesByCondition`` admission's not-ready taint (the node lifecycle controller,
+    ``controllers.Controllers.node_ready``, removes it once the node is Ready)."""
+    status = obj.setdefault("status", {})
+    status.setdefault("daemonEndpoints", {"kubeletEndpoint": {"Port": 0}})
+    info = status.setdefault("nodeInfo", {})
+    for key in _NODE_INFO:
+        info.setdefault(key, "")
+    if old is None and not node_ready(obj):
+        taints = obj.setdefault("spec", {}).setdefault("taints", [])
+        if not any(t.get("key") == NOT_READY_TAINT["key"] for t in taints):
+            taints.append(dict(NOT_READY_TAINT))
+
+
+def node_ready(node: Obj) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 DEFAULTERS: dict[str, Callable[[Obj, IpAllocator, Obj | None], None]] = {
     "/pods": default_pod,
     "/services": default_service,
     "/namespaces": default_namespace,
+    "/nodes": default_node,
     "networking.k8s.io/networkpolicies": default_netpol,
     "apiextensions.k8s.io/customresourcedefinitions": default_crd,
 }

@@ -98,6 +98,10 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
+_NO_EMPTY_DETAILS = ("", "BadRequest", "RequestEntityTooLarge", "Expired")
+"""Reasons whose Status has no ``details`` when there are none (others send ``{}``)."""
+
+
 @dataclass
 class ApiError(Exception):
     """A failed API call; ``status()`` is the body the client receives."""
@@ -120,7 +124,7 @@ class ApiError(Exception):
         }
         if self.reason:
             body["reason"] = self.reason
-        if self.details:
+        if self.details or self.reason not in _NO_EMPTY_DETAILS:
             body["details"] = self.details
         body["code"] = self.code
         return body

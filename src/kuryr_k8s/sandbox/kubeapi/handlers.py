@@ -290,12 +290,10 @@ class Handlers:
             # The object while its deletion is pending (pods always, even with grace 0);
             # a Status when it is gone at once, custom resources too (recorded).
             return self._object_response(request, rt, target.version, obj)
-        details = {
-            "name": target.name,
-            "group": rt.group,
-            "kind": rt.plural,
-            "uid": obj["metadata"]["uid"],
-        }
+        details = {"name": target.name, "group": rt.group, "kind": rt.plural}
+        if not rt.group:
+            del details["group"]
+        details["uid"] = obj["metadata"]["uid"]
         return json_response(
             {
                 "kind": "Status",

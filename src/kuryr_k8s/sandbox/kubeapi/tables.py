@@ -125,6 +125,11 @@ def _node_status(obj: Obj) -> str:
     return status
 
 
+def _node_info(field: str) -> Callable[[Obj], str]:
+    """``printNode``: an empty node info field shows as ``<unknown>``."""
+    return lambda obj: str(_get(obj, "status", "nodeInfo", field) or "<unknown>")
+
+
 def _node_roles(obj: Obj) -> str:
     prefix = "node-role.kubernetes.io/"
     roles = sorted(
@@ -217,19 +222,9 @@ BUILTIN_COLUMNS: dict[str, list[Column]] = {
         ("Version", "string", 0, lambda o: _get(o, "status", "nodeInfo", "kubeletVersion") or ""),
         ("Internal-IP", "string", 1, _node_address("InternalIP")),
         ("External-IP", "string", 1, _node_address("ExternalIP")),
-        ("OS-Image", "string", 1, lambda o: _or_none(_get(o, "status", "nodeInfo", "osImage"))),
-        (
-            "Kernel-Version",
-            "string",
-            1,
-            lambda o: _or_none(_get(o, "status", "nodeInfo", "kernelVersion")),
-        ),
-        (
-            "Container-Runtime",
-            "string",
-            1,
-            lambda o: _or_none(_get(o, "status", "nodeInfo", "containerRuntimeVersion")),
-        ),
+        ("OS-Image", "string", 1, _node_info("osImage")),
+        ("Kernel-Version", "string", 1, _node_info("kernelVersion")),
+        ("Container-Runtime", "string", 1, _node_info("containerRuntimeVersion")),
     ],
     "/services": [
         ("Type", "string", 0, lambda o: _get(o, "spec", "type") or ""),
