@@ -156,3 +156,34 @@ async def test_a_port_changed_since_the_listing_is_not_deleted() -> None:
     result = await gc.run_once()
     assert (result.deleted_orphans, result.waiting) == ([], 1)
     assert world.fake.ports[orphan]["device_id"] == "new-owner"
+
+
+async def test_ports_the_providers_hold_are_never_collected_whatever_their_marks() -> None:
+    """Marks lag the ledger (``pool-ownership.md`` §7): a port back in the pool still
+    marked with its dead owner, and a port handed to a live pod but still marked with a
+    dead one, are the providers'; only the marks would have doomed them."""
+    world = make_world()
+    owners = Live()
+    provider = PooledPortProvider(
+        world.neutron, world.tagging, VifPoolSettings(True, 0, 2, 0, 3600), owners
+    )
+    await provider.rebuild()
+    first = await provider.acquire(world.request(), "dead", "x")  # made with dead's marks
+    second = await provider.acquire(world.request(), "dead2", "y")
+    await provider.marks.flush()
+    await provider.release(first.id, "dead")
+    await provider.release(second.id, "dead2")
+    reused = await provider.acquire(world.request(), "live", "z")
+    owners.items.add("live")
+    assert {world.fake.ports[p.id]["device_id"] for p in (first, second)} == {"dead", "dead2"}
+    world.clock.advance(GRACE + 1)
+    settings = GcSettings(1.0, GRACE)
+    gc = GarbageCollector(
+        world.neutron, world.tagging, settings, owners, now=world.clock, known=provider.owns
+    )
+    result = await gc.run_once()
+    assert (result.deleted_orphans, result.deleted_stranded, result.waiting) == ([], [], 0)
+    assert {first.id, second.id} <= set(world.fake.ports)
+    assert reused.id in (first.id, second.id)
+    blind = _gc(world, owners)  # the same pass going by the marks alone
+    assert set((await blind.run_once()).deleted_orphans) == {first.id, second.id}

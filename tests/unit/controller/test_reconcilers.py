@@ -8,7 +8,7 @@ import asyncio
 import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Never
 
 import pytest
 
@@ -108,16 +108,24 @@ class World:
         await self.client.delete(PODS, name, NS)
 
 
+async def start_caches(
+    client: KubeClient, clock: FakeClock
+) -> tuple[Informer, Informer, list[asyncio.Task[Never]]]:
+    """Synced pod and KuryrPort informers, and their tasks (cancel them at the end)."""
+    pods = Informer(client, PODS, clock=clock)
+    kps = Informer(client, KURYRPORTS, clock=clock)
+    tasks = [asyncio.ensure_future(pods.run()), asyncio.ensure_future(kps.run())]
+    await pods.wait_synced()
+    await kps.wait_synced()
+    return pods, kps, tasks
+
+
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
     api = FakeApi()
     clock = FakeClock()
     async with api.client() as client:
-        pods = Informer(client, PODS, clock=clock)
-        kps = Informer(client, KURYRPORTS, clock=clock)
-        tasks = [asyncio.ensure_future(pods.run()), asyncio.ensure_future(kps.run())]
-        await pods.wait_synced()
-        await kps.wait_synced()
+        pods, kps, tasks = await start_caches(client, clock)
         ports, events, metrics = FakePorts(), FakeEvents(), Metrics()
         w = World(
             api,

@@ -103,3 +103,53 @@ async def test_run_releases_when_lead_returns(client: KubeClient, clock: FakeClo
 
     await a.run(lead)
     assert await holder(client) == (None, 0)
+
+
+async def test_holds_lease_until_renew_deadline_without_renewal(
+    client: KubeClient, clock: FakeClock
+) -> None:
+    a = elector(client, clock, "a")  # lease 15 s, renew deadline 10 s
+    assert not a.holds_lease()
+    assert await a.try_acquire_or_renew()
+    assert a.holds_lease()
+    clock.advance(9.9)
+    assert a.holds_lease()
+    clock.advance(0.1)
+    assert not a.holds_lease()  # a successor may be 5 s from taking over: stop claiming
+    assert await a.try_acquire_or_renew()  # still ours (nobody took it): renewed
+    assert a.holds_lease()
+    await a.release()
+    assert not a.holds_lease()
+
+
+async def test_a_failed_renewal_does_not_extend_the_lease(
+    api: FakeApi, client: KubeClient, clock: FakeClock
+) -> None:
+    a, b = elector(client, clock, "a"), elector(client, clock, "b")
+    assert await a.try_acquire_or_renew()
+    clock.advance(6)
+    api.fail_next(503, "ServiceUnavailable")
+    assert not await a.try_acquire_or_renew()
+    assert a.holds_lease()  # the last renewal (6 s ago) still fences a successor out
+    clock.advance(4)
+    assert not a.holds_lease()
+    assert not await b.try_acquire_or_renew()
+    assert not b.holds_lease()  # a candidate that did not get the lease never claims
+
+
+async def test_the_old_leader_stops_claiming_before_a_successor_can_start(
+    client: KubeClient, clock: FakeClock
+) -> None:
+    """The fence of ``pool-ownership.md`` §6: whenever the successor holds the lease, the
+    paused leader's ``holds_lease`` is already False."""
+    a, b = elector(client, clock, "a"), elector(client, clock, "b")
+    assert await a.try_acquire_or_renew()
+    for _ in range(40):  # a is paused (no renewal); b tries every 0.5 s
+        clock.advance(0.5)
+        b_leads = await b.try_acquire_or_renew()
+        assert not (b_leads and a.holds_lease()), f"both may claim at t={clock.t}"
+        if b_leads:
+            break
+    assert b.is_leader and b.holds_lease() and not a.holds_lease()
+    assert not await a.try_acquire_or_renew()  # a wakes up: b's lease is fresh
+    assert not a.holds_lease()
