@@ -97,7 +97,10 @@ class TargetedPorts:
             port = await self.bare.find(owner_uid)
             if port is not None:
                 return port
-        return await self.nested.find(owner_uid)
+        port = await self.nested.find(owner_uid)
+        if port is not None and self.bare is not None and self.bare.owns(port.id):
+            return None  # the bare ledger holds it for another owner (or free): stale marks
+        return port
 
     def owns(self, port_id: str) -> bool:
         return self.bare is not None and self.bare.owns(port_id)
