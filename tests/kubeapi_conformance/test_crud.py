@@ -309,3 +309,16 @@ def test_yaml_timestamps_are_strings(kube_client: KubeClient, ns: str) -> None:
         headers={"Content-Type": "application/json"},
     )
     status_of(resp, 400, "BadRequest")
+
+
+def test_root_ca_configmap_appears(kube_client: KubeClient, ns: str) -> None:
+    # Recorded on a real v1.36.2: every namespace gets kube-root-ca.crt from the
+    # controller-manager (conformance recording, test_watch_replays_from_resource_version,
+    # the GET .../configmaps list), which the pods' kube-api-access volumes refer to.
+    from kubeapi_conformance.helpers import eventually
+
+    path = f"/api/v1/namespaces/{ns}/configmaps/kube-root-ca.crt"
+    eventually(lambda: kube_client.get(path).status_code == 200, 30, "kube-root-ca.crt")
+    cm = ok(kube_client.get(path))
+    assert cm["data"]["ca.crt"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "kubernetes.io/description" in cm["metadata"]["annotations"]

@@ -7,6 +7,7 @@ Only the ones whose effects API clients observe, and never kubelet or scheduler 
 * namespace lifecycle: deletes the contents of a terminating namespace, then the namespace;
 * CRD cleanup: deletes the custom resources of a deleted CRD, then the CRD;
 * service accounts: a ``default`` ServiceAccount in every new namespace;
+* root CA publisher: the ``kube-root-ca.crt`` ConfigMap in every new namespace;
 * pod GC: pods bound to a node that does not exist are force-deleted after a quarantine
   (40 s, like the kube-controller-manager), so pods of a vanished node agent go away.
 
@@ -23,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from kuryr_k8s.sandbox.kubeapi import errors
+from kuryr_k8s.sandbox.kubeapi import errors, rootca
 from kuryr_k8s.sandbox.kubeapi.api import CRD_FINALIZER, CRD_KEY, Api
 from kuryr_k8s.sandbox.kubeapi.defaults import NOT_READY_TAINT, crd_established_status, node_ready
 from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, timestamp
@@ -39,6 +40,7 @@ class Controllers:
         self.api = api
         self.orphan_quarantine = orphan_quarantine
         self._orphans_seen: dict[str, float] = {}
+        self._root_ca = ""
         self._pending: deque[tuple[str, Callable[[], None]]] = deque()
         self._queued: set[str] = set()
         self._wakeup = asyncio.Event()
@@ -104,6 +106,7 @@ class Controllers:
         name = ev.obj["metadata"]["name"]
         if ev.type == "ADDED":
             self._enqueue(f"sa/{name}", lambda: self.ensure_service_account(name))
+            self._enqueue(f"ca/{name}", lambda: self.publish_root_ca(name))
         if ev.obj["metadata"].get("deletionTimestamp") and ev.type != "DELETED":
             self._enqueue(f"ns/{name}", lambda: self.clean_namespace(name))
 
@@ -255,6 +258,22 @@ class Controllers:
             return
         if self.api.store.get(rt.key, namespace, "default") is None:
             self.api.create(rt, "v1", namespace, {"metadata": {"name": "default"}})
+
+    def publish_root_ca(self, namespace: str) -> None:
+        """root-ca-cert-publisher: ``kube-root-ca.crt`` in every namespace."""
+        rt = self._type("/configmaps")
+        ns = self.api.store.get("/namespaces", "", namespace)
+        if rt is None or ns is None or ns["metadata"].get("deletionTimestamp"):
+            return
+        if self.api.store.get(rt.key, namespace, rootca.NAME) is None:
+            self.api.create(rt, "v1", namespace, rootca.configmap(self.root_ca()))
+
+    def root_ca(self) -> str:
+        if not self._root_ca:
+            kept = self.api.store.get("/configmaps", "kube-system", rootca.NAME)
+            pem = ((kept or {}).get("data") or {}).get("ca.crt")
+            self._root_ca = str(pem) if pem else rootca.new_ca_pem()
+        return self._root_ca
 
     def clean_namespace(self, name: str) -> None:
         nss = self._type("/namespaces")
