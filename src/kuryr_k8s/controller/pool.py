@@ -221,7 +221,12 @@ class PooledPortProvider(PoolSet):
             pool.cooling.pop(port_id, None)
             return self._own(owner_uid, free)
         seen = await self.neutron.get_port(port_id)
-        if seen is None or seen.trunk_id or seen.owner_uid not in ("", owner_uid):
+        if (
+            seen is None
+            or seen.trunk_id
+            or self.tagging.cluster_tag not in seen.tags  # not ours (another cluster, a user's)
+            or seen.owner_uid not in ("", owner_uid)
+        ):
             return None
         return self._own(owner_uid, seen)
 

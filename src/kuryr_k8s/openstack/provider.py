@@ -266,7 +266,12 @@ class PlainPortProvider:
         if self.ledger.port_of(owner_uid) is not None:
             return None
         port = await self.neutron.get_port(port_id)
-        if port is None or port.trunk_id or port.owner_uid != owner_uid:
+        if (
+            port is None
+            or port.trunk_id
+            or self.tagging.cluster_tag not in port.tags
+            or port.owner_uid != owner_uid
+        ):
             return None
         self.ledger.assign(owner_uid, port)
         return port

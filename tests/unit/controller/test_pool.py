@@ -587,3 +587,22 @@ async def test_stop_flushes_the_marks() -> None:
     await provider.stop()
     assert world.fake.ports[port.id]["device_id"] == "uid-1"
     assert provider.marks.backlog == 0
+
+
+async def test_known_never_adopts_a_port_outside_our_cluster() -> None:
+    """A hand-edited status naming someone else's free port (no owner marks), or a free
+    port of another cluster on the same Neutron, never makes it the pod's."""
+    world = make_world()
+    provider = await _pool(world)
+    foreign = world.fake.add_port(world.network, world.subnet, name="a user's port")
+    other_cluster = await world.neutron.create_ports(
+        [
+            PortSpec(
+                world.network, world.subnet, PROJECT, (world.sg,), "node-a", ("kuryr.cluster:c2",)
+            )
+        ]
+    )
+    for pid in (foreign["id"], other_cluster[0].id):
+        assert await provider.known(pid, "uid-1") is None
+        assert not provider.owns(pid)
+    assert await provider.find("uid-1") is None

@@ -13,6 +13,7 @@ from kuryr_k8s.openstack.neutron import IpExhausted, PortSpec, QuotaExceeded
 from kuryr_k8s.openstack.ports import DEVICE_OWNER
 from kuryr_k8s.openstack.provider import (
     PlainPortProvider,
+    PortTagging,
     find_owned,
     pool_digest,
     pool_key_of,
@@ -215,3 +216,16 @@ async def test_find_never_creates() -> None:
     port = await provider.acquire(world.request(), "uid-1", "ns/pod")
     found = await provider.find("uid-1")
     assert found is not None and found.id == port.id
+
+
+async def test_known_never_adopts_a_port_of_another_cluster() -> None:
+    world = make_world()
+    provider = await _plain(world)
+    other = PortTagging("c2")
+    spec = PortSpec(
+        world.network, world.subnet, PROJECT, (world.sg,), "node-a",
+        other.in_use("uid-1"), device_id="uid-1",
+    )  # fmt: skip
+    (theirs,) = await world.neutron.create_ports([spec])
+    assert await provider.known(theirs.id, "uid-1") is None
+    assert not provider.owns(theirs.id)
