@@ -26,20 +26,21 @@ plus ``open-ingress``/``open-egress`` for a direction no selecting policy isolat
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kuryr_k8s.controller.engine import Result
+from kuryr_k8s.controller.engine import Engine, EngineSettings, Result
 from kuryr_k8s.controller.finalizers import add_finalizer, remove_finalizer
 from kuryr_k8s.k8s import objects
 from kuryr_k8s.k8s.client import KubeClient
 from kuryr_k8s.k8s.errors import AlreadyExists, NotFound
 from kuryr_k8s.k8s.events import EventRecorder
-from kuryr_k8s.k8s.informer import Store
+from kuryr_k8s.k8s.informer import Informer, Store
 from kuryr_k8s.k8s.objects import Obj
-from kuryr_k8s.k8s.resources import KURYRNETWORKPOLICIES
+from kuryr_k8s.k8s.resources import KURYRNETWORKPOLICIES, NAMESPACES, NETWORKPOLICIES
 from kuryr_k8s.model import netpolicy as np_model
 from kuryr_k8s.model.errors import ResourceNotReady
 from kuryr_k8s.model.kuryrnetwork import KNP_FINALIZER, POLICY_LABEL
@@ -123,16 +124,27 @@ def _ag_prefix(cluster_id: str, owner_uid: str) -> str:
     return f"kuryr:{cluster_id}:{owner_uid}:"
 
 
-def _rule_body(rule: np_model.SgRule, ag_ids: Mapping[str, str]) -> dict[str, Any]:
+def _rule_bodies(
+    rule: np_model.SgRule, plan: np_model.PolicyPlan, ag_ids: Mapping[str, str] | None
+) -> list[dict[str, Any]]:
+    """Neutron rule bodies of one planned rule: one rule naming the address group, or
+    (``ag_ids`` None: ``ip_prefix`` mode) one rule per CIDR of the group (none if empty)."""
     body: dict[str, Any] = {"direction": rule.direction, "ethertype": rule.ethertype}
     if rule.protocol is not None:
         body["protocol"] = rule.protocol
     if rule.port_min is not None:
         body["port_range_min"] = rule.port_min
         body["port_range_max"] = rule.port_max
-    if rule.remote_group is not None:
-        body["remote_address_group_id"] = ag_ids[rule.remote_group]
-    return body
+    if rule.remote_group is None:
+        return [body]
+    if ag_ids is not None:
+        return [{**body, "remote_address_group_id": ag_ids[rule.remote_group]}]
+    version = 4 if rule.ethertype == "IPv4" else 6
+    return [
+        {**body, "remote_ip_prefix": cidr}
+        for cidr in sorted(plan.address_groups[rule.remote_group])
+        if ipaddress.ip_network(cidr).version == version
+    ]
 
 
 def _body_key(body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -208,9 +220,15 @@ class PolicyReconciler:
         project_id: str,
         events: EventRecorder | None = None,
         unsupported_protocols: Collection[str] = (),
+        address_groups: bool = False,
     ) -> None:
         self.client = client
         self.world = world
+        self.address_groups = address_groups
+        """Peers as Neutron address groups (pod churn = one address-group update) where
+        the ML2 driver enforces ``remote_address_group_id``; else one ``remote_ip_prefix``
+        rule per peer CIDR (ML2/OVN before 2023.1 ignores the address group and would
+        allow any remote: see docs/design/network-policy.md)."""
         self.api = api
         self.cluster_id = cluster_id
         self.cluster_tag = CLUSTER_TAG_PREFIX + cluster_id
@@ -242,7 +260,10 @@ class PolicyReconciler:
         ):
             return Result()
         try:
-            if applied is not None and applied.uid == uid and applied.plan.sgs == plan.sgs:
+            if not self.address_groups:
+                ag_ids: dict[str, str] = {}
+                sg_ids = await self._converge_sgs(uid, plan, None)
+            elif applied is not None and applied.uid == uid and applied.plan.sgs == plan.sgs:
                 ag_ids = await self._update_groups(uid, plan, applied)
                 sg_ids = dict(applied.sg_ids)
             else:
@@ -365,7 +386,7 @@ class PolicyReconciler:
         return [self.cluster_tag, OWNER_TAG_PREFIX + uid, VARIANT_TAG + variant]
 
     async def _converge_sgs(
-        self, uid: str, plan: np_model.PolicyPlan, ag_ids: Mapping[str, str]
+        self, uid: str, plan: np_model.PolicyPlan, ag_ids: Mapping[str, str] | None
     ) -> dict[str, str]:
         existing: dict[str, SecurityGroup] = {}
         for sg in await self.api.list_security_groups([self.cluster_tag, OWNER_TAG_PREFIX + uid]):
@@ -382,7 +403,7 @@ class PolicyReconciler:
             sg = found or await self.api.create_security_group(
                 f"kuryr-np-{uid[:8]}-{variant}", self.project_id, self._sg_tags(uid, variant)
             )
-            want = {_body_key(b): b for b in (_rule_body(r, ag_ids) for r in rules)}
+            want = {_body_key(b): b for r in rules for b in _rule_bodies(r, plan, ag_ids)}
             have = {
                 _body_key(
                     {
@@ -506,3 +527,79 @@ class PolicyPlacement:
 def policy_keys_for_any_change(world: PolicyWorld) -> list[str]:
     """Every policy key (pods and namespaces may change any policy's peers)."""
     return sorted(set(world.policies.keys()) | set(world.knps.keys()))
+
+
+@dataclass
+class PolicyParts:
+    """What :func:`build_policy_parts` makes: informers (put them in the Controller's
+    ``caches``: their keys are routed here, not to every engine), the engine (one of the
+    Controller's ``engines``), the startup step and the placement."""
+
+    caches: list[Informer]
+    engine: Engine
+    cluster: ClusterSecurityGroups
+    world: PolicyWorld
+    reconciler: PolicyReconciler
+
+    def placement(self, network_placement: Any) -> PolicyPlacement:
+        return PolicyPlacement(network_placement, self.world, self.cluster)
+
+    async def startup(self) -> None:
+        await self.cluster.ensure()
+
+
+def build_policy_parts(
+    client: KubeClient,
+    api: SecurityApi,
+    *,
+    cluster_id: str,
+    project_id: str,
+    pods: Informer,
+    kuryrports: Informer | None = None,
+    namespaces: Informer | None = None,
+    events: EventRecorder | None = None,
+    engine_settings: EngineSettings | None = None,
+    unsupported_protocols: Collection[str] = (),
+    address_groups: bool = False,
+) -> PolicyParts:
+    """NetworkPolicy enforcement, wired: NetworkPolicy/KNP changes queue their key; pod,
+    namespace and KuryrPort changes queue every policy (they may change any peer set; the
+    reconciler then costs nothing unless an address group really changed)."""
+    nps = Informer(client, NETWORKPOLICIES)
+    knps = Informer(client, KURYRNETWORKPOLICIES)
+    nss = namespaces or Informer(client, NAMESPACES)
+    caches = [nps, knps] + ([nss] if namespaces is None else [])
+    informers = [nps, knps, pods, nss, *([kuryrports] if kuryrports is not None else [])]
+    world = PolicyWorld(
+        nps.store,
+        knps.store,
+        pods.store,
+        nss.store,
+        kuryrports.store if kuryrports is not None else None,
+        synced=lambda: all(i.synced for i in informers),
+    )
+    reconciler = PolicyReconciler(
+        client,
+        world,
+        api,
+        cluster_id=cluster_id,
+        project_id=project_id,
+        events=events,
+        unsupported_protocols=unsupported_protocols,
+        address_groups=address_groups,
+    )
+    engine = Engine(reconciler, engine_settings)
+
+    def policy_changed(key: str) -> None:
+        engine.enqueue(key)
+
+    def peers_changed(key: str) -> None:
+        engine.enqueue_all(policy_keys_for_any_change(world))
+
+    nps.add_handler(policy_changed)
+    knps.add_handler(policy_changed)
+    for informer in (pods, nss, kuryrports):
+        if informer is not None:
+            informer.add_handler(peers_changed)
+    cluster = ClusterSecurityGroups(api, cluster_id, project_id)
+    return PolicyParts(caches, engine, cluster, world, reconciler)

@@ -283,6 +283,20 @@ class SecurityApi:
         data = await self._call("get_subnetpool", "GET", f"/subnetpools/{pool_id}", missing_ok=True)
         return None if data is GONE else dict(data["subnetpool"])
 
+    async def ports_on(self, network_id: str) -> list[str]:
+        """Ids of the ports on the network other than router interfaces and DHCP."""
+        data = await self._call(
+            "list_ports",
+            "GET",
+            "/ports",
+            params={"network_id": network_id, "fields": ["id", "device_owner"]},
+        )
+        return [
+            p["id"]
+            for p in data["ports"]
+            if not str(p.get("device_owner") or "").startswith(("network:router", "network:dhcp"))
+        ]
+
     async def router_subnets(self, router_id: str) -> set[str]:
         """Subnets with an interface on the router."""
         data = await self._call(

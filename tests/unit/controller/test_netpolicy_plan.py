@@ -24,6 +24,7 @@ from kuryr_k8s.controller.policies import (
     ClusterSecurityGroups,
     PolicyPlacement,
     PolicyWorld,
+    _rule_bodies,
 )
 from kuryr_k8s.k8s.informer import Store
 from kuryr_k8s.model import netpolicy as m
@@ -240,35 +241,33 @@ ALL_OPEN = {"no policy", "allow all ingress (empty rule)"}
 
 
 def _simulate(
-    endpoints: list[Endpoint], policies: list[dict[str, Any]], unsupported: tuple[str, ...] = ()
+    endpoints: list[Endpoint],
+    policies: list[dict[str, Any]],
+    unsupported: tuple[str, ...] = (),
+    address_groups: bool = True,
 ) -> dict[tuple[str, str, str, int], bool]:
+    """Neutron rule bodies as the reconciler writes them (address groups, or one
+    ``remote_ip_prefix`` rule per peer), evaluated like stateful SGs."""
     pods = [_pod_obj(e) for e in endpoints if e.is_pod]
     world = PolicyWorld(Store(), Store(), Store(), Store())
     for pod in pods:
         world.pods.put(pod)
     for ns, labels in NAMESPACES.items():
         world.namespaces.put({"metadata": {"name": ns, "labels": labels}})
-    rules_of: dict[str, list[m.SgRule]] = {"default": []}
+    rules_of: dict[str, list[dict[str, Any]]] = {"default": []}
     groups: dict[str, frozenset[str]] = {}
     for policy in policies:
         world.policies.put(policy)
         plan = world.plan(policy, unsupported)
         pk = f"{policy['metadata']['namespace']}/{policy['metadata']['name']}"
+        ag_ids = {key: f"{pk}:{key}" for key in plan.address_groups}
         for key, addrs in plan.address_groups.items():
-            groups[f"{pk}:{key}"] = addrs
+            groups[ag_ids[key]] = addrs
         sg_ids = {}
         for variant, rules in plan.sgs.items():
             sg_ids[variant] = f"{pk}:{variant}"
             rules_of[f"{pk}:{variant}"] = [
-                m.SgRule(
-                    r.direction,
-                    r.ethertype,
-                    r.protocol,
-                    r.port_min,
-                    r.port_max,
-                    None if r.remote_group is None else f"{pk}:{r.remote_group}",
-                )
-                for r in rules
+                b for r in rules for b in _rule_bodies(r, plan, ag_ids if address_groups else None)
             ]
         world.knps.put(
             {
@@ -278,7 +277,7 @@ def _simulate(
             }
         )
     for sg, direction in ((OPEN_INGRESS, "ingress"), (OPEN_EGRESS, "egress")):
-        rules_of[sg] = [m.SgRule(direction, eth) for eth in m.ETHERTYPES]
+        rules_of[sg] = [{"direction": direction, "ethertype": eth} for eth in m.ETHERTYPES]
     cluster = ClusterSecurityGroups(None, "c", "p")  # type: ignore[arg-type]
     cluster.ids = {OPEN_INGRESS: OPEN_INGRESS, OPEN_EGRESS: OPEN_EGRESS}
     placement = PolicyPlacement(None, world, cluster)
@@ -288,19 +287,23 @@ def _simulate(
         for pod in pods
     }
 
-    def rule_allows(rule: m.SgRule, direction: str, remote_ip: str, proto: str, port: int) -> bool:
-        if rule.direction != direction or rule.ethertype != "IPv4":
+    def rule_allows(
+        rule: dict[str, Any], direction: str, remote: str, proto: str, port: int
+    ) -> bool:
+        if rule["direction"] != direction or rule["ethertype"] != "IPv4":
             return False
-        if rule.protocol is not None and rule.protocol != proto.lower():
+        if rule.get("protocol") is not None and rule["protocol"] != proto.lower():
             return False
-        if proto != "ICMP" and rule.port_min is not None:
-            assert rule.port_max is not None
-            if not rule.port_min <= port <= rule.port_max:
-                return False
-        if rule.remote_group is None:
-            return True
-        ip = ipaddress.ip_address(remote_ip)
-        return any(ip in ipaddress.ip_network(c) for c in groups[rule.remote_group])
+        low, high = rule.get("port_range_min"), rule.get("port_range_max")
+        if proto != "ICMP" and low is not None and not low <= port <= high:
+            return False
+        ip = ipaddress.ip_address(remote)
+        if rule.get("remote_ip_prefix"):
+            return ip in ipaddress.ip_network(rule["remote_ip_prefix"])
+        if rule.get("remote_address_group_id"):
+            cidrs = groups[rule["remote_address_group_id"]]
+            return any(ip in ipaddress.ip_network(c) for c in cidrs)
+        return True
 
     def side(e: Endpoint, direction: str, remote: Endpoint, proto: str, port: int) -> bool:
         if not e.is_pod:
@@ -319,11 +322,12 @@ def _simulate(
     return out
 
 
+@pytest.mark.parametrize("address_groups", [True, False], ids=["address-groups", "ip-prefixes"])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_enforced_equals_kubernetes(scenario: str) -> None:
+def test_enforced_equals_kubernetes(scenario: str, address_groups: bool) -> None:
     policies = SCENARIOS[scenario]
     endpoints = [*_pods(), VM]
-    got = _simulate(endpoints, policies)
+    got = _simulate(endpoints, policies, address_groups=address_groups)
     want = {
         (s, d, proto, port): allowed(policies, NAMESPACES, se, de, proto, port)
         for se, de in itertools.permutations(endpoints, 2)

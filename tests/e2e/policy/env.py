@@ -1,0 +1,434 @@
+"""The NetworkPolicy e2e environment: real Neutron/OVN ports in netns, a private Kubernetes
+API emulator, and the policy controller running in-process (its own event loop thread).
+
+Until the KuryrPort reconciler calls the placement, this environment plays its part: each
+pod's Neutron port is created with the SGs :class:`PolicyPlacement` answers (waiting while
+it says ResourceNotReady) and :meth:`PolicyEnv.sync_ports` moves ports to the SGs the
+placement answers now (what the reconciler will do on each reconcile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fixtures.sandbox import Sandbox
+from kuryr_k8s.controller.crds import ensure_crds
+from kuryr_k8s.controller.health import HealthState
+from kuryr_k8s.controller.kuryrports import PodNetwork, PodSubnet
+from kuryr_k8s.controller.placement import StaticPlacement
+from kuryr_k8s.controller.policies import PolicyParts, build_policy_parts
+from kuryr_k8s.controller.service import Controller
+from kuryr_k8s.k8s import KubeClient, objects
+from kuryr_k8s.k8s.config import load_kubeconfig
+from kuryr_k8s.k8s.informer import Informer
+from kuryr_k8s.k8s.resources import PODS
+from kuryr_k8s.model import kuryrnetwork
+from kuryr_k8s.model.errors import ResourceNotReady
+from kuryr_k8s.openstack.neutron import Neutron, SdkTransport
+from kuryr_k8s.openstack.security import SecurityApi
+from kuryr_k8s.sandbox.openstack import hostplug, topology
+from netpol_truth import Endpoint
+
+T = TypeVar("T")
+AGENT = str(Path(__file__).with_name("agent.py"))
+TCP_PORTS = [80, 81, 8080, 5001]
+UDP_PORTS = [53]
+PROBES = [("TCP", 80), ("TCP", 81), ("TCP", 8080), ("TCP", 5001), ("UDP", 53), ("ICMP", 0)]
+
+
+def sandbox_pod_network(topo: topology.Topology) -> PodNetwork:
+    """The sandbox's default pod network (net1, default SG) as a placement describes it."""
+    return PodNetwork(
+        topo.project_id,
+        topo.net1_id,
+        topo.subnet1_id,
+        (topo.default_sg_id,),
+        (PodSubnet(topo.subnet1_id, topo.subnet1_cidr, None),),
+        topo.mtu,
+    )
+
+
+@dataclass
+class Member:
+    endpoint: Endpoint
+    port: Any
+    netns: str
+    server: subprocess.Popen[bytes]
+
+
+@dataclass
+class PolicyEnv:
+    sandbox: Sandbox
+    api_url_kubeconfig: Path
+    http: Any  # the tests' sync Kubernetes client
+    cluster_id: str = field(default_factory=lambda: f"ktnp-{uuid.uuid4().hex[:8]}")
+    members: dict[str, Member] = field(default_factory=dict)
+    ns_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    tag: str = ""
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    parts: PolicyParts | None = None
+    network: PodNetwork | None = None
+    placement: Any = None
+    neutron: Neutron | None = None
+    _task: Any = None
+    _thread: Any = None
+
+    # ---- the controller thread --------------------------------------------------------
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> None:
+        self.tag = f"kuryr-test-{self.cluster_id}"
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.call(self._start())
+
+    async def _start(self) -> None:
+        topo = self.sandbox.topo
+        self.client = KubeClient.from_settings(load_kubeconfig(self.api_url_kubeconfig))
+        await ensure_crds(self.client, kuryrnetwork.crd_manifests())
+        self.neutron = Neutron(SdkTransport(topology.connect(self.sandbox.settings)))
+        pods = Informer(self.client, PODS)
+        self.parts = build_policy_parts(
+            self.client,
+            SecurityApi(self.neutron),
+            cluster_id=self.cluster_id,
+            project_id=topo.project_id,
+            pods=pods,
+        )
+        self.network = sandbox_pod_network(topo)
+        self.placement = self.parts.placement(StaticPlacement(self.network))
+        controller = Controller(
+            informers=[],
+            engines=[self.parts.engine],
+            elector=None,
+            health=HealthState(),
+            startup=[self.parts.startup],
+            caches=[pods, *self.parts.caches],
+        )
+        self._task = asyncio.ensure_future(controller.run())
+        deadline = time.monotonic() + 60
+        while len(self.parts.cluster.ids) < 2:
+            if self._task.done():
+                self._task.result()
+            if time.monotonic() > deadline:
+                raise AssertionError("the policy controller did not start in 60 s")
+            await asyncio.sleep(0.1)
+
+    def stop(self) -> None:
+        async def _stop() -> None:
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._task
+            await self.client.aclose()
+            if self.neutron is not None:
+                self.neutron.close()
+
+        with contextlib.suppress(Exception):
+            self.call(_stop(), timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+    # ---- Kubernetes objects -------------------------------------------------------------
+
+    def namespace(self, name: str, labels: dict[str, str]) -> None:
+        self.ns_labels[name] = dict(labels)
+        r = self.http.post("/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}})
+        assert r.status_code == 201, r.text
+
+    def label_namespace(self, name: str, labels: dict[str, str]) -> None:
+        patch = {k: None for k in self.ns_labels.get(name, {}) if k not in labels} | labels
+        self.ns_labels[name] = dict(labels)
+        r = self.http.patch(f"/api/v1/namespaces/{name}", {"metadata": {"labels": patch}}, "merge")
+        assert r.status_code == 200, r.text
+
+    def apply_policy(self, policy: dict[str, Any]) -> None:
+        ns = policy["metadata"]["namespace"]
+        r = self.http.post(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies", policy)
+        assert r.status_code == 201, r.text
+
+    def delete_policy(self, ns: str, name: str) -> None:
+        r = self.http.delete(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}")
+        assert r.status_code in (200, 202, 404), r.text
+
+    def _store_pod(self, ns: str, name: str) -> dict[str, Any] | None:
+        assert self.parts is not None
+        return self.parts.world.pods.get(f"{ns}/{name}")
+
+    def _wait_store(self, what: str, check: Any, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not seen by the controller's caches in {timeout} s")
+            time.sleep(0.05)
+
+    def sgs_for(self, ns: str, name: str, timeout: float = 60) -> tuple[str, ...]:
+        """What the placement answers for the pod now (waits while ResourceNotReady)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pod = self._store_pod(ns, name)
+            assert pod is not None and self.network is not None
+            try:
+                return self.call(self.placement.security_groups_for(pod, self.network))
+            except ResourceNotReady:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def add_pod(self, ep: Endpoint) -> Member:
+        """Pod object first, then its port with the SGs the placement answers, plugged in a
+        netns running the agent; then the pod's IP in its status (as the kubelet would)."""
+        assert ep.namespace
+        ports = [
+            {"name": n, "protocol": p, "containerPort": c} for (n, p), c in ep.named_ports.items()
+        ]
+        body = {
+            "metadata": {"name": ep.name, "labels": ep.labels},
+            "spec": {"containers": [{"name": "c", "image": "agent", "ports": ports}]},
+        }
+        r = self.http.post(f"/api/v1/namespaces/{ep.namespace}/pods", body)
+        assert r.status_code == 201, r.text
+        self._wait_store(ep.name, lambda: self._store_pod(ep.namespace or "", ep.name) is not None)
+        sgs = self.sgs_for(ep.namespace, ep.name)
+        member = self._plug(ep, self.sandbox.topo.net1_id, self.sandbox.topo.subnet1_id, sgs)
+        status = {
+            "phase": "Running",
+            "podIP": member.endpoint.ip,
+            "podIPs": [{"ip": member.endpoint.ip}],
+        }
+        r = self.http.patch(
+            f"/api/v1/namespaces/{ep.namespace}/pods/{ep.name}/status", {"status": status}, "merge"
+        )
+        assert r.status_code == 200, r.text
+        return member
+
+    def add_vm(self, name: str) -> Member:
+        """The outside peer: a port on the VM network (net0) allowing everything both ways."""
+        assert self.parts is not None
+        sgs = tuple(sorted(self.parts.cluster.ids.values()))
+        return self._plug(
+            Endpoint(name, ""), self.sandbox.topo.net0_id, self.sandbox.topo.subnet0_id, sgs
+        )
+
+    def _plug(self, ep: Endpoint, net_id: str, subnet_id: str, sgs: tuple[str, ...]) -> Member:
+        conn = self.sandbox.conn
+        port = conn.network.create_port(
+            network_id=net_id,
+            project_id=self.sandbox.topo.project_id,
+            name=f"{self.cluster_id}-{ep.name}",
+            device_owner="compute:kuryr",
+            binding_host_id=self.sandbox.settings.hostname,
+            security_group_ids=list(sgs),
+        )
+        conn.network.set_tags(port, [self.tag])
+        ip = port.fixed_ips[0]["ip_address"]
+        endpoint = Endpoint(ep.name, ip, ep.namespace, ep.labels, ep.named_ports)
+        netns = f"kt-{uuid.uuid4().hex[:10]}"
+        subnet = conn.network.get_subnet(subnet_id)
+        hostplug.plug(self.sandbox.ctx, netns, port, subnet, mtu=self.sandbox.topo.mtu)
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                sys.executable,
+                AGENT,
+                "serve",
+                json.dumps(TCP_PORTS),
+                json.dumps(UDP_PORTS),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+        member = Member(endpoint, port, netns, server)
+        self.members[ep.name] = member
+        deadline = time.monotonic() + 60
+        while conn.network.get_port(port.id).status != "ACTIVE":
+            assert time.monotonic() < deadline, f"port of {ep.name} not ACTIVE"
+            time.sleep(0.1)
+        return member
+
+    def relabel_pod(self, name: str, labels: dict[str, str]) -> None:
+        m = self.members[name]
+        ns = m.endpoint.namespace
+        patch = {k: None for k in m.endpoint.labels if k not in labels} | labels
+        r = self.http.patch(
+            f"/api/v1/namespaces/{ns}/pods/{name}", {"metadata": {"labels": patch}}, "merge"
+        )
+        assert r.status_code == 200, r.text
+        m.endpoint = Endpoint(name, m.endpoint.ip, ns, dict(labels), m.endpoint.named_ports)
+
+    # ---- convergence -----------------------------------------------------------------
+
+    def sync_ports(self) -> int:
+        """Ports to the SGs the placement answers now (the KuryrPort reconciler's job)."""
+        changed = 0
+        for m in self.members.values():
+            if not m.endpoint.is_pod:
+                continue
+            ns = m.endpoint.namespace or ""
+            self._wait_store(
+                m.endpoint.name,
+                lambda ns=ns, m=m: (
+                    objects.labels(self._store_pod(ns, m.endpoint.name) or {}) == m.endpoint.labels
+                ),
+            )
+            want = sorted(self.sgs_for(ns, m.endpoint.name))
+            have = sorted(self.sandbox.conn.network.get_port(m.port.id).security_group_ids)
+            if want != have:
+                self.sandbox.conn.network.update_port(m.port.id, security_group_ids=want)
+                changed += 1
+        return changed
+
+    def converged(self) -> bool:
+        assert self.parts is not None
+        world = self.parts.world
+
+        async def check() -> bool:
+            for policy in world.policies.items():
+                knp = world.knps.get(objects.key(policy))
+                status = (knp or {}).get("status") or {}
+                if status.get("fingerprint") != world.plan(policy, ()).fingerprint():
+                    return False
+            return set(world.knps.keys()) <= set(world.policies.keys())
+
+        return self.call(check())
+
+    def wait_enforced(self, policies: list[dict[str, Any]], timeout: float = 120) -> float:
+        """Until the controller sees exactly ``policies``, the KNPs match their plans and
+        every port has its SGs; seconds it took."""
+        t0 = time.monotonic()
+        assert self.parts is not None
+        want = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in policies}
+        world = self.parts.world
+        self._wait_store("the policies", lambda: set(world.policies.keys()) == want)
+        while True:
+            # label/namespace changes must reach the caches first
+            for ns, labels in self.ns_labels.items():
+                self._wait_store(ns, lambda ns=ns, labels=labels: self._ns_seen(ns, labels))
+            moved = self.sync_ports()
+            if moved == 0 and self.converged() and self.sync_ports() == 0:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"policies not enforced after {timeout} s")
+            assert self.parts is not None
+            keys = list(self.parts.world.knps.keys()) + list(self.parts.world.policies.keys())
+            self.loop.call_soon_threadsafe(self.parts.engine.enqueue_all, keys)
+            time.sleep(0.3)
+
+    def _ns_seen(self, ns: str, labels: dict[str, str]) -> bool:
+        assert self.parts is not None
+        obj = self.parts.world.namespaces.get(ns)
+        if obj is None:
+            return False
+        have = {k: v for k, v in objects.labels(obj).items() if not k.startswith("kubernetes.io/")}
+        return have == labels
+
+    # ---- traffic -----------------------------------------------------------------------
+
+    def observe_pair(self, src: str, dst: str) -> dict[tuple[str, str, str, int], bool]:
+        return self.observe(only=(src, dst))
+
+    def observe(
+        self, probes: list[tuple[str, int]] = PROBES, only: tuple[str, str] | None = None
+    ) -> dict[tuple[str, str, str, int], bool]:
+        """Every (from, to, proto, port) tried for real, one agent run per source, in parallel."""
+        results: dict[tuple[str, str, str, int], bool] = {}
+        procs = {}
+        for src in self.members.values():
+            if only is not None and src.endpoint.name != only[0]:
+                continue
+            targets = [
+                (dst.endpoint.name, dst.endpoint.ip, proto, port)
+                for dst in self.members.values()
+                if dst is not src and (only is None or dst.endpoint.name == only[1])
+                for proto, port in probes
+            ]
+            p = subprocess.Popen(
+                ["ip", "netns", "exec", src.netns, sys.executable, AGENT, "probe"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert p.stdin is not None
+            p.stdin.write(json.dumps([[ip, proto, port] for _, ip, proto, port in targets]))
+            p.stdin.close()
+            procs[src.endpoint.name] = (p, targets)
+        for name, (p, targets) in procs.items():
+            assert p.stdout is not None
+            out = json.loads(p.stdout.read())
+            p.stdout.close()
+            p.wait(timeout=60)
+            for (dst, _, proto, port), ok in zip(targets, out, strict=True):
+                results[(name, dst, proto, port)] = ok
+        return results
+
+    def endpoints(self) -> list[Endpoint]:
+        return [m.endpoint for m in self.members.values()]
+
+    # ---- clean-up ----------------------------------------------------------------------
+
+    def cleanup(self) -> list[str]:
+        """Everything this environment made in Neutron, the host and the loop; what leaked."""
+        conn = self.sandbox.conn
+        for m in self.members.values():
+            m.server.kill()
+            m.server.wait()
+            if m.server.stdout is not None:
+                m.server.stdout.close()
+            with contextlib.suppress(Exception):
+                hostplug.unplug(self.sandbox.ctx, m.netns)
+        for port in conn.network.ports(tags=self.tag):
+            conn.network.delete_port(port, ignore_missing=True)
+        self.stop()
+        cluster_tag = f"kuryr.cluster:{self.cluster_id}"
+        for _ in range(3):
+            for sg in conn.network.security_groups(tags=cluster_tag):
+                with contextlib.suppress(Exception):
+                    conn.network.delete_security_group(sg, ignore_missing=True)
+            for ag in conn.network.address_groups():
+                if ag.name.startswith(f"kuryr:{self.cluster_id}:"):
+                    with contextlib.suppress(Exception):
+                        conn.network.delete_address_group(ag, ignore_missing=True)
+        leaks = [f"port {p.id}" for p in conn.network.ports(tags=self.tag)]
+        leaks += [f"SG {sg.id}" for sg in conn.network.security_groups(tags=cluster_tag)]
+        leaks += [
+            f"address group {ag.id}"
+            for ag in conn.network.address_groups()
+            if ag.name.startswith(f"kuryr:{self.cluster_id}:")
+        ]
+        return leaks
+
+
+def diff(
+    env: PolicyEnv, policies: list[dict[str, Any]], observed: dict[tuple[str, str, str, int], bool]
+) -> list[str]:
+    """Rows where observed traffic differs from the model (empty: all as Kubernetes says)."""
+    from netpol_truth import allowed
+
+    by_name = {e.name: e for e in env.endpoints()}
+    out = []
+    for (s, d, proto, port), ok in sorted(observed.items()):
+        want = allowed(policies, env.ns_labels, by_name[s], by_name[d], proto, port)
+        if ok != want:
+            seen, expected = ("open" if ok else "closed"), ("open" if want else "closed")
+            out.append(f"{s} -> {d} {proto}/{port}: observed {seen}, want {expected}")
+    return out
