@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,12 +19,19 @@ from kuryr_k8s.controller.crds import ensure_crds
 from kuryr_k8s.controller.engine import Engine, EngineSettings
 from kuryr_k8s.controller.gc import GarbageCollector
 from kuryr_k8s.controller.health import HealthServer, HealthState
-from kuryr_k8s.controller.kuryrports import KuryrPortReconciler, PodNetwork, PodSubnet
+from kuryr_k8s.controller.kuryrports import (
+    FirstSeen,
+    KuryrPortReconciler,
+    PodNetwork,
+    PodSubnet,
+    port_ids_in,
+)
 from kuryr_k8s.controller.lbwiring import ServicesConfig, build_services, load_services
 from kuryr_k8s.controller.metrics import Metrics
 from kuryr_k8s.controller.nodes import NodeNotNested, NodeResolver, TrunkTarget
 from kuryr_k8s.controller.pods import PodReconciler
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
+from kuryr_k8s.controller.portstatus import PortStatusWatcher
 from kuryr_k8s.controller.service import Controller
 from kuryr_k8s.controller.subports import SubportProvider
 from kuryr_k8s.controller.targets import TargetedPorts
@@ -193,6 +200,22 @@ async def build(
             raise ResourceNotReady("the KuryrPort cache has not synced yet")
         return {str((kp.get("spec") or {}).get("podUid") or "") for kp in kps.store.items()} - {""}
 
+    async def live_refs() -> Mapping[str, str]:
+        """Port id -> pod uid for every port a KuryrPort status names (the ownership
+        authority, ``pool-ownership.md``); deleting KuryrPorts still own theirs."""
+        if not kps.synced:
+            raise ResourceNotReady("the KuryrPort cache has not synced yet")
+        refs: dict[str, str] = {}
+        # A port named twice (hand-edited status) goes to the older KuryrPort.
+        by_age = sorted(
+            kps.store.items(), key=lambda kp: objects.meta(kp).get("creationTimestamp") or ""
+        )
+        for kp in by_age:
+            uid = str((kp.get("spec") or {}).get("podUid") or "")
+            for pid in port_ids_in(kp):
+                refs.setdefault(pid, uid)
+        return refs
+
     tagging = PortTagging(config.defaults.cluster_id, config.defaults.resource_tags)
     driver = k.pod_vif_driver
     metrics = Metrics()
@@ -202,7 +225,7 @@ async def build(
     subports: SubportProvider | None = None
     provider: PooledPortProvider | PlainPortProvider | TargetedPorts
     bare = (
-        make_provider(neutron, tagging, config.pool, live_owners)
+        make_provider(neutron, tagging, config.pool, live_owners, live_refs)
         if driver != "nested-vlan"
         else None
     )
@@ -264,9 +287,31 @@ async def build(
         live_trunks=live_trunks if subports is not None else None,
         on_trunk_gone=subports.forget_trunk if subports is not None else None,
         busy_trunks=subports.busy_trunks if subports is not None else None,
+        known=provider.owns if isinstance(provider, PooledPortProvider | TargetedPorts) else None,
     )
     events = EventRecorder(client, "kuryr-controller", host=identity)
     engine_settings = EngineSettings(workers=k.workers)
+    elector = None
+    if k.controller_ha:
+        elector = LeaderElector(
+            client,
+            LeaderElectionConfig(
+                namespace=k.leader_lease_namespace,
+                name=k.leader_lease_name,
+                identity=identity,
+                lease_duration=k.leader_lease_duration,
+                renew_deadline=k.leader_renew_deadline,
+                retry_period=k.leader_retry_period,
+            ),
+        )
+    first_seen = FirstSeen()
+    kp_engine_ref: list[Engine] = []
+
+    def port_status_changed(key: str) -> None:
+        for e in kp_engine_ref:
+            e.enqueue(key)
+
+    statuses = PortStatusWatcher(neutron, port_status_changed)
     kp_reconciler = KuryrPortReconciler(
         client,
         pods.store,
@@ -277,10 +322,19 @@ async def build(
         metrics=metrics,
         poll_max=k.port_status_poll_max,
         nodes=resolver,
+        statuses=statuses,
+        may_claim=elector.holds_lease if elector is not None else None,
+        first_seen=first_seen,
     )
+    kp_engine = Engine(kp_reconciler, engine_settings, metrics=metrics)
+    kp_engine_ref.append(kp_engine)
     engines = [
-        Engine(PodReconciler(client, pods.store, kps.store), engine_settings, metrics=metrics),
-        Engine(kp_reconciler, engine_settings, metrics=metrics),
+        Engine(
+            PodReconciler(client, pods.store, kps.store, on_seen=first_seen.saw),
+            engine_settings,
+            metrics=metrics,
+        ),
+        kp_engine,
     ]
 
     async def our_ports() -> list[NeutronPort]:
@@ -319,19 +373,6 @@ async def build(
         background += part.background
         closers += part.stop
 
-    elector = None
-    if k.controller_ha:
-        elector = LeaderElector(
-            client,
-            LeaderElectionConfig(
-                namespace=k.leader_lease_namespace,
-                name=k.leader_lease_name,
-                identity=identity,
-                lease_duration=k.leader_lease_duration,
-                renew_deadline=k.leader_renew_deadline,
-                retry_period=k.leader_retry_period,
-            ),
-        )
     health = HealthState()
 
     async def lead_gauge_on() -> None:
@@ -340,15 +381,18 @@ async def build(
     async def lead_gauge_off() -> None:
         metrics.leader.set(0)
 
+    async def statuses_on() -> None:
+        statuses.start()
+
     controller = Controller(
         informers=[pods, kps],
         engines=engines,
         elector=elector,
         health=health,
         resync_period=k.watch_reconcile_period,
-        startup=[lead_gauge_on, provider.start],
+        startup=[lead_gauge_on, provider.start, statuses_on],
         background=background,
-        shutdown=[provider.stop, lead_gauge_off],
+        shutdown=[statuses.stop, provider.stop, lead_gauge_off],
         caches=caches,
     )
     server = None

@@ -343,7 +343,7 @@ class KuryrPortReconciler:
                 f"port provider returned port {port.id}, which is not marked as owned by "
                 f"pod uid {objects.uid(pod)} (device_id {port.device_id!r}): refusing to publish it"
             )
-        port_status = self._status_of(port)
+        port_status = await self._fresh_status(port)
         vif = network.vif(dataclasses.replace(port, status=port_status))
         now = objects.timestamp(self._clock.now())
         conds = [
@@ -380,6 +380,14 @@ class KuryrPortReconciler:
         n = self._polls.get(key, 0)
         self._polls[key] = n + 1
         return Result(requeue_after=min(self._poll_max, 0.5 * 2.0**n))
+
+    async def _fresh_status(self, port: NeutronPort) -> str:
+        """The watcher's last status; without a watcher, one GET (the ledger's copy of a
+        port is the one taken at acquire and never refreshed)."""
+        if self._statuses is not None:
+            return self._status_of(port)
+        current = await self._provider.get(port.id)
+        return GONE if current is None else current.status
 
     def _status_of(self, port: NeutronPort) -> str:
         if self._statuses is None:

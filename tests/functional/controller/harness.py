@@ -195,9 +195,22 @@ class ControllerProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(30)
 
+    def pause(self) -> None:
+        """SIGSTOP: a leader that freezes (GC pause, overloaded node, partition) and later
+        wakes up believing it still leads."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.alive():
             assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             try:
                 self.proc.wait(60)

@@ -1,8 +1,11 @@
 """Port providers against the sandbox's real Neutron: pools, claims, restart, races.
 
-Sizes are small (one Neutron API worker: a bulk of 20 ports takes ~3.5 s); nothing is
-timed. Every test frees its pool and releases its ports; the ``cluster`` fixture fails
-the test if any port tagged with its cluster id is left.
+Ownership is the ledger's (``docs/design/pool-ownership.md``): an acquire does not touch
+Neutron; Neutron's marks (``device_id``, name, tags) follow once the mark writer runs, so
+the tests ``flush()`` it before they look at marks. Sizes are small (one Neutron API
+worker: a bulk of 20 ports takes ~3.5 s); nothing is timed. Every test frees its pool and
+releases its ports; the ``cluster`` fixture fails the test if any port tagged with its
+cluster id is left.
 """
 
 from __future__ import annotations
@@ -10,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Mapping
 
 import pytest
 
@@ -21,7 +23,7 @@ from kuryr_k8s.controller.pool import PooledPortProvider, make_provider
 from kuryr_k8s.controller.settings import VifPoolSettings
 from kuryr_k8s.model.errors import PermanentError, TemporaryError
 from kuryr_k8s.openstack.connection import NeutronSettings
-from kuryr_k8s.openstack.neutron import IpExhausted, Neutron, SdkTransport
+from kuryr_k8s.openstack.neutron import IpExhausted, Neutron
 from kuryr_k8s.openstack.ports import NeutronPort
 from kuryr_k8s.openstack.provider import PlainPortProvider
 
@@ -36,12 +38,26 @@ class Owners:
         return set(self.uids)
 
 
+class Refs:
+    """What the KuryrPorts' statuses name (port id -> owner uid)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    async def __call__(self) -> Mapping[str, str]:
+        return dict(self.names)
+
+
 def _settings(min_: int = 0, batch: int = 3, max_: int = 0) -> VifPoolSettings:
     return VifPoolSettings(True, min_, batch, max_, 3600.0)
 
 
-async def _pool(cluster: Cluster, owners: Owners, settings: VifPoolSettings) -> PooledPortProvider:
-    pool = PooledPortProvider(cluster.neutron, cluster.tagging, settings, owners)
+async def _pool(
+    cluster: Cluster, owners: Owners, settings: VifPoolSettings, refs: Refs | None = None
+) -> PooledPortProvider:
+    pool = PooledPortProvider(
+        cluster.neutron, cluster.tagging, settings, owners, live_refs=refs or Refs()
+    )
     await pool.rebuild()
     return pool
 
@@ -53,6 +69,7 @@ def _free_ids(cluster: Cluster) -> set[str]:
 async def test_pooled_ports_are_bound_tagged_and_claimed(cluster: Cluster) -> None:
     pool = await _pool(cluster, Owners(), _settings(batch=3))
     port = await pool.acquire(cluster.request(), "uid-1", "ns/pod-1")
+    await pool.marks.flush()
     seen = cluster.neutron_port(port.id)
     assert (seen.device_id, seen.name) == ("uid-1", "ns/pod-1")
     assert set(seen.tags) == set(cluster.tagging.in_use("uid-1"))
@@ -69,17 +86,22 @@ async def test_pooled_ports_are_bound_tagged_and_claimed(cluster: Cluster) -> No
 
 
 async def test_acquire_is_idempotent_across_a_crash(cluster: Cluster) -> None:
-    owners = Owners()
-    first = await (await _pool(cluster, owners, _settings(batch=2))).acquire(
-        cluster.request(), "uid-1", "ns/pod"
-    )
-    owners.uids.add("uid-1")
-    # a fresh provider instance: the controller was killed and restarted
-    restarted = await _pool(cluster, owners, _settings(batch=2))
+    owners, refs = Owners(), Refs()
+    doomed = await _pool(cluster, owners, _settings(batch=2), refs)
+    await doomed.acquire(cluster.request(), "uid-0", "ns/warm")  # makes the pool
+    first = await doomed.acquire(cluster.request(), "uid-1", "ns/pod")
+    owners.uids.update({"uid-0", "uid-1"})
+    refs.names[first.id] = "uid-1"  # the reconciler wrote the KuryrPort status
+    # killed before its marks were written: Neutron still shows the port as free
+    assert cluster.neutron_port(first.id).device_id == ""
+    restarted = await _pool(cluster, owners, _settings(batch=2), refs)
     again = await restarted.acquire(cluster.request(), "uid-1", "ns/pod")
     assert again.id == first.id
-    assert [p.id for p in cluster.ports() if p.device_id] == [first.id]
+    await restarted.marks.flush()
+    owned = {p.device_id: p.id for p in cluster.ports() if p.device_id}
+    assert owned["uid-1"] == first.id and len(owned) == 2
     await restarted.release(first.id, "uid-1")
+    await restarted.release(owned["uid-0"], "uid-0")
     await restarted.free_all()
 
 
@@ -87,8 +109,10 @@ async def test_release_recycles_the_reset_port_or_deletes_above_max(cluster: Clu
     pool = await _pool(cluster, Owners(), _settings(batch=2, max_=1))
     a = await pool.acquire(cluster.request(), "uid-a", "ns/a")
     b = await pool.acquire(cluster.request(), "uid-b", "ns/b")
+    await pool.marks.flush()
     assert _free_ids(cluster) == set()
     await pool.release(a.id, "uid-a")
+    await pool.marks.flush()
     seen = cluster.neutron_port(a.id)
     assert (seen.device_id, seen.name) == ("", "")
     assert set(seen.tags) == set(cluster.tagging.free(cluster.request().pool_key))
@@ -107,6 +131,7 @@ async def test_rebuild_finds_every_free_port_and_no_used_one(cluster: Cluster) -
     pool = await _pool(cluster, owners, _settings(batch=4))
     used = await pool.acquire(cluster.request(), "alive", "ns/alive")
     owners.uids.add("alive")
+    await pool.marks.flush()
     free_before = _free_ids(cluster)
     assert len(free_before) == 3
 
@@ -129,6 +154,7 @@ async def test_concurrent_acquires_for_20_owners_never_share_a_port(cluster: Clu
     )
     assert len({p.id for p in ports}) == 20
     assert len({p.fixed_ips[0].ip_address for p in ports}) == 20
+    await pool.marks.flush()
     by_owner = {p.device_id: p.id for p in cluster.ports() if p.device_id}
     assert by_owner == {uid: port.id for uid, port in zip(owners, ports, strict=True)}
     await asyncio.gather(
@@ -138,10 +164,15 @@ async def test_concurrent_acquires_for_20_owners_never_share_a_port(cluster: Clu
 
 
 async def test_plain_provider_creates_on_demand_and_deletes_on_release(cluster: Cluster) -> None:
-    provider = make_provider(cluster.neutron, cluster.tagging, VifPoolSettings(), Owners())
+    owners = Owners()
+    provider = make_provider(cluster.neutron, cluster.tagging, VifPoolSettings(), owners)
     assert isinstance(provider, PlainPortProvider)
+    await provider.start()
     port = await provider.acquire(cluster.request(), "uid-1", "ns/pod")
-    crash_restarted = PlainPortProvider(cluster.neutron, cluster.tagging)
+    owners.uids.add("uid-1")
+    # restarted before the status named the port: found by its marks (created with them)
+    crash_restarted = PlainPortProvider(cluster.neutron, cluster.tagging, live_owners=owners)
+    await crash_restarted.start()
     assert (await crash_restarted.acquire(cluster.request(), "uid-1", "ns/pod")).id == port.id
     seen = cluster.neutron_port(port.id)
     assert set(seen.tags) == set(cluster.tagging.in_use("uid-1"))
@@ -150,19 +181,35 @@ async def test_plain_provider_creates_on_demand_and_deletes_on_release(cluster: 
     assert cluster.ports() == []
 
 
-async def test_a_port_taken_behind_the_pools_back_is_never_handed_out(cluster: Cluster) -> None:
-    pool = await _pool(cluster, Owners(), _settings(batch=2))
+async def test_a_free_port_deleted_behind_the_pools_back_is_noticed_and_replaced(
+    cluster: Cluster,
+) -> None:
+    """The pool does not re-read a port before handing it out (no Neutron call on the
+    warm path); a port someone deleted is reported GONE by the one-list status read, the
+    reconciler calls ``lost`` and the owner gets another port."""
+    pool = await _pool(cluster, Owners(), _settings(batch=3))
     first = await pool.acquire(cluster.request(), "uid-1", "ns/one")
-    (victim,) = _free_ids(cluster)
-    # another actor (a second controller, a human) takes the free port in Neutron
-    cluster.sandbox.conn.network.update_port(victim, device_id="intruder")
-    second = await pool.acquire(cluster.request(), "uid-2", "ns/two")
-    assert second.id not in (victim, first.id)
-    assert cluster.neutron_port(victim).device_id == "intruder"
+    await pool.marks.flush()
+    victims = sorted(_free_ids(cluster))
+    for victim in victims:
+        await cluster.neutron.delete_port(victim)
+    handed: list[str] = []
+    for _ in range(len(victims) + 1):
+        port = await pool.acquire(cluster.request(), "uid-2", "ns/two")
+        statuses = await cluster.neutron.port_statuses([first.id, port.id])
+        assert first.id in statuses
+        if port.id in statuses:
+            break
+        handed.append(port.id)
+        pool.lost(port.id)  # what the reconciler does when the watcher says GONE
+    third = port
+    assert set(handed) <= set(victims)
+    assert third.id not in (*victims, first.id)
+    assert cluster.neutron_port(third.id) is not None
     await pool.release(first.id, "uid-1")
-    await pool.release(second.id, "uid-2")
+    await pool.release(third.id, "uid-2")
     await pool.free_all()
-    await cluster.neutron.delete_port(victim)
+    await pool.stop()
 
 
 async def test_ip_exhaustion_through_the_pool_is_permanent_with_neutrons_reason(
@@ -186,40 +233,25 @@ async def test_ip_exhaustion_through_the_pool_is_permanent_with_neutrons_reason(
     assert await pool.free_all() == len(ports)
 
 
-class DiesAfterClaim:
-    """A transport whose process 'dies' right after the claim (before the tag flip)."""
-
-    def __init__(self, inner: SdkTransport) -> None:
-        self.inner = inner
-
-    def __call__(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        if method == "PUT" and path.endswith("/tags"):
-            raise ConnectionAbortedError("killed between claim and tag flip")
-        return self.inner(method, path, **kw)
-
-
-async def test_a_crash_between_claim_and_tag_flip_keeps_one_port(cluster: Cluster) -> None:
-    owners = Owners()
-    pool = await _pool(cluster, owners, _settings(batch=2))
-    first = await pool.acquire(cluster.request(), "uid-1", "ns/one")
-    (free_id,) = _free_ids(cluster)
-    dying = Neutron(DiesAfterClaim(SdkTransport(cluster.sandbox.conn)), inline=True)
-    doomed = PooledPortProvider(dying, cluster.tagging, _settings(batch=2), owners)
-    await doomed.rebuild()
-    owners.uids.add("uid-1")
-    # The claim (device_id under If-Match) lands; the tag flip, off the critical path,
-    # fails: the state a kill between the two leaves behind.
-    claimed = await doomed.acquire(cluster.request(), "uid-2", "ns/two")
-    assert claimed.id == free_id
-    await doomed.stop()  # waits for the flip, which fails and is only logged
-    half = cluster.neutron_port(free_id)
-    assert half.device_id == "uid-2" and "kuryr.owner:uid-2" not in half.tags
-    owners.uids.add("uid-2")
-    restarted = await _pool(cluster, owners, _settings(batch=2))
-    second = await restarted.acquire(cluster.request(), "uid-2", "ns/two")
-    assert second.id == free_id
-    assert set(cluster.neutron_port(free_id).tags) == set(cluster.tagging.in_use("uid-2"))
-    assert len(cluster.ports()) == 2  # no second port was made
+async def test_a_crash_before_the_marks_land_keeps_one_port_per_owner(cluster: Cluster) -> None:
+    """Killed after it handed a pool port out (the status names it) but before any mark
+    was written: the restarted provider gives the owner that port, no other."""
+    owners, refs = Owners(), Refs()
+    doomed = await _pool(cluster, owners, _settings(batch=3), refs)
+    first = await doomed.acquire(cluster.request(), "uid-1", "ns/one")
+    second = await doomed.acquire(cluster.request(), "uid-2", "ns/two")  # a pool port
+    owners.uids.update({"uid-1", "uid-2"})
+    refs.names.update({first.id: "uid-1", second.id: "uid-2"})
+    assert cluster.neutron_port(second.id).device_id == ""  # no mark yet
+    restarted = await _pool(cluster, owners, _settings(batch=3), refs)
+    assert restarted.sizes() == {cluster.request().pool_key: 1}
+    assert (await restarted.acquire(cluster.request(), "uid-2", "ns/two")).id == second.id
+    await restarted.marks.flush()
+    assert {p.device_id: p.id for p in cluster.ports() if p.device_id} == {
+        "uid-1": first.id,
+        "uid-2": second.id,
+    }
+    assert len(cluster.ports()) == 3  # no port was made
     await restarted.release(first.id, "uid-1")
     await restarted.release(second.id, "uid-2")
     await restarted.free_all()
@@ -262,6 +294,7 @@ async def test_killed_mid_burst_then_restarted_every_owner_has_exactly_one_port(
 
     restarted = await _pool(cluster, owners, _settings(batch=4))
     ports = await asyncio.gather(*(_acquire_retrying(restarted, cluster, u) for u in uids))
+    await restarted.marks.flush()
     by_owner: dict[str, list[str]] = {}
     for p in cluster.ports():
         if p.device_id:

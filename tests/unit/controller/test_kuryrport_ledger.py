@@ -249,13 +249,6 @@ def test_first_seen_keeps_the_first_sight_and_tells_wiring_once() -> None:
     assert seen.wired_once("u1")  # a pod of the same uid seen anew counts again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: without a status watcher the reconciler reads the status from "
-    "provider.known(), which for the ledger providers is the in-memory copy taken at "
-    "acquire (never refreshed), so the poll fallback never sees ACTIVE; build.py always "
-    "passes a watcher",
-)
 async def test_without_a_watcher_the_poll_fallback_sees_the_port_become_active(
     setup: Setup,
 ) -> None:
