@@ -46,11 +46,13 @@ from kuryr_k8s.model.errors import KuryrError, PermanentError, TemporaryError
 from kuryr_k8s.model.kuryrloadbalancer import DesiredLb, DesiredListener
 from kuryr_k8s.openstack.neutron import FloatingIp, Neutron
 from kuryr_k8s.openstack.octavia import (
+    LbImmutable,
     LbInError,
     LoadBalancer,
     Member,
     MemberSpec,
     Octavia,
+    OctaviaNotFound,
     OctaviaRejected,
     Pool,
 )
@@ -259,10 +261,15 @@ class KuryrLoadBalancerReconciler:
     async def _ensure_lb(
         self, klb: Obj, owner: str, want: DesiredLb, tags: list[str]
     ) -> LoadBalancer:
-        found = await self._octavia.find_loadbalancers(tags[:2])
+        found = [
+            lb
+            for lb in await self._octavia.find_loadbalancers(tags[:2])
+            if lb.provisioning_status != "PENDING_DELETE"  # going: neither ours nor extra
+        ]
         for extra in found[1:]:  # a crash between a create and its status write, twice
             LOG.warning("deleting a second load balancer %s of this Service", extra.id)
-            await self._octavia.delete_loadbalancer(extra.id)
+            with contextlib.suppress(LbImmutable, OctaviaNotFound):  # pending: next pass
+                await self._octavia.delete_loadbalancer(extra.id)
         lb = found[0] if found else None
         if lb is not None and lb.vip_address != want.vip:
             # clusterIP changed (Service recreated under the same uid cannot happen; an
@@ -286,6 +293,8 @@ class KuryrLoadBalancerReconciler:
                 description=f"kuryr: Service {objects.namespace(klb)}/{objects.name(klb)}",
             )
             LOG.info("created load balancer %s (VIP %s)", lb.id, lb.vip_address)
+        if lb.provisioning_status == "ACTIVE":  # as listed: no need to ask again
+            return lb
         try:
             return await self._active(lb.id)
         except LbInError:
@@ -431,7 +440,7 @@ class KuryrLoadBalancerReconciler:
         have = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         if have == want:
             return
-        patch = {"status": {"loadBalancer": {"ingress": want} if want else {}}}
+        patch = {"status": {"loadBalancer": {"ingress": want or None}}}  # None: merge-delete
         with contextlib.suppress(NotFound):
             await self._client.patch(
                 SERVICES, objects.name(svc), patch, objects.namespace(svc), subresource="status"

@@ -77,6 +77,44 @@ endpoint_override = {ctx.settings.octavia_url}
 """
 
 
+def services_only_conf(
+    ctx: Context, topo: topology.Topology, cluster_id: str, health_port: int, *, ha: bool = True
+) -> str:
+    """kuryr.conf of a controller that serves only Services (tests and benchmarks run one
+    beside the sandbox's): its own cluster id and lease, no pod handlers, GC every 10 s."""
+    return f"""\
+[neutron]
+endpoint_override = {ctx.settings.neutron_url}
+auth_type = none
+timeout = 120
+
+[neutron_defaults]
+project = {topo.project_id}
+pod_subnet = {topo.subnet1_id}
+pod_security_groups = {topo.default_sg_id}
+cluster_id = {cluster_id}
+service_subnet = {topo.service_subnet_id}
+external_svc_net = {topo.external_net_id}
+
+[kubernetes]
+enabled_handlers = service,endpoints,kuryrloadbalancer
+endpoints_driver_octavia_provider = ovn
+vif_pool_driver = noop
+controller_ha = {str(ha).lower()}
+leader_lease_name = kuryr-controller-{cluster_id}
+
+[octavia_defaults]
+endpoint_override = {ctx.settings.octavia_url}
+
+[garbage_collection]
+interval = 10
+grace_period = 20
+
+[health_server]
+port = {health_port}
+"""
+
+
 def kuryr_conf(ctx: Context, topo: topology.Topology) -> str:
     """One kuryr.conf for the controller and the daemon, with upstream option names."""
     s, p = ctx.settings, ctx.paths

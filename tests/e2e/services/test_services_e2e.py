@@ -21,6 +21,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,12 @@ from functional.controller.harness import (
     wait_for,
 )
 from functional.traffic import wait_listening
-from kuryr_k8s.sandbox.kuryr_components import CLUSTER_ID, kuryr_conf_path, nodeagent_state
+from kuryr_k8s.sandbox.kuryr_components import (
+    CLUSTER_ID,
+    kuryr_conf_path,
+    nodeagent_state,
+    services_only_conf,
+)
 from kuryr_k8s.sandbox.nodeagent.exec import find_sandbox
 from kuryr_k8s.sandbox.openstack import hostplug
 
@@ -224,42 +230,6 @@ def service(name: str, *, public: bool = False) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
 
 
-def write_conf(path: Path, sb: Sandbox, cluster_id: str, health_port: int) -> None:
-    t = sb.topo
-    path.write_text(
-        f"""[neutron]
-endpoint_override = {sb.settings.neutron_url}
-auth_type = none
-timeout = 120
-
-[neutron_defaults]
-project = {t.project_id}
-pod_subnet = {t.subnet1_id}
-pod_security_groups = {t.default_sg_id}
-cluster_id = {cluster_id}
-service_subnet = {t.service_subnet_id}
-external_svc_net = {t.external_net_id}
-
-[kubernetes]
-enabled_handlers = service,endpoints,kuryrloadbalancer
-endpoints_driver_octavia_provider = ovn
-vif_pool_driver = noop
-controller_ha = true
-leader_lease_name = kuryr-controller-{cluster_id}
-
-[octavia_defaults]
-endpoint_override = {sb.settings.octavia_url}
-
-[garbage_collection]
-interval = 10
-grace_period = 20
-
-[health_server]
-port = {health_port}
-"""
-    )
-
-
 def sandbox_serves_services(sb: Sandbox) -> bool:
     """The sandbox's controller was started with Services on (its kuryr.conf is written
     at each start, so the file says what the running process does)."""
@@ -332,7 +302,9 @@ def world(sandbox: Sandbox) -> Iterator[World]:
         workdir = LOG_DIR / cluster_id
         workdir.mkdir(parents=True, exist_ok=True)
         health = free_port()
-        write_conf(workdir / "kuryr.conf", sandbox, cluster_id, health)
+        (workdir / "kuryr.conf").write_text(
+            services_only_conf(sandbox.ctx, sandbox.topo, cluster_id, health)
+        )
         ctl = ControllerProcess(
             workdir / "kuryr.conf", sandbox.ctx.paths.kubeconfig, workdir / "controller.log", health
         )
@@ -541,3 +513,55 @@ def test_cluster_ip_udp_scaling_readiness_floating_ip_and_cleanup(world: World) 
     ]
     assert not vip_ports
     assert not list(w.sb.conn.network.ips(floating_ip_address=fip))
+
+
+def _lbs_named(w: World, name: str) -> list[dict[str, Any]]:
+    return [lb for lb in w.octavia_lbs() if lb["name"] == f"{w.ns}/{name}"]
+
+
+def _pool_members(w: World, lb_id: str, port: int) -> set[str]:
+    conn = w.sb.conn.load_balancer
+    listeners = conn.get("/lbaas/listeners", params={"loadbalancer_id": lb_id}).json()["listeners"]
+    pool_id = next(li["default_pool_id"] for li in listeners if li["protocol_port"] == port)
+    members = conn.get(f"/lbaas/pools/{pool_id}/members").json()["members"]
+    return {m["address"] for m in members}
+
+
+def test_controller_killed_during_creation_and_member_update(world: World) -> None:
+    """SIGKILL right after the LB appears in Octavia, and again just after an endpoint
+    change; after each restart: exactly one LB for the Service, the right members,
+    traffic to them, nothing leaked."""
+    w = world
+    if w.controller is None:
+        pytest.skip("the sandbox's own controller serves Services: not ours to kill")
+    ctl = w.controller
+    all_ready = dict.fromkeys(SERVERS, True)
+    w.apply(service("crash"))
+    w.apply(endpoint_slice("crash-1", "crash", all_ready, w.ips))
+    wait_for("the LB to appear in Octavia", lambda: bool(_lbs_named(w, "crash")), WAIT)
+    ctl.kill()  # the create landed; listeners, pools, members, status did not (or not all)
+    ctl.start()
+    ctl.wait_role("leader")
+    vip = (w.get("service", "crash") or {})["spec"]["clusterIP"]
+    _wait_responders(w, w.netns["client"], vip, 80, set(SERVERS))
+    [lb] = _lbs_named(w, "crash")
+    assert _pool_members(w, lb["id"], 80) == {w.ips[p] for p in SERVERS}
+
+    for delay in (0.0, 0.3, 0.8):  # the kill lands before, during or after the batch update
+        w.apply(endpoint_slice("crash-1", "crash", {"web-2": True}, w.ips))
+        time.sleep(delay)
+        ctl.kill()
+        # Changed again while no controller runs: the restart must converge to this one.
+        w.apply(endpoint_slice("crash-1", "crash", {"web-0": True, "web-1": True}, w.ips))
+        ctl.start()
+        ctl.wait_role("leader")
+        _wait_responders(w, w.netns["client"], vip, 80, {"web-0", "web-1"})
+        assert [x["id"] for x in _lbs_named(w, "crash")] == [lb["id"]]
+        assert _pool_members(w, lb["id"], 80) == {w.ips["web-0"], w.ips["web-1"]}
+        w.apply(endpoint_slice("crash-1", "crash", all_ready, w.ips))
+        _wait_responders(w, w.netns["client"], vip, 80, set(SERVERS))
+
+    w.k("delete", "service", "crash", "-n", w.ns, "--wait=true", "--timeout=180s")
+    wait_for("the LB to be gone", lambda: not _lbs_named(w, "crash"), WAIT)
+    assert not w.fips()
+    assert not list(w.sb.conn.network.ports(name=f"ovn-lb-vip-{lb['id']}"))
