@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ REAL = Path(__file__).parent / "data" / "real"
 Obj = dict[str, Any]
 
 
-def _normaliser_module() -> Any:
+def normalise_module() -> Any:
     spec = importlib.util.spec_from_file_location("normalise_diff", REAL / "normalise_diff.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -34,9 +35,21 @@ def _normaliser_module() -> Any:
 
 def normalise(records: list[Obj]) -> list[Obj]:
     """The recorder's normalisation (placeholders for uids, RVs, timestamps, hex names)."""
-    nd = _normaliser_module()
+    nd = normalise_module()
     norm = nd.Normaliser(nd.gen_names(records))
     return [norm.rec(r) for r in records]
+
+
+def export(raw: Path) -> list[Obj]:
+    """A raw proxy transcript as ``normalise_diff.py export`` makes it (redacted, truncated,
+    normalised), without its unclosed files."""
+    nd = normalise_module()
+    records = sorted(load(raw), key=lambda r: int(r["seq"]))
+    for rec in records:
+        nd.redact(rec)
+        rec["request_body"] = nd.truncate(rec.get("request_body"))
+        rec["response_body"] = nd.truncate(rec.get("response_body"))
+    return normalise(records)
 
 
 def _object_facts(obj: Any) -> Obj:
@@ -119,8 +132,12 @@ class Difference:
         )
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _request(rec: Obj) -> str:
-    query = f"?{unquote_plus(rec['query'])}" if rec.get("query") else ""
+    # The recorder's normaliser misses uids glued to "%3D" in queries: decode, then replace.
+    query = f"?{_UUID.sub('<uid>', unquote_plus(rec['query']))}" if rec.get("query") else ""
     return f"{rec['method']} {rec['path']}{query}"
 
 
@@ -184,3 +201,52 @@ def compare(real: list[Obj], emulated: list[Obj]) -> list[Difference]:
 
 def load(path: Path) -> list[Obj]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def reduce_record(rec: Obj) -> Obj:
+    """A normalised exchange cut down to what :func:`summary` reads (for storing big
+    recordings in the repository): the same summary, a fraction of the size."""
+
+    def meta(obj: Any) -> Any:
+        if not isinstance(obj, dict):
+            return obj
+        out: Obj = {k: obj[k] for k in ("kind", "reason", "code") if k in obj}
+        if isinstance(obj.get("metadata"), dict):
+            m = obj["metadata"]
+            keep = ("name", "generation", "deletionTimestamp", "deletionGracePeriodSeconds")
+            out["metadata"] = {k: m[k] for k in (*keep, "finalizers") if k in m}
+        status = obj.get("status")
+        if isinstance(status, dict):
+            out["status"] = {k: status[k] for k in ("conditions", "podIPs") if k in status}
+        if isinstance(obj.get("items"), list):
+            out["items"] = [meta(i) for i in obj["items"]]
+        return out
+
+    body = rec.get("response_body")
+    if isinstance(body, list):
+        body = [
+            {"type": e.get("type"), "object": meta(e.get("object"))} if isinstance(e, dict) else e
+            for e in body
+        ]
+    else:
+        body = meta(body)
+    keep = ("seq", "test", "phase", "method", "path", "query", "status")
+    return {**{k: rec.get(k) for k in keep}, "response_body": body}
+
+
+def main(argv: list[str]) -> int:
+    """``python differential.py reduce NORMALISED.jsonl OUT.jsonl``"""
+    if len(argv) != 4 or argv[1] != "reduce":
+        print(main.__doc__)
+        return 2
+    records = load(Path(argv[2]))
+    Path(argv[3]).write_text(
+        "".join(json.dumps(reduce_record(r), separators=(",", ":")) + "\n" for r in records)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv))

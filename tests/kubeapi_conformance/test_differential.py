@@ -11,8 +11,11 @@ about the recording setup, never about behaviour the emulator gets wrong.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ from fixtures.kubeapi import KubeApi
 from kubeapi_conformance import differential
 
 SCENARIOS = differential.REAL / "scenarios.py"
-RECORDING = differential.REAL / "scenarios-real-v1.36.2.jsonl"
+RECORDING = differential.REAL / "scenarios-real-v1.36.2.reduced.jsonl"
 
 ALLOWED: dict[tuple[str, str, str], str] = {
     (
@@ -106,3 +109,174 @@ def test_comparison_catches_a_difference() -> None:
     whats = {d.what for d in differential.compare(real, changed)}
     assert {"status", "events"} <= whats
     assert not differential.compare(real, real)
+
+
+# ---------------------------------------------------------------- the conformance suite
+
+CONFORMANCE = differential.REAL / "conformance-real-v1.36.2.reduced.jsonl"
+HERE = Path(__file__).parent
+
+KUBECTL_DISCOVERY = (
+    r"GET /(version|openapi/v[23]|api|apis|api/v1|apis/[^/]+/v1(beta1)?)(\?timeout=\d+s)?$"
+    r"|GET /openapi/v3/\S+\?hash="
+)
+ALLOWED_CONFORMANCE: list[tuple[str, str, str, str]] = [
+    # (test id regex, request regex, what regex, reason) -- keep it short
+    (
+        r"test_kubectl\.py|test_crd\.py",
+        KUBECTL_DISCOVERY,
+        r".*",
+        "kubectl's discovery/OpenAPI cache: how often it asks depends on its cache and on the "
+        "33 API groups a real server serves (the emulator serves 6), and hashes differ",
+    ),
+    (
+        r"test_kubectl\.py",
+        r"GET ",
+        r"only-(emulator|real)|object|items",
+        "kubectl asks in protobuf (a real server answers protobuf, the emulator JSON: a "
+        "documented limitation, kubectl reads both) and its GETs depend on its cache",
+    ),
+    (
+        r"test_crd\.py::|test_invalid_names_are_422|test_strategic_merge_of_finalizers"
+        r"|test_bad_resource_version_is_|test_unknown_resource_is_404"
+        r"|test_root_ca_configmap_appears",
+        r".*",
+        r"only-(emulator|real)",
+        "the real run of these tests failed or errored early (10 test_crd.py fixture errors on "
+        "conditions: null; assertions since corrected to the recording) or the test was added "
+        "after it (citing the recording), so one transcript goes on where the other stops",
+    ),
+    (
+        r"test_crd\.py::|test_kuryrport_printer_columns|test_background_garbage_collection"
+        r"|test_orphan_propagation|test_foreground_propagation|test_namespace_termination"
+        r"|test_default_service_account_appears",
+        r"GET ",
+        r"status|reason|object|only-(emulator|real)",
+        "controller latency: a real controller-manager establishes CRDs, collects garbage and "
+        "empties namespaces after the polls started; the emulator's controllers act within a "
+        "loop turn (both reach the same end state, which the tests assert)",
+    ),
+    (
+        r"test_kuryrport_printer_columns",
+        r".*",
+        r".*",
+        "recording setup: the KuryrPort CRD already existed on the shared real server, so the "
+        "real run skipped creating and deleting it",
+    ),
+    (
+        r"test_kubernetes_service_and_endpoints",
+        r".*",
+        r".*",
+        "recording setup: --endpoint-reconciler-type=none, so no default/kubernetes Endpoints "
+        "(the README's one artefact)",
+    ),
+    (
+        r"test_pod_table",
+        r".*",
+        r"object|items|events",
+        "recording setup: the shared real server's own kuryr controller put its finalizer on "
+        "this test's pod",
+    ),
+    (
+        r"test_watch_all_namespaces|test_system_namespaces_exist",
+        r"GET /api/v1/(configmaps|namespaces)$",
+        r"items",
+        "cluster-wide lists: the shared real server had other namespaces and kube-system "
+        "objects (extension-apiserver-authentication, ...)",
+    ),
+    (
+        r"test_imperative_create_commands",
+        r"POST .*fieldManager=kubectl-create",
+        r"object",
+        "protobuf, as above (kubectl create)",
+    ),
+]
+
+
+def _entries(d: differential.Difference) -> list[int]:
+    """The allow-list entries that explain ``d``."""
+    return [
+        i
+        for i, (t, r, w, _) in enumerate(ALLOWED_CONFORMANCE)
+        if re.search(t, d.test) and re.search(r, d.request) and re.fullmatch(w, d.what)
+    ]
+
+
+@pytest.fixture(scope="module")
+def conformance_transcript(
+    kube_api: KubeApi, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict]:
+    """The conformance suite run once more, through the recording proxy of the real run."""
+    if not kube_api.is_emulator:
+        pytest.skip("compares the emulator with the recording (a real cluster is the recording)")
+    tmp = tmp_path_factory.mktemp("conformance-recording")
+    raw, port_file, proxied = tmp / "raw.jsonl", tmp / "port", tmp / "proxy.kubeconfig"
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            str(differential.REAL / "record_proxy.py"),
+            "--kubeconfig",
+            str(kube_api.kubeconfig),
+            "--out",
+            str(raw),
+            "--port-file",
+            str(port_file),
+            "--write-kubeconfig",
+            str(proxied),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if port_file.exists() and port_file.read_text().strip() and proxied.exists():
+                break
+            time.sleep(0.1)
+        port = port_file.read_text().strip()
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(differential.REAL), os.environ.get("PYTHONPATH", "")]
+            ),
+            "RECORDER_URL": f"http://127.0.0.1:{port}",
+        }
+        env.pop("KURYR_TEST_KUBECONFIG", None)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "k8s_recorder_plugin",
+                "--kubeconfig",
+                str(proxied),
+                str(HERE),
+                "--ignore",
+                str(HERE / "test_differential.py"),
+                "--ignore",
+                str(HERE / "test_fuzz.py"),
+            ],
+            cwd=HERE.parent.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+    return differential.export(raw)
+
+
+def test_conformance_suite_answers_as_the_real_server(conformance_transcript: list[dict]) -> None:
+    diffs = differential.compare(differential.load(CONFORMANCE), conformance_transcript)
+    unexplained = [d for d in diffs if not _entries(d) and "test_fuzz.py" not in d.test]
+    assert not unexplained, "\n".join(str(d) for d in unexplained)
+    used = {i for d in diffs for i in _entries(d)}
+    stale = [ALLOWED_CONFORMANCE[i][3] for i in range(len(ALLOWED_CONFORMANCE)) if i not in used]
+    assert not stale, f"allow-list entries nothing needs any more: {stale}"

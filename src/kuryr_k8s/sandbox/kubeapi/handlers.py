@@ -53,6 +53,12 @@ def wants_table(request: web.Request) -> bool:
     return "as=Table" in first and "g=meta.k8s.io" in first
 
 
+def _page_not_found() -> web.Response:
+    return web.Response(
+        status=404, text="404 page not found\n", content_type="text/plain", charset="utf-8"
+    )
+
+
 def _exact_rv(rv: str | None, match: str | None) -> int | None:
     """The resourceVersion of an ``Exact`` list (None for any other list)."""
     if match != "Exact" or not rv:
@@ -109,6 +115,10 @@ class Handlers:
                 )
             return json_response(self._discovery(target))
         rt = self.api.registry.lookup(target.group, target.version, target.plural)
+        if rt is None and target.version not in self.api.registry.group_versions().get(
+            target.group, []
+        ):
+            return _page_not_found()  # no such group/version: the Go mux's plain 404
         if rt is None or (target.namespace is not None and not rt.namespaced):
             raise errors.no_such_resource()
         if target.subresource and target.subresource not in rt.subresources:
