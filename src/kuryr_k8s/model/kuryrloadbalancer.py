@@ -111,6 +111,11 @@ def klb_spec(
         warnings.append("externalTrafficPolicy Local is ignored: members are every ready endpoint")
     if spec.get("internalTrafficPolicy") == "Local":
         warnings.append("internalTrafficPolicy Local is ignored: members are every ready endpoint")
+    if spec.get("type") == "NodePort":
+        warnings.append(
+            "type NodePort: node ports are not served (there is no kube-proxy); the "
+            "clusterIP load balancer is"
+        )
     if spec.get("loadBalancerSourceRanges"):
         warnings.append("loadBalancerSourceRanges are ignored (no listener allowed_cidrs yet)")
     ip = str(spec.get("clusterIP") or "")

@@ -80,7 +80,9 @@ def test_listener_per_port_and_protocol_members_matched_by_port_name() -> None:
     ]
     lb = desired(svc, slices)
     assert [(li.protocol, li.port) for li in lb.listeners] == [("UDP", 53), ("TCP", 53)]
-    assert all(li.members == (m.DesiredMember("10.20.0.5", 5353, "pod-sub"),) for li in lb.listeners)
+    assert all(
+        li.members == (m.DesiredMember("10.20.0.5", 5353, "pod-sub"),) for li in lb.listeners
+    )
 
 
 def test_service_without_endpoints_has_listeners_and_no_members() -> None:
@@ -89,9 +91,7 @@ def test_service_without_endpoints_has_listeners_and_no_members() -> None:
 
 
 def test_loopback_and_unknown_addresses_are_not_members_but_other_subnets_are() -> None:
-    slices = [
-        eps("a", [("127.0.0.1", True), ("192.168.7.9", True)], [{"name": "http", "port": 1}])
-    ]
+    slices = [eps("a", [("127.0.0.1", True), ("192.168.7.9", True)], [{"name": "http", "port": 1}])]
     [listener] = desired(service(), slices).listeners
     assert listener.members == (m.DesiredMember("192.168.7.9", 1, ""),)
 
@@ -121,6 +121,12 @@ def test_unsupported_features_become_warnings_not_errors() -> None:
     assert spec["ports"] == []
     text = "\n".join(warnings)
     assert "ICMP" in text and "sessionAffinity" in text and "externalTrafficPolicy" in text
+
+
+def test_node_port_is_served_as_cluster_ip_with_a_warning() -> None:
+    spec, warnings = m.klb_spec(service(type="NodePort"), [], SETTINGS)
+    assert [p["port"] for p in spec["ports"]] == [80]
+    assert any("NodePort" in w for w in warnings)
 
 
 def test_cluster_ip_outside_the_service_subnet_is_named() -> None:
