@@ -118,6 +118,8 @@ def klb_spec(
         )
     if spec.get("loadBalancerSourceRanges"):
         warnings.append("loadBalancerSourceRanges are ignored (no listener allowed_cidrs yet)")
+    publish_all = bool(spec.get("publishNotReadyAddresses"))
+    # Kubernetes: such a Service's endpoints count as ready whatever their pods say.
     ip = str(spec.get("clusterIP") or "")
     if ip and ip != "None":
         try:
@@ -142,7 +144,7 @@ def klb_spec(
                 "endpoints": [
                     {
                         "addresses": list(e.get("addresses") or []),
-                        "conditions": {"ready": _ready(e)},
+                        "conditions": {"ready": publish_all or _ready(e)},
                         **({"targetRef": e["targetRef"]} if e.get("targetRef") else {}),
                     }
                     for e in sl.get("endpoints") or []

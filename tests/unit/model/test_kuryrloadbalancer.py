@@ -123,6 +123,14 @@ def test_unsupported_features_become_warnings_not_errors() -> None:
     assert "ICMP" in text and "sessionAffinity" in text and "externalTrafficPolicy" in text
 
 
+def test_publish_not_ready_addresses_makes_every_endpoint_a_member() -> None:
+    slices = [eps("a", [("10.20.0.5", False)], [{"name": "http", "port": 8080}])]
+    [listener] = desired(service(publishNotReadyAddresses=True), slices).listeners
+    assert listener.members == (m.DesiredMember("10.20.0.5", 8080, "pod-sub"),)
+    [listener] = desired(service(), slices).listeners
+    assert listener.members == ()
+
+
 def test_node_port_is_served_as_cluster_ip_with_a_warning() -> None:
     spec, warnings = m.klb_spec(service(type="NodePort"), [], SETTINGS)
     assert [p["port"] for p in spec["ports"]] == [80]
