@@ -57,6 +57,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         help="also run kuryr-controller, kuryr-daemon and a node agent (kubelet stand-in) "
         "for this host, against the sandbox's Kubernetes API",
     )
+    p.add_argument(
+        "--kubeconfig",
+        help="run kuryr-controller, kuryr-daemon and the node agent against this existing "
+        "cluster instead of the Kubernetes API emulator (implies --kuryr; remembered)",
+    )
 
 
 def register(sub: Any) -> None:
@@ -108,7 +113,11 @@ def _settings(args: argparse.Namespace) -> Any:
     from kuryr_k8s.sandbox.settings import settings_from_env
 
     return settings_from_env(
-        state_dir=args.state_dir, neutron=args.neutron, octavia=args.octavia, kuryr=args.kuryr
+        state_dir=args.state_dir,
+        neutron=args.neutron,
+        octavia=args.octavia,
+        kuryr=args.kuryr,
+        kubeconfig=args.kubeconfig,
     )
 
 

@@ -263,9 +263,10 @@ def all_components(ctx: Context) -> list[Component]:
     from kuryr_k8s.sandbox.openstack.services import openstack_services
     from kuryr_k8s.sandbox.overcloud import overcloud_components
 
+    kube_api = [] if ctx.settings.kubeconfig else [KubeApi(ctx)]  # an existing cluster
     return [
         *openstack_services(ctx),
-        KubeApi(ctx),
+        *kube_api,
         *kuryr_components(ctx),
         *overcloud_components(ctx),
     ]

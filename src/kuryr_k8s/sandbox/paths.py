@@ -16,6 +16,9 @@ class SandboxPaths:
     venvs: Path = Path("/opt/kuryr-sandbox/venvs")
     """PyPI venvs (Neutron 29, Octavia), shared by every state directory: they are
     installed once and survive ``reset``."""
+    cluster_kubeconfig: Path | None = None
+    """An existing cluster's kubeconfig (``up --kubeconfig``), used instead of the
+    emulator's."""
 
     @property
     def run(self) -> Path:
@@ -75,7 +78,8 @@ class SandboxPaths:
 
     @property
     def kubeconfig(self) -> Path:
-        return self.kube / "kubeconfig"
+        """The cluster the product talks to: the emulator's, or the one given to ``up``."""
+        return self.cluster_kubeconfig or self.kube / "kubeconfig"
 
     @property
     def clouds_yaml(self) -> Path:
@@ -119,4 +123,4 @@ class SandboxPaths:
 
 
 def paths_for(settings: SandboxSettings) -> SandboxPaths:
-    return SandboxPaths(settings.state_dir, settings.venv_dir)
+    return SandboxPaths(settings.state_dir, settings.venv_dir, settings.kubeconfig)

@@ -53,6 +53,10 @@ class SandboxSettings:
     a kuryr-controller in ``nested-vlan`` mode on this host, whose node is a VM on a
     Neutron trunk (``sandbox/overcloud.py``; the VMs themselves are ``sandbox/vm``)."""
 
+    kubeconfig: Path | None = None
+    """An existing cluster (``up --kubeconfig PATH``): the product runs against it and the
+    Kubernetes API emulator is not started. Implies ``kuryr``."""
+
     hostname: str = field(default_factory=socket.gethostname)
     """OVN chassis hostname; every port bound here needs ``binding:host_id`` equal to it."""
 
@@ -78,6 +82,7 @@ def settings_from_env(
     octavia: bool | None = None,
     kuryr: bool | None = None,
     hybrid: bool | None = None,
+    kubeconfig: str | None = None,
 ) -> SandboxSettings:
     """Explicit arguments win, then ``KURYR_SANDBOX_*`` variables, then what the last
     ``up`` recorded in the state directory, then defaults."""
@@ -99,11 +104,13 @@ def settings_from_env(
             octavia = env_octavia in ("1", "true", "yes")
         else:
             octavia = bool(recorded.get("octavia", False))
+    cluster = _cluster_kubeconfig(kubeconfig, recorded)
     if kuryr is None:
-        kuryr = bool(recorded.get("kuryr", False))
+        kuryr = bool(recorded.get("kuryr", False)) or cluster is not None
     if hybrid is None:
         hybrid = bool(recorded.get("hybrid", False))
     return SandboxSettings(
+        kubeconfig=cluster,
         kuryr=kuryr,
         hybrid=hybrid,
         venv_dir=Path(os.environ.get("KURYR_SANDBOX_VENVS", "/opt/kuryr-sandbox/venvs")),
@@ -111,6 +118,23 @@ def settings_from_env(
         neutron=flavour,
         octavia=octavia,
     )
+
+
+def _cluster_kubeconfig(given: str | None, recorded: dict[str, object]) -> Path | None:
+    """``--kubeconfig``, else ``KURYR_SANDBOX_KUBECONFIG``, else what ``up`` recorded."""
+    value = given or os.environ.get("KURYR_SANDBOX_KUBECONFIG") or recorded.get("kubeconfig")
+    if not value:
+        return None
+    path = Path(str(value)).expanduser().absolute()
+    if not path.is_file():
+        from kuryr_k8s.model.errors import ConfigError
+
+        raise ConfigError(
+            f"kubeconfig {path} (--kubeconfig/KURYR_SANDBOX_KUBECONFIG) is not a file: give "
+            "the kubeconfig of an existing cluster, or leave it out to use the sandbox's own "
+            "Kubernetes API emulator"
+        )
+    return path
 
 
 RECORD_FILE = "sandbox.json"
@@ -134,6 +158,7 @@ def record(settings: SandboxSettings) -> None:
                 "octavia": settings.octavia,
                 "kuryr": settings.kuryr,
                 "hybrid": settings.hybrid,
+                "kubeconfig": str(settings.kubeconfig) if settings.kubeconfig else None,
             }
         )
         + "\n"

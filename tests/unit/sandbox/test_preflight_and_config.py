@@ -106,3 +106,31 @@ def test_status_table_marks_down_components(tmp_path: Path) -> None:
     assert "neutron-server         DOWN" in text
     assert "octavia-api            disabled" in text
     assert [r.healthy for r in rows] == [True, False, True]
+
+
+def test_up_kubeconfig_runs_the_product_against_an_existing_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kuryr_k8s.sandbox.components import Context, all_components
+
+    monkeypatch.delenv("KURYR_SANDBOX_KUBECONFIG", raising=False)
+    cluster = tmp_path / "cluster.kubeconfig"
+    cluster.write_text("apiVersion: v1\n")
+    state = tmp_path / "state"
+    settings = settings_from_env(state_dir=str(state), kubeconfig=str(cluster))
+    assert settings.kubeconfig == cluster and settings.kuryr, "--kubeconfig implies --kuryr"
+    paths = paths_for(settings)
+    assert paths.kubeconfig == cluster, "the product's kuryr.conf and env point at the cluster"
+    names = [c.name for c in all_components(Context(settings, paths))]
+    assert "kube-api" not in names
+    record(settings)
+    again = settings_from_env(state_dir=str(state))
+    assert again.kubeconfig == cluster, "later commands remember the cluster"
+    own = settings_from_env(state_dir=str(tmp_path / "other"))
+    assert own.kubeconfig is None
+    assert "kube-api" in [c.name for c in all_components(Context(own, paths_for(own)))]
+
+
+def test_up_kubeconfig_that_is_not_a_file_names_the_option(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--kubeconfig"):
+        settings_from_env(state_dir=str(tmp_path), kubeconfig=str(tmp_path / "missing"))
