@@ -16,11 +16,10 @@ What it does (each step idempotent, cached under ``/var/cache/kuryr-sandbox/upst
 * its controller and CNI daemon as processes (own process groups, so the privsep helpers
   go with them), and on stop: nothing left (processes, its Neutron ports, its KuryrPorts).
 
-The CRD swap (``swap_crds``/``restore_crds``): upstream's ``kuryrports`` CRD has no
-``status`` subresource and it writes ``status`` through the main resource; with ours
-installed those writes are dropped. The swap replaces the CRD's spec in place (no delete:
-KuryrPorts of others survive), adds its other CRDs, and the restore puts our spec back and
-removes the CRDs the swap added. Our controller must not run meanwhile.
+The CRD swap (``CrdSwap``): upstream's ``kuryrports`` CRD has no ``status`` subresource
+and it writes ``status`` through the main resource; with ours installed those writes are
+dropped. The swap replaces the CRD's spec in place (no delete: KuryrPorts of others
+survive) and the restore puts our spec back. No controller of ours may run meanwhile.
 
 CLI (for poking at it by hand; the benchmark drives it from ``pod_wiring.py``)::
 
@@ -48,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from kuryr_k8s.k8s import KubeClient, NotFound
+from kuryr_k8s.k8s import KubeClient
 from kuryr_k8s.k8s.resources import CRDS
 from kuryr_k8s.sandbox.components import Context
 
@@ -370,10 +369,9 @@ def delete_upstream_ports(conn: Any, namespaces: list[str]) -> int:
 
 @dataclass
 class CrdSwap:
-    """Upstream's CRDs in, ours back. ``saved`` is our kuryrports CRD as it was."""
+    """Upstream's kuryrports CRD spec in, ours back. ``saved`` is ours as it was."""
 
     saved: dict[str, Any] | None = None
-    added: list[str] = field(default_factory=list)
 
     async def swap_in(self, client: KubeClient, crds: dict[str, dict[str, Any]]) -> None:
         ours = await client.get(CRDS, KURYRPORTS_CRD)
@@ -381,21 +379,12 @@ class CrdSwap:
         body = copy.deepcopy(ours)
         body["spec"] = crds[KURYRPORTS_CRD]["spec"]
         await client.replace(CRDS, body)
-        for name, crd in crds.items():
-            if name == KURYRPORTS_CRD:
-                continue
-            try:
-                await client.get(CRDS, name)
-            except NotFound:
-                await client.create(CRDS, crd)
-                self.added.append(name)
-        await _wait_established(client, [KURYRPORTS_CRD, *self.added])
+        # Only kuryrports: with handlers vif,kuryrport upstream reads no other CRD, and
+        # adding CRDs of the same names as ours (kuryrloadbalancers, ...) would change
+        # what other sessions' controllers find on this shared API.
+        await _wait_established(client, [KURYRPORTS_CRD])
 
     async def restore(self, client: KubeClient) -> None:
-        for name in self.added:
-            with contextlib.suppress(NotFound):
-                await client.delete(CRDS, name)
-        self.added.clear()
         if self.saved is not None:
             current = await client.get(CRDS, KURYRPORTS_CRD)
             body = copy.deepcopy(current)
