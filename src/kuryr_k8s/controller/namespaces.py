@@ -184,20 +184,21 @@ class NamespaceNetworkReconciler:
         spec = kn.get("spec") or {}
         name = str(spec.get("nsName") or objects.name(kn))
         owner = str(spec.get("nsUid") or "")
+        tags = [self.cluster_tag, NAMESPACE_TAG + name]
         if owner:
-            tags = [self.cluster_tag, OWNER_TAG_PREFIX + owner, NAMESPACE_TAG + name]
-            for net in await self.api.list_networks(tags):
-                busy = await self.api.ports_on(net.id)
-                if busy:
-                    raise ResourceNotReady(
-                        f"namespace {name}: {len(busy)} port(s) still on network {net.id}",
-                        delay=2.0,
-                    )
-                for sub in await self.api.list_subnets(tags):
-                    if sub.network_id == net.id:
-                        await self.api.remove_router_interface(self.router_id, sub.id)
-                        await self.api.delete_subnet(sub.id)
-                await self.api.delete_network(net.id)
+            tags.append(OWNER_TAG_PREFIX + owner)
+        for net in await self.api.list_networks(tags):
+            busy = await self.api.ports_on(net.id)
+            if busy:
+                raise ResourceNotReady(
+                    f"namespace {name}: {len(busy)} port(s) still on network {net.id}",
+                    delay=2.0,
+                )
+            for sub in await self.api.list_subnets(tags):
+                if sub.network_id == net.id:
+                    await self.api.remove_router_interface(self.router_id, sub.id)
+                    await self.api.delete_subnet(sub.id)
+            await self.api.delete_network(net.id)
         kn = await remove_finalizer(self.client, KURYRNETWORKS, kn, KURYRNETWORK_FINALIZER)
         if not objects.is_deleting(kn):
             with contextlib.suppress(NotFound):
