@@ -39,7 +39,7 @@ from typing import Any
 
 import psutil
 
-from kuryr_k8s.k8s import PODS, KubeClient, NotFound, load_kubeconfig
+from kuryr_k8s.k8s import NODES, PODS, KubeClient, NotFound, load_kubeconfig
 from kuryr_k8s.k8s.resources import KURYRPORTS, NAMESPACES
 from kuryr_k8s.model.errors import KuryrError
 from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX
@@ -117,6 +117,9 @@ class Ctl:
 def write_conf(ctx: Context, topo: topology.Topology, cluster: str, health: int) -> Path:
     text = kuryr_conf(ctx, topo)
     text = re.sub(r"cluster_id = .*", f"cluster_id = {cluster}", text)
+    # Pods only: no Services (the sandbox's own controller serves those).
+    text = re.sub(r"service_subnet = .*\n|external_svc_net = .*\n", "", text)
+    text = re.sub(r"\[octavia_defaults\]\nendpoint_override = .*\n", "", text)
     text = text.replace("pod_vif_driver = mixed", "pod_vif_driver = neutron-vif")
     text = text.replace(
         "controller_ha = true", f"controller_ha = true\nleader_lease_name = kuryr-{cluster}"
@@ -200,6 +203,8 @@ async def measure(
     print(f"-- cluster {cluster}: controller log {log}", flush=True)
     async with KubeClient.from_settings(kube) as client:
         await client.create(NAMESPACES, {"metadata": {"name": ns}})
+        # The node must exist: pod garbage collection deletes pods bound to a missing node.
+        await client.create(NODES, {"metadata": {"name": NODE}})
         try:
             first.start()
             await wait_until("first controller leading", _leads(first), 120, 0.5)
