@@ -580,10 +580,12 @@ class KuryrPortReconciler:
         if state != RELEASING:
             kp = await self._patch_status(kp, {"state": RELEASING})
         ids = port_ids_in(kp)
-        if not ids and uid and state:
-            # Allocation was attempted: a crash may have kept the port id out of the status.
+        if uid and state:
+            # Allocation was attempted: a crash may have kept the port id out of the
+            # status, or the status names another port than the one the pod holds.
             port = await self._provider.find(uid)
-            ids = [port.id] if port is not None else []
+            if port is not None and port.id not in ids:
+                ids.append(port.id)
         for pid in ids:
             logs.bind(port=pid)
             await self._provider.release(pid, uid)

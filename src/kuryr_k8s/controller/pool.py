@@ -183,6 +183,7 @@ class PooledPortProvider(PoolSet):
         if (
             seen is not None
             and seen.owner_uid == owner_uid
+            and self.tagging.cluster_tag in seen.tags
             and not seen.trunk_id
             and seen.fixed_ips
             and seen.binding_host_id

@@ -239,7 +239,12 @@ class PlainPortProvider:
             owner = self.ledger.owner_of(port_id)
             if owner is None:  # a create of a predecessor that landed after our start?
                 seen = await self.neutron.get_port(port_id)
-                if seen is not None and seen.owner_uid == owner_uid and not seen.trunk_id:
+                if (
+                    seen is not None
+                    and seen.owner_uid == owner_uid
+                    and self.tagging.cluster_tag in seen.tags
+                    and not seen.trunk_id
+                ):
                     await self.neutron.delete_port(port_id)
                 return
             if owner != owner_uid:
