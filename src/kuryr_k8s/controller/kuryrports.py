@@ -153,7 +153,7 @@ class Statuses(Protocol):
 
     def seen(self, port_id: str, status: str) -> None: ...
 
-    def watch(self, port_id: str, key: str) -> None: ...
+    def watch(self, port_id: str, key: str, *, eager: bool = True) -> None: ...
 
     def forget(self, port_id: str) -> None: ...
 
@@ -374,8 +374,11 @@ class KuryrPortReconciler:
             self._polls.pop(key, None)
             return Result()
         if self._statuses is not None:
-            # The watcher requeues the key when the status changes; this is a safety net.
-            self._statuses.watch(port.id, key)
+            # The watcher requeues the key when the status changes. An ovs port goes
+            # ACTIVE once the node plugged it (the daemon's annotation says when); a
+            # subport by itself, once attached.
+            plugged = kp_model.PLUGGED_ANNOTATION in objects.annotations_of(kp)
+            self._statuses.watch(port.id, key, eager=plugged or vif.vif_type == "vlan")
             return Result(requeue_after=self._poll_max)
         n = self._polls.get(key, 0)
         self._polls[key] = n + 1

@@ -5,9 +5,10 @@ asks :meth:`PortStatusWatcher.status` (the last status seen) and, while the port
 ACTIVE, :meth:`watch` es it. One loop lists every watched port that is due in one
 ``GET /ports?id=…`` (chunks of :data:`CHUNK`) and calls ``on_change(key)`` for each
 whose status changed, so the reconciler runs again exactly when there is news. A port
-is polled every ``interval`` seconds for its first ``fast_for`` seconds, then less
-often (up to ``slow_interval``): a pod that is never plugged does not cost a list per
-0.3 s forever.
+is polled every ``interval`` seconds for its first ``fast_for`` seconds after it was
+watched *eagerly* (the node reported the pod plugged, or a subport whose trunk makes it
+ACTIVE by itself), otherwise every ``slow_interval`` seconds: ports of pods that are not
+plugged yet (or never will be) cost Neutron almost nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class _Watch:
     key: str
     since: float
     due: float
+    eager: bool
 
 
 class PortStatusWatcher:
@@ -43,7 +45,7 @@ class PortStatusWatcher:
         *,
         interval: float = 0.3,
         fast_for: float = 30.0,
-        slow_interval: float = 5.0,
+        slow_interval: float = 30.0,
     ) -> None:
         self.neutron = neutron
         self._on_change = on_change
@@ -64,11 +66,18 @@ class PortStatusWatcher:
         """A status learnt elsewhere (a create's answer): kept unless fresher is known."""
         self._status.setdefault(port_id, status)
 
-    def watch(self, port_id: str, key: str) -> None:
-        """Poll the port until its status changes from the last seen; then ``on_change(key)``."""
-        if port_id not in self._watched:
-            now = time.monotonic()
-            self._watched[port_id] = _Watch(key, now, now)
+    def watch(self, port_id: str, key: str, *, eager: bool = True) -> None:
+        """Poll the port until its status changes from the last seen; then ``on_change(key)``.
+        ``eager``: a change is expected now (poll fast); a lazy watch becomes eager when
+        watched eagerly again."""
+        now = time.monotonic()
+        current = self._watched.get(port_id)
+        if current is None:
+            due = now if eager else now + self._slow
+            self._watched[port_id] = _Watch(key, now, due, eager)
+            self._wake.set()
+        elif eager and not current.eager:
+            self._watched[port_id] = _Watch(key, now, now, True)
             self._wake.set()
 
     def unwatch(self, port_id: str) -> None:
@@ -115,8 +124,8 @@ class PortStatusWatcher:
                     changed += 1
                     self._on_change(w.key)
                     continue
-                age = now - w.since
-                w.due = now + (self._interval if age < self._fast_for else self._slow)
+                fast = w.eager and now - w.since < self._fast_for
+                w.due = now + (self._interval if fast else self._slow)
         return changed
 
     async def _run(self) -> None:
@@ -124,6 +133,11 @@ class PortStatusWatcher:
             if not self._watched:
                 self._wake.clear()
                 await self._wake.wait()
+            if not any(w.due <= time.monotonic() for w in self._watched.values()):
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
+                continue
             try:
                 await self.poll_once()
             except KuryrError as exc:

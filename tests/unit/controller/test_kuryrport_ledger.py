@@ -104,7 +104,7 @@ async def setup() -> AsyncIterator[Setup]:
         )  # fmt: skip
         await provider.rebuild()
         changed: list[str] = []
-        statuses = PortStatusWatcher(cloud.neutron, changed.append, interval=0)
+        statuses = PortStatusWatcher(cloud.neutron, changed.append, interval=0, slow_interval=0)
         network = PodNetwork(
             project_id=PROJECT,
             network_id=cloud.network,

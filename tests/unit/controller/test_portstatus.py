@@ -94,6 +94,25 @@ async def test_polling_slows_down_after_fast_for() -> None:
     assert slow.watching == 1  # still watched
 
 
+async def test_a_lazy_watch_waits_for_the_slow_interval_until_watched_eagerly() -> None:
+    """Ports of pods not plugged yet are polled rarely; the daemon's report (the
+    reconciler watches again, eagerly) makes them due at once and fast."""
+    world = make_world()
+    (p,) = await _ports(world, 1)
+    changed: list[str] = []
+    watcher = _watcher(world, changed, interval=0, slow_interval=3600)
+    watcher.seen(p.id, p.status)
+    watcher.watch(p.id, "ns/a", eager=False)
+    before = _lists(world)
+    assert await watcher.poll_once() == 0
+    assert _lists(world) == before  # not due before the slow interval
+    world.fake.ports[p.id]["status"] = "ACTIVE"
+    watcher.watch(p.id, "ns/a", eager=False)  # watching lazily again changes nothing
+    assert await watcher.poll_once() == 0 and _lists(world) == before
+    watcher.watch(p.id, "ns/a")  # plugged: eager
+    assert await watcher.poll_once() == 1 and changed == ["ns/a"]
+
+
 async def test_nothing_watched_means_no_call_and_unwatch_or_forget_stop_it() -> None:
     world = make_world()
     a, b = await _ports(world, 2)
