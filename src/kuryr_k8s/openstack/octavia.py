@@ -134,6 +134,7 @@ class Member:
     protocol_port: int
     subnet_id: str
     name: str = ""
+    provisioning_status: str = ""
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ def _member(d: Mapping[str, Any]) -> Member:
         protocol_port=int(d.get("protocol_port") or 0),
         subnet_id=d.get("subnet_id") or "",
         name=d.get("name") or "",
+        provisioning_status=d.get("provisioning_status") or "",
     )
 
 
@@ -453,8 +455,11 @@ class Octavia:
         return await self._delete("pool", pool_id)
 
     async def members(self, pool_id: str) -> list[Member]:
+        """The pool's members, without those being deleted (a batch update's removed
+        members can stay listed as ``PENDING_DELETE`` a moment after the LB is ACTIVE)."""
         data = await self._call("list_members", "GET", f"/lbaas/pools/{pool_id}/members")
-        return [_member(d) for d in data["members"]]
+        members = [_member(d) for d in data["members"]]
+        return [m for m in members if m.provisioning_status not in ("PENDING_DELETE", "DELETED")]
 
     async def replace_members(
         self, pool_id: str, members: Sequence[MemberSpec], tags: Sequence[str]
