@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kuryr_k8s.controller.engine import Engine, EngineSettings, Result
@@ -103,8 +104,12 @@ class NamespaceNetworkReconciler:
         project_id: str,
         router_id: str,
         subnet_pool_id: str,
+        drain_network: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
+        self.drain_network = drain_network
+        """Called with the network id on each attempt to remove a namespace network: the
+        port pools must delete their free ports on it (else they keep it busy forever)."""
         self.namespaces = namespaces
         self.kns = kuryrnetworks
         self.api = api
@@ -188,6 +193,8 @@ class NamespaceNetworkReconciler:
         if owner:
             tags.append(OWNER_TAG_PREFIX + owner)
         for net in await self.api.list_networks(tags):
+            if self.drain_network is not None:
+                await self.drain_network(net.id)
             busy = await self.api.ports_on(net.id)
             if busy:
                 raise ResourceNotReady(
@@ -259,6 +266,7 @@ def build_namespace_parts(
     project_id: str,
     namespaces: Informer | None = None,
     engine_settings: EngineSettings | None = None,
+    drain_network: Callable[[str], Awaitable[None]] | None = None,
 ) -> NamespaceParts:
     nss = namespaces or Informer(client, NAMESPACES)
     kns = Informer(client, KURYRNETWORKS)
@@ -271,6 +279,7 @@ def build_namespace_parts(
         project_id=project_id,
         router_id=settings.pod_router,
         subnet_pool_id=settings.pod_subnet_pool,
+        drain_network=drain_network,
     )
     engine = Engine(reconciler, engine_settings)
     nss.add_handler(engine.enqueue)

@@ -259,9 +259,19 @@ class PolicyReconciler:
             and status.get("fingerprint") == plan.fingerprint()
         ):
             return Result()
+        same_neutron = (
+            applied is not None
+            and applied.uid == uid
+            and applied.plan.sgs == plan.sgs
+            and applied.plan.address_groups == plan.address_groups
+        )
+        ag_ids: dict[str, str]
+        sg_ids: dict[str, str]
         try:
-            if not self.address_groups:
-                ag_ids: dict[str, str] = {}
+            if same_neutron and applied is not None:  # only selected pods changed
+                ag_ids, sg_ids = dict(applied.ag_ids), dict(applied.sg_ids)
+            elif not self.address_groups:
+                ag_ids = {}
                 sg_ids = await self._converge_sgs(uid, plan, None)
             elif applied is not None and applied.uid == uid and applied.plan.sgs == plan.sgs:
                 ag_ids = await self._update_groups(uid, plan, applied)
@@ -274,6 +284,8 @@ class PolicyReconciler:
             raise
         self._applied[key] = _Applied(uid, plan, sg_ids, ag_ids)
         await self._write_status(knp, policy, plan, sg_ids, ag_ids)
+        if same_neutron:
+            return Result()
         stale = await self._drop_stale(uid, plan, sg_ids, ag_ids)
         return Result(requeue_after=2.0 if stale else None)
 

@@ -74,6 +74,7 @@ class PolicyEnv:
     http: Any  # the tests' sync Kubernetes client
     cluster_id: str = field(default_factory=lambda: f"ktnp-{uuid.uuid4().hex[:8]}")
     members: dict[str, Member] = field(default_factory=dict)
+    netnses: list[str] = field(default_factory=list)
     ns_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     tag: str = ""
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
@@ -235,11 +236,14 @@ class PolicyEnv:
             device_owner="compute:kuryr",
             binding_host_id=self.sandbox.settings.hostname,
             security_group_ids=list(sgs),
+            tags=[self.tag],
         )
-        conn.network.set_tags(port, [self.tag])
+        if self.tag not in (port.tags or []):
+            conn.network.set_tags(port, [self.tag])
         ip = port.fixed_ips[0]["ip_address"]
         endpoint = Endpoint(ep.name, ip, ep.namespace, ep.labels, ep.named_ports)
         netns = f"kt-{uuid.uuid4().hex[:10]}"
+        self.netnses.append(netns)  # unplugged at clean-up even if plugging fails
         subnet = conn.network.get_subnet(subnet_id)
         hostplug.plug(self.sandbox.ctx, netns, port, subnet, mtu=self.sandbox.topo.mtu)
         server = subprocess.Popen(
@@ -345,12 +349,15 @@ class PolicyEnv:
     # ---- traffic -----------------------------------------------------------------------
 
     def observe_pair(self, src: str, dst: str) -> dict[tuple[str, str, str, int], bool]:
-        return self.observe(only=(src, dst))
+        return self.observe(only=(src, {dst}))
 
     def observe(
-        self, probes: list[tuple[str, int]] = PROBES, only: tuple[str, str] | None = None
+        self,
+        probes: list[tuple[str, int]] = PROBES,
+        only: tuple[str, set[str]] | None = None,
     ) -> dict[tuple[str, str, str, int], bool]:
-        """Every (from, to, proto, port) tried for real, one agent run per source, in parallel."""
+        """Every (from, to, proto, port) tried for real, one agent run per source, in
+        parallel; ``only``: one source and the destinations to try."""
         results: dict[tuple[str, str, str, int], bool] = {}
         procs = {}
         for src in self.members.values():
@@ -359,7 +366,7 @@ class PolicyEnv:
             targets = [
                 (dst.endpoint.name, dst.endpoint.ip, proto, port)
                 for dst in self.members.values()
-                if dst is not src and (only is None or dst.endpoint.name == only[1])
+                if dst is not src and (only is None or dst.endpoint.name in only[1])
                 for proto, port in probes
             ]
             p = subprocess.Popen(
@@ -394,8 +401,16 @@ class PolicyEnv:
             m.server.wait()
             if m.server.stdout is not None:
                 m.server.stdout.close()
-            with contextlib.suppress(Exception):
-                hostplug.unplug(self.sandbox.ctx, m.netns)
+        leaks: list[str] = []
+        for netns in self.netnses:
+            for attempt in range(3):  # ovs-vsctl may time out while the shared host is busy
+                try:
+                    hostplug.unplug(self.sandbox.ctx, netns)
+                    break
+                except Exception as exc:
+                    if attempt == 2:
+                        leaks.append(f"netns {netns} ({exc})")
+                    time.sleep(2)
         for port in conn.network.ports(tags=self.tag):
             conn.network.delete_port(port, ignore_missing=True)
         self.stop()
@@ -408,7 +423,7 @@ class PolicyEnv:
                 if ag.name.startswith(f"kuryr:{self.cluster_id}:"):
                     with contextlib.suppress(Exception):
                         conn.network.delete_address_group(ag, ignore_missing=True)
-        leaks = [f"port {p.id}" for p in conn.network.ports(tags=self.tag)]
+        leaks += [f"port {p.id}" for p in conn.network.ports(tags=self.tag)]
         leaks += [f"SG {sg.id}" for sg in conn.network.security_groups(tags=cluster_tag)]
         leaks += [
             f"address group {ag.id}"
