@@ -329,11 +329,17 @@ class PooledPortProvider(PoolSet):
         self.marks.forget(port.id)
         await self.neutron.delete_port(port.id)
 
+    bulk_owners = True
+
+    def _unreserve(self, pool: Pool, port: NeutronPort) -> None:
+        self._to_pool(port, cool=False)
+
     async def _create(
-        self, pool: Pool, count: int, owner: tuple[str, str] | None = None
+        self, pool: Pool, count: int, owners: list[tuple[str, str]] | None = None
     ) -> list[NeutronPort]:
-        """``count`` new free ports (one bulk call); with ``owner`` = (uid, name) the first
-        one is made for that owner instead."""
+        """``count`` new ports (one bulk call); the first ``len(owners)`` are made for
+        those (uid, name) owners (marked: ``device_id``, name, owner tags), the rest free.
+        Never fewer than the owners (a cap by free addresses keeps the first owner's)."""
         count = min(count, MAX_BULK)
         if count > 1:
             # A bulk that runs out of addresses fails as a whole *and* leaks the addresses
@@ -343,9 +349,8 @@ class PooledPortProvider(PoolSet):
             if free is not None:
                 count = max(1, min(count, free))
         specs = [spec_for(pool.request, self.tagging.free(pool.key))] * count
-        if owner is not None:
-            uid, name = owner
-            specs[0] = spec_for(pool.request, self.tagging.in_use(uid), owner_uid=uid, name=name)
+        for i, (uid, name) in enumerate((owners or [])[:count]):
+            specs[i] = spec_for(pool.request, self.tagging.in_use(uid), owner_uid=uid, name=name)
         created = await self.neutron.create_ports(specs)
         LOG.info("created %d ports for pool %s", len(created), pool.key)
         return created

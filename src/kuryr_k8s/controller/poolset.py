@@ -69,6 +69,10 @@ class Pool:
     """Released port id -> monotonic time until which it is passed over if others are free."""
     takes: deque[float] = field(default_factory=deque)
     """Monotonic times of recent acquires from this pool (demand)."""
+    queue: dict[str, str] = field(default_factory=dict)
+    """Owners waiting for a port of this pool (uid -> port name), in arrival order."""
+    reserved: dict[str, NeutronPort] = field(default_factory=dict)
+    """Ports a bulk made for a waiting owner, until that owner takes it."""
 
     def pop_free(self) -> NeutronPort:
         """The oldest free port that is not cooling down, else the oldest one."""
@@ -155,10 +159,11 @@ class PoolSet:
     # ---- what subclasses provide --------------------------------------------------------
 
     async def _create(
-        self, pool: Pool, count: int, owner: tuple[str, str] | None = None
+        self, pool: Pool, count: int, owners: list[tuple[str, str]] | None = None
     ) -> list[NeutronPort]:
-        """``count`` new free ports for ``pool`` (one bulk call); with ``owner`` = (uid,
-        name) the first one is made for that owner."""
+        """``count`` new free ports for ``pool`` (one bulk call); with ``owners`` =
+        [(uid, name), ...] the first ones are made for those owners (only the first one
+        unless :attr:`bulk_owners`)."""
         raise NotImplementedError
 
     async def _discard(self, port: NeutronPort) -> None:
@@ -242,23 +247,41 @@ class PoolSet:
         return pool
 
     async def _take(self, pool: Pool, owner_uid: str, name: str) -> tuple[NeutronPort, bool]:
-        """A port for ``pool``'s next pod and whether it was made for that pod: a free one
-        of its own, else one of a sibling pool (same node/trunk, project and network, other
-        SGs: the claim sets the SGs), else a fresh batch whose first port is made for the
-        owner and the rest go to the pool."""
+        """A port for ``pool``'s next pod and whether it was made for that pod: one a bulk
+        made for it while it waited, a free one of its own, else one of a sibling pool
+        (same node/trunk, project and network, other SGs: the claim sets the SGs), else a
+        fresh bulk made for this pod and, when :attr:`bulk_owners`, for the pods waiting
+        behind it too (each port created with its owner's marks: no mark write later);
+        the rest go to the pool."""
         pool.waiting += 1
+        pool.queue[owner_uid] = name
         now = self._last_take = time.monotonic()
         pool.takes.append(now)
+        taken = False
         try:
             async with pool.lock:
+                reserved = pool.reserved.pop(owner_uid, None)
+                if reserved is not None:
+                    taken = True
+                    return reserved, True
                 if pool.free:
+                    taken = True
                     return pool.pop_free(), False
                 sibling = self._sibling_with_free(pool.key)
                 if sibling is not None:
+                    taken = True
                     return sibling.pop_free(), False
+                owners = [(owner_uid, name)]
+                if self.bulk_owners:
+                    owners += [
+                        (uid, n)
+                        for uid, n in pool.queue.items()
+                        if uid != owner_uid and uid not in pool.reserved
+                    ][: MAX_BULK - 1]
                 count = max(self.settings.ports_pool_batch, min(pool.waiting, MAX_BULK))
+                count = max(count, len(owners))
                 try:
-                    mine, *rest = await self._create(pool, count, owner=(owner_uid, name))
+                    created = await self._create(pool, count, owners=owners)
                 except (IpExhausted, QuotaExceeded) as exc:
                     if count == 1:
                         raise
@@ -266,11 +289,32 @@ class PoolSet:
                     LOG.warning(
                         "bulk of %d ports refused (%s); creating this pod's alone", count, exc
                     )
-                    mine, *rest = await self._create(pool, 1, owner=(owner_uid, name))
-                pool.free.extend(rest)
+                    created = await self._create(pool, 1, owners=owners[:1])
+                mine, rest = created[0], created[1:]
+                made = min(len(owners), len(created)) if self.bulk_owners else 1
+                for (uid, _name), port in zip(owners[1:made], rest, strict=False):
+                    if uid in pool.queue:
+                        pool.reserved[uid] = port
+                    else:  # stopped waiting while the bulk ran
+                        self._unreserve(pool, port)
+                pool.free.extend(rest[made - 1 :])
+                taken = True
                 return mine, True
         finally:
             pool.waiting -= 1
+            pool.queue.pop(owner_uid, None)
+            if not taken:  # cancelled or failed: a port made for it must not be stranded
+                stranded = pool.reserved.pop(owner_uid, None)
+                if stranded is not None:
+                    self._unreserve(pool, stranded)
+
+    bulk_owners = False
+    """Whether :meth:`_create` makes a port for every owner it is given (else only the
+    first: subports cannot be attached with a ``device_id``)."""
+
+    def _unreserve(self, pool: Pool, port: NeutronPort) -> None:
+        """A port made for an owner that stopped waiting goes to the pool."""
+        pool.free.append(port)
 
     def _sibling_with_free(self, key: PoolKey) -> Pool | None:
         for other in self._pools.values():

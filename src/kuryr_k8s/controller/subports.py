@@ -413,9 +413,9 @@ class SubportProvider(PoolSet):
     # ---- internals: create, attach, detach ----------------------------------------------
 
     async def _create(
-        self, pool: Pool, count: int, owner: tuple[str, str] | None = None
+        self, pool: Pool, count: int, owners: list[tuple[str, str]] | None = None
     ) -> list[NeutronPort]:
-        return await self._create_attached(pool.request, count, owner)
+        return await self._create_attached(pool.request, count, owners[0] if owners else None)
 
     async def _discard(self, port: NeutronPort) -> None:
         await self._detach_and_delete(port)

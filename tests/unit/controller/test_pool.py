@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -12,7 +14,13 @@ from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_pr
 from kuryr_k8s.controller.poolset import MAX_CANDIDATES
 from kuryr_k8s.controller.settings import VifPoolSettings
 from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
-from kuryr_k8s.openstack.neutron import IpExhausted, NeutronUnavailable, PortSpec, QuotaExceeded
+from kuryr_k8s.openstack.neutron import (
+    IpExhausted,
+    Neutron,
+    NeutronUnavailable,
+    PortSpec,
+    QuotaExceeded,
+)
 from kuryr_k8s.openstack.provider import PlainPortProvider
 from unit.openstack.world import PROJECT, World, make_world
 
@@ -606,3 +614,59 @@ async def test_known_never_adopts_a_port_outside_our_cluster() -> None:
         assert await provider.known(pid, "uid-1") is None
         assert not provider.owns(pid)
     assert await provider.find("uid-1") is None
+
+
+def _slow_bulks(world: World, batch: int = 2) -> PooledPortProvider:
+    """A provider whose Neutron calls run in threads and whose bulk creates take 50 ms,
+    so pods that arrive during a bulk queue behind it (as on a real, busy Neutron)."""
+    world.fake.on_request = lambda m, p: time.sleep(0.05) if (m, p) == ("POST", "/ports") else None
+    return PooledPortProvider(
+        Neutron(world.fake), world.tagging, VifPoolSettings(True, 0, batch, 0, 3600), Owners()
+    )
+
+
+async def test_a_cold_burst_makes_the_waiting_pods_ports_with_their_marks() -> None:
+    """Pods that queue on an empty pool while a bulk runs get ports made for them by the
+    next bulk (device_id, name and owner tags in the create): no claim, no mark write."""
+    world = make_world()
+    provider = _slow_bulks(world)
+    await provider.rebuild()
+    uids = [f"uid-{i}" for i in range(8)]
+    tasks = []
+    for uid in uids:
+        tasks.append(asyncio.ensure_future(provider.acquire(world.request(), uid, f"ns/{uid}")))
+        await asyncio.sleep(0.01)
+    ports = await asyncio.gather(*tasks)
+    assert len({p.id for p in ports}) == 8
+    marked_at_create = [
+        uid
+        for uid, port in zip(uids, ports, strict=True)
+        if world.fake.ports[port.id]["device_id"] == uid
+    ]
+    # the first bulk (batch 2) was made for uid-0 plus one free port (uid-1's, claimed
+    # and marked later); every later pod's port was made for it
+    assert len(marked_at_create) >= 6
+    assert world.fake.requests.count(("POST", "/ports")) <= 3
+
+
+async def test_a_waiter_cancelled_while_its_port_is_made_leaves_it_to_the_pool() -> None:
+    world = make_world()
+    provider = _slow_bulks(world, batch=1)
+    await provider.rebuild()
+    pool = provider._pool_for(world.request().pool_key, world.request().subnet_id)
+    blocker = asyncio.ensure_future(provider.acquire(world.request(), "uid-0", "ns/0"))
+    await asyncio.sleep(0.01)  # uid-0's bulk (of 1) is running; a and b queue behind it
+    first = asyncio.ensure_future(provider.acquire(world.request(), "uid-a", "ns/a"))
+    second = asyncio.ensure_future(provider.acquire(world.request(), "uid-b", "ns/b"))
+    await blocker
+    await asyncio.sleep(0.01)  # uid-a's bulk, made for uid-a and uid-b, is running
+    second.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await second
+    await first
+    assert pool.reserved == {}
+    (made_for_b,) = [p for p in world.fake.ports.values() if p["name"] == "ns/b"]
+    assert made_for_b["id"] in {p.id for p in pool.free}
+    assert provider.ledger.port_of("uid-b") is None
+    await provider.marks.flush()
+    assert world.fake.ports[made_for_b["id"]]["device_id"] == ""  # its marks reset
