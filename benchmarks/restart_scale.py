@@ -13,8 +13,8 @@ OOM kill) in a cluster with many pods (issue 10 target: ready and serving new po
 3. a new controller process starts at t0: time until ``/readyz`` says leader (informers
    synced, pools and ledger rebuilt from one port list), time until a *new* pod's
    KuryrPort names a port, and its RSS then and 30 s later;
-4. clean-up: pods deleted through the controller (releases are in-memory), then every
-   port of the private cluster deleted, the namespace removed; also after an error.
+4. clean-up, also after an error or Ctrl-C: controllers killed, every port of the
+   private cluster deleted (8 at a time), the private API stopped.
 
 Run with the sandbox up (``kuryr sandbox up``): ``.venv/bin/python
 benchmarks/restart_scale.py [--pods 1000]``. It takes ~10 minutes for 1,000 pods, most
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import re
 import socket
 import subprocess
@@ -41,7 +40,6 @@ import psutil
 
 from kuryr_k8s.k8s import NODES, PODS, KubeClient, NotFound, load_kubeconfig
 from kuryr_k8s.k8s.resources import KURYRPORTS, NAMESPACES
-from kuryr_k8s.model.errors import KuryrError
 from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX
 from kuryr_k8s.sandbox import manager
 from kuryr_k8s.sandbox.components import Context
@@ -166,24 +164,14 @@ async def wait_until(what: str, check: Any, limit: float, every: float = 2.0) ->
         await asyncio.sleep(every)
 
 
-async def run(args: argparse.Namespace) -> None:
-    settings = settings_from_env()
-    ctx = manager.context(settings)
-    conn = topology.connect(settings)
+async def run(
+    args: argparse.Namespace, ctx: Context, conn: Any, kubeconfig: Path, cluster: str
+) -> None:
     topo = topology.ensure_base_topology(conn, lambda m: None)
-    cluster = f"bench-scale-{uuid.uuid4().hex[:6]}"
     health = free_port()
     conf = write_conf(ctx, topo, cluster, health)
     log = ctx.paths.logfile(cluster)
-    api = EmulatorProcess(
-        ctx.paths.etc / f"{cluster}.kubeconfig", log_file=ctx.paths.logfile(f"{cluster}-api")
-    )
-    api.start()
-    try:
-        await measure(args, ctx, conn, api.kubeconfig, conf, health, log, cluster)
-    finally:
-        api.stop()
-        conn.close()
+    await measure(args, ctx, conn, kubeconfig, conf, health, log, cluster)
 
 
 async def measure(
@@ -200,6 +188,7 @@ async def measure(
     kube = load_kubeconfig(kubeconfig)
     first = Ctl(kubeconfig, conf, health, log)
     second = Ctl(kubeconfig, conf, health, log)
+    ctls = [first, second]
     print(f"-- cluster {cluster}: controller log {log}", flush=True)
     async with KubeClient.from_settings(kube) as client:
         await client.create(NAMESPACES, {"metadata": {"name": ns}})
@@ -242,6 +231,7 @@ async def measure(
                 serving = time.monotonic() - t0
                 rows.append((how, ready, serving, spare.rss_mib()))
                 current, spare = spare, Ctl(kubeconfig, conf, health, log)
+                ctls.append(spare)
             await asyncio.sleep(30)
             rss_later = current.rss_mib()
             print()
@@ -266,11 +256,9 @@ async def measure(
                 f"; a crash adds the Lease expiry ([kubernetes] leader_lease_duration)",
                 flush=True,
             )
-            second = current
         finally:
-            await cleanup(client, ns, second if second.proc else first, conn, cluster)
-            first.kill()
-            second.stop()
+            for ctl in ctls:
+                ctl.kill()
 
 
 def _named(client: KubeClient, ns: str, name: str) -> Any:
@@ -293,45 +281,35 @@ def _leads(ctl: Ctl) -> Any:
     return check
 
 
-async def cleanup(client: KubeClient, ns: str, ctl: Ctl, conn: Any, cluster: str) -> None:
-    print("-- clean-up: pods, KuryrPorts, ports, namespace", flush=True)
-    if ctl.proc is None or ctl.proc.poll() is not None:
-        ctl.start()
-    pods = (await client.list_all(PODS, ns)).items
-    sem = asyncio.Semaphore(32)
-
-    async def drop(name: str) -> None:
-        async with sem:
-            with contextlib.suppress(NotFound):
-                await client.delete(PODS, name, ns, grace_period_seconds=0)
-
-    await asyncio.gather(*(drop(p["metadata"]["name"]) for p in pods))
-
-    async def gone() -> tuple[bool, str]:
-        left = len((await client.list_all(KURYRPORTS, ns)).items)
-        return left == 0, f"{left} KuryrPorts left"
-
-    try:
-        await wait_until("KuryrPorts released", gone, 600, 3.0)
-    finally:
-        ctl.stop()
-        ports = list(conn.network.ports(tags=CLUSTER_TAG_PREFIX + cluster))
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda p: conn.network.delete_port(p, ignore_missing=True), ports))
-        print(f"-- deleted {len(ports)} ports", flush=True)
-        for kind in (KURYRPORTS, PODS):
-            for obj in (await client.list_all(kind, ns)).items:
-                name = obj["metadata"]["name"]
-                with contextlib.suppress(KuryrError):
-                    await client.patch(kind, name, {"metadata": {"finalizers": None}}, ns)
-        with contextlib.suppress(KuryrError):
-            await client.delete(NAMESPACES, ns)
+def delete_ports(conn: Any, cluster: str) -> None:
+    """Every port of the private cluster, 8 at a time (runs after the event loop ended, so
+    an interrupt during the measurement still cleans up)."""
+    ports = list(conn.network.ports(tags=CLUSTER_TAG_PREFIX + cluster))
+    print(f"-- clean-up: deleting {len(ports)} ports of {cluster}", flush=True)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: conn.network.delete_port(p, ignore_missing=True), ports))
+    left = list(conn.network.ports(tags=CLUSTER_TAG_PREFIX + cluster))
+    print(f"-- {len(left)} ports of {cluster} left", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pods", type=int, default=1000, help="live pods before the kill")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    settings = settings_from_env()
+    ctx = manager.context(settings)
+    conn = topology.connect(settings)
+    cluster = f"bench-scale-{uuid.uuid4().hex[:6]}"
+    api = EmulatorProcess(
+        ctx.paths.etc / f"{cluster}.kubeconfig", log_file=ctx.paths.logfile(f"{cluster}-api")
+    )
+    api.start()
+    try:
+        asyncio.run(run(args, ctx, conn, api.kubeconfig, cluster))
+    finally:
+        delete_ports(conn, cluster)  # the private API goes with its process
+        api.stop()
+        conn.close()
 
 
 if __name__ == "__main__":
