@@ -210,6 +210,7 @@ def cluster(
     finally:
         for proc in servers:
             proc.kill()
+            proc.wait(30)
         ctl.stop()
         for lb in c.lbs():  # anything a failed test left
             sandbox.conn.load_balancer.delete(
