@@ -26,9 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from kuryr_k8s.controller.crds import ensure_crds
-from kuryr_k8s.controller.engine import Engine, EngineMetrics, EngineSettings
+from kuryr_k8s.controller.engine import Engine, EngineSettings
 from kuryr_k8s.controller.kuryrports import EventSink
 from kuryr_k8s.controller.loadbalancers import KuryrLoadBalancerReconciler, LbSettings, owner_of
+from kuryr_k8s.controller.metrics import Metrics
 from kuryr_k8s.controller.services import (
     SLICES_BY_SERVICE,
     ServiceReconciler,
@@ -43,6 +44,7 @@ from kuryr_k8s.model import kuryrloadbalancer as klb_model
 from kuryr_k8s.model.config import ConfigFile
 from kuryr_k8s.model.errors import ConfigError, KuryrError, TemporaryError
 from kuryr_k8s.openstack.connection import NeutronSettings
+from kuryr_k8s.openstack.metrics import OctaviaCollector
 from kuryr_k8s.openstack.neutron import Neutron
 from kuryr_k8s.openstack.octavia import Octavia, connect
 
@@ -178,12 +180,14 @@ async def build_services(
     member_subnets: tuple[tuple[str, str], ...],
     security_groups: tuple[str, ...],
     engine_settings: EngineSettings,
-    metrics: EngineMetrics | None = None,
+    metrics: Metrics | None = None,
     octavia: Octavia | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     resync_period: float = 300.0,
 ) -> ServicesPart:
     octavia = octavia or connect(neutron_settings, cfg.octavia_endpoint)
+    if metrics is not None:
+        metrics.registry.register(OctaviaCollector(octavia.stats))
     while True:  # wait out a Neutron outage at start; a ConfigError is final
         try:
             cidr = await validated_service_subnet(neutron, octavia, cfg, source)

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from kuryr_k8s.controller.loadbalancers import KuryrLoadBalancerReconciler, LbSettings
 from kuryr_k8s.k8s import objects
 from kuryr_k8s.k8s.informer import Store
 from kuryr_k8s.model import kuryrloadbalancer as m
 from kuryr_k8s.model.errors import PermanentError, TemporaryError
+from kuryr_k8s.openstack.metrics import OctaviaCollector
 from kuryr_k8s.openstack.neutron import Neutron
 from kuryr_k8s.openstack.octavia import LbPending, Octavia
 from unit.controller.fakes import FakeEvents
@@ -494,3 +496,13 @@ async def test_release_deletes_the_lb_and_our_floating_ip() -> None:
     await w.rec.release(SVC_UID)
     assert not w.cloud.lbs and not w.cloud.fips and not w.cloud.pools and not w.cloud.listeners
     assert objects.name(w.klb()) == "web"
+
+
+async def test_octavia_calls_are_exported_as_metrics() -> None:
+    w = make_world(spec_for(["10.20.0.5"]))
+    await w.converge()
+    registry = CollectorRegistry()
+    registry.register(OctaviaCollector(w.rec._octavia.stats))
+    text = generate_latest(registry).decode()
+    assert 'kuryr_octavia_calls_total{op="create_loadbalancer"} 1.0' in text
+    assert 'kuryr_octavia_call_seconds_total{op="replace_members"}' in text
