@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -29,7 +30,7 @@ from kuryr_k8s.controller.kuryrports import PodNetwork, PodSubnet
 from kuryr_k8s.controller.placement import StaticPlacement
 from kuryr_k8s.controller.policies import PolicyParts, build_policy_parts
 from kuryr_k8s.controller.service import Controller
-from kuryr_k8s.k8s import KubeClient, objects
+from kuryr_k8s.k8s import EventRecorder, KubeClient, objects
 from kuryr_k8s.k8s.config import load_kubeconfig
 from kuryr_k8s.k8s.informer import Informer
 from kuryr_k8s.k8s.resources import PODS
@@ -108,6 +109,8 @@ class PolicyEnv:
             cluster_id=self.cluster_id,
             project_id=topo.project_id,
             pods=pods,
+            events=EventRecorder(self.client, "kuryr-controller"),
+            address_groups=os.environ.get("KURYR_TEST_NP_ADDRESS_GROUPS") == "1",
         )
         self.network = sandbox_pod_network(topo)
         self.placement = self.parts.placement(StaticPlacement(self.network))
@@ -310,7 +313,10 @@ class PolicyEnv:
             for policy in world.policies.items():
                 knp = world.knps.get(objects.key(policy))
                 status = (knp or {}).get("status") or {}
-                if status.get("fingerprint") != world.plan(policy, ()).fingerprint():
+                if (
+                    status.get("fingerprint")
+                    != world.plan(policy, self.parts.reconciler.unsupported).fingerprint()
+                ):
                     return False
             return set(world.knps.keys()) <= set(world.policies.keys())
 

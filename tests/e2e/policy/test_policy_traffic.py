@@ -265,3 +265,35 @@ def test_pod_created_after_deny_policy_is_never_open(env: PolicyEnv) -> None:
         env.delete_policy("np-alpha", "deny-new")
     check(env, [], "pod after deny policy, deleted")
     assert ipaddress.ip_address(env.members["a-new"].endpoint.ip)
+
+
+def test_inexpressible_protocol_is_denied_with_condition_and_event(env: PolicyEnv) -> None:
+    """A protocol the backend cannot enforce (SCTP declared unsupported here) stays denied:
+    the policy still isolates its pods, the KNP says Unsupported, an Event says why."""
+    assert env.parts is not None
+    reconciler = env.parts.reconciler
+    saved = reconciler.unsupported
+    reconciler.unsupported = frozenset({"SCTP"})
+    sctp = [
+        policy(
+            "np-alpha",
+            "sctp-only",
+            {**ALL, "ingress": [{"ports": [{"protocol": "SCTP", "port": 80}]}]},
+        )
+    ]
+    env.apply_policy(sctp[0])
+    try:
+        check(env, sctp, "SCTP where unsupported")
+        knp = env.http.get(
+            "/apis/openstack.org/v1/namespaces/np-alpha/kuryrnetworkpolicies/sctp-only"
+        ).json()
+        cond = {c["type"]: c for c in knp["status"]["conditions"]}
+        assert cond["Unsupported"]["status"] == "True", cond
+        assert "SCTP" in cond["Unsupported"]["message"]
+        events = env.http.get("/api/v1/namespaces/np-alpha/events").json()["items"]
+        reasons = {(e["reason"], e["involvedObject"]["name"]) for e in events}
+        assert ("PolicyNotFullyExpressible", "sctp-only") in reasons, reasons
+    finally:
+        env.delete_policy("np-alpha", "sctp-only")
+        reconciler.unsupported = saved
+    check(env, [], "SCTP where unsupported, deleted")
