@@ -65,6 +65,8 @@ KNOWN_OPTIONS: dict[str, frozenset[str]] = {
         }
     ),
     "health_server": frozenset({"host", "port"}),
+    # Namespace networks (controller/namespaces.py), with [kubernetes] pod_subnets_driver:
+    "namespace_subnet": frozenset({"pod_router", "pod_subnet_pool"}),
     "octavia_defaults": frozenset(
         {
             "endpoint_override",

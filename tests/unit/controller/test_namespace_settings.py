@@ -10,7 +10,7 @@ import pytest
 from kuryr_k8s.controller.kuryrports import PodNetwork
 from kuryr_k8s.controller.namespaces import NamespacePlacement, load_placement
 from kuryr_k8s.k8s.informer import Store
-from kuryr_k8s.model.config import ConfigFile
+from kuryr_k8s.model.config import KNOWN_OPTIONS, ConfigFile
 from kuryr_k8s.model.errors import ConfigError, ResourceNotReady
 
 
@@ -70,3 +70,13 @@ def test_namespace_placement_waits_for_a_complete_status() -> None:
     net = asyncio.run(placement.network_for(pod))
     assert (net.network_id, net.subnet_id, net.subnets[0].cidr) == ("n", "s", "10.40.3.0/24")
     assert net.subnets[0].gateway == "10.40.3.1" and net.security_groups == ("sg",)
+
+
+def test_options_are_catalogued() -> None:
+    cfg = ConfigFile.from_text(
+        "[kubernetes]\npod_subnets_driver = namespace\npod_security_groups_driver = policy\n"
+        "[namespace_subnet]\npod_router = r1\npod_subnet_pool = sp1\n"
+    )
+    load_placement(cfg)
+    for section, options in cfg.read_options.items():
+        assert set(options) <= KNOWN_OPTIONS.get(section, frozenset()), (section, options)
