@@ -28,8 +28,15 @@ from kuryr_k8s.controller.kuryrports import (
 )
 from kuryr_k8s.controller.lbwiring import ServicesConfig, build_services, load_services
 from kuryr_k8s.controller.metrics import Metrics
+from kuryr_k8s.controller.namespaces import (
+    PlacementSettings,
+    build_namespace_parts,
+    load_placement,
+)
 from kuryr_k8s.controller.nodes import NodeNotNested, NodeResolver, TrunkTarget
+from kuryr_k8s.controller.placement import PodPlacement, StaticPlacement
 from kuryr_k8s.controller.pods import PodReconciler
+from kuryr_k8s.controller.policies import build_policy_parts
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
 from kuryr_k8s.controller.portstatus import PortStatusWatcher
 from kuryr_k8s.controller.service import Controller
@@ -37,6 +44,7 @@ from kuryr_k8s.controller.subports import SubportProvider
 from kuryr_k8s.controller.targets import TargetedPorts
 from kuryr_k8s.k8s import (
     KURYRPORTS,
+    NAMESPACES,
     NODES,
     PODS,
     Backoff,
@@ -48,6 +56,7 @@ from kuryr_k8s.k8s import (
     LeaderElector,
     objects,
 )
+from kuryr_k8s.model import kuryrnetwork
 from kuryr_k8s.model.config import ConfigFile
 from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
 from kuryr_k8s.model.kuryrloadbalancer import crd_manifest as klb_crd_manifest
@@ -57,6 +66,7 @@ from kuryr_k8s.openstack.metrics import NeutronCollector
 from kuryr_k8s.openstack.neutron import Neutron, NeutronSubnet
 from kuryr_k8s.openstack.ports import NeutronPort
 from kuryr_k8s.openstack.provider import PlainPortProvider, PortTagging
+from kuryr_k8s.openstack.security import SecurityApi
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,6 +83,7 @@ class ControllerConfig:
     kubernetes: s.KubernetesSettings
     nested: s.NestedSettings = field(default_factory=s.NestedSettings)
     services: ServicesConfig = field(default_factory=ServicesConfig)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
     source: str = "kuryr.conf"
 
 
@@ -88,6 +99,7 @@ def load_config(path: Path) -> ControllerConfig:
         kubernetes=kubernetes,
         nested=s.load_nested(cfg, kubernetes.pod_vif_driver),
         services=load_services(cfg),
+        placement=load_placement(cfg),
         source=cfg.source,
     )
     cfg.reject_unknown()
@@ -312,6 +324,9 @@ async def build(
             e.enqueue(key)
 
     statuses = PortStatusWatcher(neutron, port_status_changed)
+    placement, placement_parts = _placement(
+        config, client, neutron, network, validated.project_id, pods, kps, events, bare
+    )
     kp_reconciler = KuryrPortReconciler(
         client,
         pods.store,
@@ -325,6 +340,7 @@ async def build(
         statuses=statuses,
         may_claim=elector.holds_lease if elector is not None else None,
         first_seen=first_seen,
+        placement=placement,
     )
     kp_engine = Engine(kp_reconciler, engine_settings, metrics=metrics)
     kp_engine_ref.append(kp_engine)
@@ -384,13 +400,15 @@ async def build(
     async def statuses_on() -> None:
         statuses.start()
 
+    engines += placement_parts.engines
+    caches += placement_parts.caches
     controller = Controller(
         informers=[pods, kps],
         engines=engines,
         elector=elector,
         health=health,
         resync_period=k.watch_reconcile_period,
-        startup=[lead_gauge_on, provider.start, statuses_on],
+        startup=[lead_gauge_on, *placement_parts.startup, provider.start, statuses_on],
         background=background,
         shutdown=[statuses.stop, provider.stop, lead_gauge_off],
         caches=caches,
@@ -412,4 +430,74 @@ async def build(
     app.closers = closers
     if config.services.enabled:
         app.extra_crds = [klb_crd_manifest()]
+    app.extra_crds += placement_parts.crds
     return app
+
+
+@dataclass
+class PlacementParts:
+    """What namespace networks and NetworkPolicy SGs add to a controller."""
+
+    engines: list[Engine] = field(default_factory=list)
+    caches: list[Informer] = field(default_factory=list)
+    startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    crds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _placement(
+    config: ControllerConfig,
+    client: KubeClient,
+    neutron: Neutron,
+    network: PodNetwork,
+    project_id: str,
+    pods: Informer,
+    kps: Informer,
+    events: EventRecorder,
+    bare: PooledPortProvider | PlainPortProvider | None,
+) -> tuple[PodPlacement, PlacementParts]:
+    """Where pods go: ``[kubernetes] pod_subnets_driver`` (``default`` | ``namespace``) and
+    ``pod_security_groups_driver`` (``default`` | ``policy``), see ``placement.py``."""
+    p = config.placement
+    parts = PlacementParts()
+    placement: PodPlacement = StaticPlacement(network)
+    if p.subnets_driver == "default" and p.security_groups_driver == "default":
+        return placement, parts
+    sec = SecurityApi(neutron)
+    namespaces = Informer(client, NAMESPACES)
+    parts.crds = list(kuryrnetwork.crd_manifests())
+    if p.subnets_driver == "namespace":
+
+        async def drain(network_id: str) -> None:
+            if isinstance(bare, PooledPortProvider):
+                await bare.drain_network(network_id)
+
+        ns = build_namespace_parts(
+            client,
+            sec,
+            p,
+            cluster_id=config.defaults.cluster_id,
+            project_id=project_id,
+            namespaces=namespaces,
+            drain_network=drain,
+        )
+        placement = ns.placement(network)
+        parts.engines.append(ns.engine)
+        parts.caches += ns.caches
+    if p.security_groups_driver == "policy":
+        pol = build_policy_parts(
+            client,
+            sec,
+            cluster_id=config.defaults.cluster_id,
+            project_id=project_id,
+            pods=pods,
+            kuryrports=kps,
+            namespaces=namespaces,
+            events=events,
+        )
+        placement = pol.placement(placement)
+        parts.engines.append(pol.engine)
+        parts.caches += pol.caches
+        parts.startup.append(pol.startup)
+    if namespaces not in parts.caches:
+        parts.caches.append(namespaces)
+    return placement, parts

@@ -335,8 +335,14 @@ class KuryrPortReconciler:
             repairs.append(("PortGone", f"port {port.id} was deleted in Neutron; replaced"))
             self._provider.lost(port.id)
             port = None
+        sgs = await self._placement.security_groups_for(pod, network)
+        if port is not None and tuple(sorted(port.security_groups)) != tuple(sorted(sgs)):
+            # NetworkPolicy (or labels) changed what the pod's port must carry: the
+            # provider updates the SGs of the port the pod holds.
+            LOG.info("port %s: security groups %s -> %s", port.id, port.security_groups, sgs)
+            port = await self._acquire(kp, pod, target, network, sgs)
         if port is None:
-            port = await self._acquire(kp, pod, target, network)
+            port = await self._acquire(kp, pod, target, network, sgs)
         logs.bind(port=port.id)
         if not owned_by(port, objects.uid(pod)):
             raise PermanentError(
@@ -484,12 +490,11 @@ class KuryrPortReconciler:
             raise
 
     async def _acquire(
-        self, kp: Obj, pod: Obj, target: NodeTarget, network: PodNetwork
+        self, kp: Obj, pod: Obj, target: NodeTarget, network: PodNetwork, sgs: tuple[str, ...]
     ) -> NeutronPort:
         node = str(pod["spec"]["nodeName"])
         name = f"{objects.namespace(pod)}/{objects.name(pod)}"
         trunk = target.trunk_id if isinstance(target, TrunkTarget) else ""
-        sgs = await self._placement.security_groups_for(pod, network)
         self._fence_acquire()
         request = dataclasses.replace(network.request(node, trunk), security_groups=sgs)
         try:
@@ -509,7 +514,7 @@ class KuryrPortReconciler:
             await self._fail(kp, pod, exc)
             raise
         since = self.first_seen.since(objects.uid(pod))
-        if self._metrics is not None and since is not None:
+        if self._metrics is not None and since is not None and not port_ids_in(kp):
             self._metrics.port_allocation.observe(since)
         return port
 

@@ -251,6 +251,18 @@ class PooledPortProvider(PoolSet):
         await self._refill(pool, wait_quiet=False)
         return len(pool.free)
 
+    async def drain_network(self, network_id: str) -> int:
+        """Delete the free ports of every pool on ``network_id`` (a namespace network is
+        being deleted: free pool ports would keep it busy); returns how many."""
+        deleted = 0
+        for pool in [p for p in self._pools.values() if p.key[2] == network_id]:
+            async with pool.lock:
+                while pool.free:
+                    port = pool.free.popleft()
+                    self.marks.forget(port.id)
+                    deleted += await self.neutron.delete_port(port.id)
+        return deleted
+
     async def free_all(self) -> int:
         """Delete every free port of every pool (upstream's ``freePool``); returns how many.
         In-use ports are untouched."""
