@@ -63,6 +63,10 @@ class Pool:
     """The key's first element is a trunk id (subports), else a node name."""
     free: deque[NeutronPort] = field(default_factory=deque)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held to take a port and while a bulk is made for waiting pods."""
+    refill_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by a background refill: never ``lock``, so a refill that Neutron keeps waiting
+    (seconds, or a quota error after long) never blocks pods from the free ports."""
     waiting: int = 0
     refill: asyncio.Task[None] | None = None
     cooling: dict[str, float] = field(default_factory=dict)
@@ -210,7 +214,7 @@ class PoolSet:
     async def maintain_once(self) -> None:
         """Refill every pool below ``ports_pool_min``; trim every pool above the maximum."""
         for pool in list(self._pools.values()):
-            if len(pool.free) < self.target(pool) and not pool.lock.locked():
+            if len(pool.free) < self.target(pool) and not pool.refill_lock.locked():
                 await self._refill(pool)
             maximum = self.settings.ports_pool_max
             while maximum and len(pool.free) > maximum:
@@ -343,7 +347,7 @@ class PoolSet:
             while True:
                 if wait_quiet:
                     await self._quiet()
-                async with pool.lock:
+                async with pool.refill_lock:
                     missing = self.target(pool) - len(pool.free)
                     if missing <= 0:
                         return

@@ -56,6 +56,7 @@ class World:
         pod_vif_driver: str = "neutron-vif",
         worker_subnets: tuple[str, ...] = (),
         pool_batch: int = 10,
+        kubernetes_extra: str = "",
     ) -> ControllerProcess:
         n = len(self.controllers)
         port = free_port()
@@ -72,6 +73,7 @@ class World:
             pod_vif_driver=pod_vif_driver,
             worker_subnets=worker_subnets,
             pool_batch=pool_batch,
+            kubernetes_extra=kubernetes_extra,
         )
         log = LOG_DIR / self.cluster_id / f"controller-{n}.log"
         log.parent.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,7 @@ def write_conf(
     pod_vif_driver: str = "neutron-vif",
     worker_subnets: tuple[str, ...] = (),
     pool_batch: int = 10,
+    kubernetes_extra: str = "",
 ) -> Path:
     topo = sandbox.topo
     duration, deadline, retry = lease
@@ -114,6 +115,7 @@ leader_renew_deadline = {deadline}
 leader_retry_period = {retry}
 port_status_poll_max = 5
 port_sweep_interval = 3
+{kubernetes_extra}
 
 [vif_pool]
 ports_pool_min = 3

@@ -670,3 +670,24 @@ async def test_a_waiter_cancelled_while_its_port_is_made_leaves_it_to_the_pool()
     assert provider.ledger.port_of("uid-b") is None
     await provider.marks.flush()
     assert world.fake.ports[made_for_b["id"]]["device_id"] == ""  # its marks reset
+
+
+async def test_a_refill_waiting_on_neutron_never_blocks_pods_from_free_ports() -> None:
+    """Seen under load: a background refill held the pool while Neutron took 47 s (then
+    said quota exceeded), and 50 pods waited although 50 ports were free."""
+    world = make_world()
+    world.fake.on_request = lambda m, p: time.sleep(0.3) if (m, p) == ("POST", "/ports") else None
+    provider = PooledPortProvider(
+        Neutron(world.fake), world.tagging, VifPoolSettings(True, 2, 2, 0, 3600), Owners()
+    )
+    await provider.rebuild()
+    await provider.warm(world.request())  # 2 free
+    pool = provider._pool_for(world.request().pool_key, world.request().subnet_id)
+    provider.settings = VifPoolSettings(True, 6, 2, 0, 3600)  # now the pool wants more
+    refill = asyncio.ensure_future(provider._refill(pool, wait_quiet=False))
+    await asyncio.sleep(0.05)  # the refill's bulk is in Neutron
+    assert pool.refill_lock.locked()
+    port = await provider.acquire(world.request(), "uid-1", "ns/one")
+    assert not refill.done()  # served from the free ports while the bulk still ran
+    await refill
+    assert provider.ledger.port_of("uid-1") == port
