@@ -29,6 +29,7 @@ from functional.controller.conftest import World
 from functional.controller.harness import (
     ControllerProcess,
     Ports,
+    allocated,
     converged,
     port_id_of,
     wait_for,
@@ -97,7 +98,7 @@ def shared_ports(kps: list[Obj]) -> dict[str, list[str]]:
     """Port ids named by more than one live (not deleting) KuryrPort -> their names."""
     by_port: dict[str, list[str]] = {}
     for kp in kps:
-        if kp["metadata"].get("deletionTimestamp"):
+        if kp["metadata"].get("deletionTimestamp") or not allocated(kp):
             continue
         pid = port_id_of(kp)
         if pid:
