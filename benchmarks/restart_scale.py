@@ -304,10 +304,18 @@ def main() -> None:
         ctx.paths.etc / f"{cluster}.kubeconfig", log_file=ctx.paths.logfile(f"{cluster}-api")
     )
     api.start()
+    topo = topology.ensure_base_topology(conn, lambda m: None)
+    quota = conn.network.get_quota(topo.project_id)
+    if 0 <= quota.ports < args.pods + 600:  # room for the pods beside the sandbox's ports
+        conn.network.update_quota(quota, ports=args.pods + 600)
+        print(f"-- port quota {quota.ports} -> {args.pods + 600} for the run", flush=True)
     try:
         asyncio.run(run(args, ctx, conn, api.kubeconfig, cluster))
     finally:
         delete_ports(conn, cluster)  # the private API goes with its process
+        if 0 <= quota.ports < args.pods + 600:
+            conn.network.update_quota(quota, ports=quota.ports)
+            print(f"-- port quota back to {quota.ports}", flush=True)
         api.stop()
         conn.close()
 

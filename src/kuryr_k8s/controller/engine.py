@@ -84,25 +84,38 @@ class WorkQueue:
     def __init__(self, clock: Clock | None = None) -> None:
         self._clock: Clock = clock or SystemClock()
         self._queue: deque[str] = deque()
+        self._bulk: deque[str] = deque()
+        """Keys from a full resync: processed only when no event-driven key waits, so a
+        new pod is not queued behind a thousand unchanged ones after a restart."""
+        self._bulk_keys: set[str] = set()
         self._dirty: set[str] = set()
         self._processing: set[str] = set()
         self._ready = asyncio.Event()
         self._timers: dict[str, tuple[float, asyncio.Task[None]]] = {}
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._bulk_keys)
 
     @property
     def processing(self) -> frozenset[str]:
         return frozenset(self._processing)
 
-    def add(self, key: str) -> None:
-        """Queue ``key`` unless it is queued already; safe to call from any callback."""
+    def add(self, key: str, *, background: bool = False) -> None:
+        """Queue ``key`` unless it is queued already; safe to call from any callback.
+        ``background``: a resync; an event for a key queued in the background promotes it."""
         if key in self._dirty:
+            if not background and key in self._bulk_keys:
+                self._bulk_keys.discard(key)  # its stale entry in _bulk is skipped
+                self._queue.append(key)
+                self._wake()
             return
         self._dirty.add(key)
         if key not in self._processing:
-            self._queue.append(key)
+            if background:
+                self._bulk.append(key)
+                self._bulk_keys.add(key)
+            else:
+                self._queue.append(key)
             self._wake()
 
     def add_after(self, key: str, delay: float) -> None:
@@ -125,10 +138,18 @@ class WorkQueue:
 
     async def get(self) -> str:
         """The next key to process; it stays "processing" until :meth:`done`."""
-        while not self._queue:
+        while True:
+            while self._bulk and self._bulk[0] not in self._bulk_keys:
+                self._bulk.popleft()  # promoted to the event queue meanwhile
+            if self._queue or self._bulk:
+                break
             self._ready.clear()
             await self._ready.wait()
-        key = self._queue.popleft()
+        if self._queue:
+            key = self._queue.popleft()
+        else:
+            key = self._bulk.popleft()
+            self._bulk_keys.discard(key)
         self._processing.add(key)
         self._dirty.discard(key)
         return key
@@ -199,8 +220,11 @@ class Engine:
         self._metrics.queue_depth(self.kind, len(self.queue))
 
     def enqueue_all(self, keys: Iterable[str]) -> None:
+        """A resync: every key, behind any event-driven key (see :class:`WorkQueue`)."""
         for key in keys:
-            self.enqueue(key)
+            self.queue.add(key, background=True)
+        self._idle.clear()
+        self._metrics.queue_depth(self.kind, len(self.queue))
 
     def backoff(self, key: str) -> float:
         """Next delay for ``key``: capped ``base * 2**n``, full jitter on the upper half."""

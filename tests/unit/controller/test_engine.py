@@ -203,3 +203,21 @@ async def test_an_earlier_timer_wins_over_a_later_one(clock: FakeClock) -> None:
     assert await q.get() == "a"
     assert clock.monotonic() == pytest.approx(2.0)
     q.shutdown()
+
+
+async def test_event_keys_go_before_a_resync_and_an_event_promotes_a_resynced_key() -> None:
+    """After a restart the resync queues every key; a new pod's key must not wait
+    behind a thousand unchanged ones."""
+    q = WorkQueue(FakeClock())
+    for i in range(5):
+        q.add(f"old-{i}", background=True)
+    q.add("new")
+    q.add("old-3")  # an event for a key already queued by the resync
+    order = []
+    for _ in range(6):
+        key = await q.get()
+        order.append(key)
+        q.done(key)
+    assert order[:2] == ["new", "old-3"]
+    assert sorted(order[2:]) == ["old-0", "old-1", "old-2", "old-4"]
+    assert len(q) == 0
