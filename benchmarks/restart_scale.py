@@ -305,17 +305,18 @@ def main() -> None:
     )
     api.start()
     topo = topology.ensure_base_topology(conn, lambda m: None)
-    quota = conn.network.get_quota(topo.project_id)
-    if 0 <= quota.ports < args.pods + 600:  # room for the pods beside the sandbox's ports
-        conn.network.update_quota(quota, ports=args.pods + 600)
-        print(f"-- port quota {quota.ports} -> {args.pods + 600} for the run", flush=True)
+    before = int(conn.network.get_quota(topo.project_id).ports)
+    wanted = args.pods + 600  # room for the pods beside the sandbox's own ports
+    if 0 <= before < wanted:
+        conn.network.update_quota(conn.network.get_quota(topo.project_id), ports=wanted)
+        print(f"-- port quota {before} -> {wanted} for the run", flush=True)
     try:
         asyncio.run(run(args, ctx, conn, api.kubeconfig, cluster))
     finally:
         delete_ports(conn, cluster)  # the private API goes with its process
-        if 0 <= quota.ports < args.pods + 600:
-            conn.network.update_quota(quota, ports=quota.ports)
-            print(f"-- port quota back to {quota.ports}", flush=True)
+        if 0 <= before < wanted:
+            conn.network.update_quota(conn.network.get_quota(topo.project_id), ports=before)
+            print(f"-- port quota back to {before}", flush=True)
         api.stop()
         conn.close()
 
