@@ -284,10 +284,13 @@ def _leads(ctl: Ctl) -> Any:
 def delete_ports(conn: Any, cluster: str) -> None:
     """Every port of the private cluster, 8 at a time (runs after the event loop ended, so
     an interrupt during the measurement still cleans up)."""
-    ports = list(conn.network.ports(tags=CLUSTER_TAG_PREFIX + cluster))
-    print(f"-- clean-up: deleting {len(ports)} ports of {cluster}", flush=True)
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda p: conn.network.delete_port(p, ignore_missing=True), ports))
+    for sweep in range(2):  # a bulk a killed controller sent can land after the first
+        ports = list(conn.network.ports(tags=CLUSTER_TAG_PREFIX + cluster))
+        print(f"-- clean-up: deleting {len(ports)} ports of {cluster}", flush=True)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda p: conn.network.delete_port(p, ignore_missing=True), ports))
+        if sweep == 0 and ports:
+            time.sleep(10)
     left = list(conn.network.ports(tags=CLUSTER_TAG_PREFIX + cluster))
     print(f"-- {len(left)} ports of {cluster} left", flush=True)
 
