@@ -36,7 +36,6 @@ from kuryr_k8s.sandbox.kubeapi.store import Store, field_value
 Obj = dict[str, Any]
 
 CRD_KEY = "apiextensions.k8s.io/customresourcedefinitions"
-CRD_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 _SERVER_META = (
     "uid",
     "creationTimestamp",

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from kuryr_k8s.sandbox.kubeapi import errors, rootca
-from kuryr_k8s.sandbox.kubeapi.api import CRD_FINALIZER, CRD_KEY, Api
+from kuryr_k8s.sandbox.kubeapi.api import CRD_KEY, Api
 from kuryr_k8s.sandbox.kubeapi.defaults import NOT_READY_TAINT, crd_established_status, node_ready
+from kuryr_k8s.sandbox.kubeapi.lifecycle import CRD_FINALIZER
 from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, timestamp
 from kuryr_k8s.sandbox.kubeapi.resources import ResourceType, crd_resource_type
 from kuryr_k8s.sandbox.kubeapi.store import Event, Ref
@@ -299,8 +300,8 @@ class Controllers:
     # ------------------------------------------------------------ CRDs
 
     def establish_crd(self, name: str) -> None:
-        """Naming, establishing and finalizer controllers: accept the names, set the
-        conditions and add the cleanup finalizer (a new CRD has none of these)."""
+        """Naming and establishing controllers: accept the names and set the conditions
+        (the cleanup finalizer comes with the DELETE, see ``lifecycle.CRD_FINALIZER``)."""
         crds = self._type(CRD_KEY)
         crd = self.api.store.get(CRD_KEY, "", name)
         if crds is None or crd is None or crd["metadata"].get("deletionTimestamp"):
@@ -309,9 +310,6 @@ class Controllers:
             return
         new = copy.deepcopy(crd)
         new["status"] = crd_established_status(crd, timestamp())
-        fins = new["metadata"].setdefault("finalizers", [])
-        if CRD_FINALIZER not in fins:
-            fins.append(CRD_FINALIZER)
         self.api.commit_update(crds, crd, new)
 
     def cleanup_crd(self, name: str) -> None:

@@ -21,6 +21,8 @@ IMMORTAL_NAMESPACES = ("default", "kube-system", "kube-public")
 NO_GRACE_FIELD = ("/namespaces", "apiextensions.k8s.io/customresourcedefinitions")
 """Kinds whose own delete sets only ``deletionTimestamp`` (no grace period field)."""
 PROPAGATION_FINALIZERS = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}
+CRD_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+"""Added by a CRD's DELETE (as the apiextensions registry does), never while it lives."""
 
 
 def _check_preconditions(rt: ResourceType, meta: Obj, opts: DeleteOptions) -> None:
@@ -52,6 +54,9 @@ def delete(api: Api, rt: ResourceType, namespace: str, name: str, opts: DeleteOp
     extra = PROPAGATION_FINALIZERS.get(opts.propagation or "")
     if extra and extra not in finalizers and not meta.get("deletionTimestamp"):
         finalizers.append(extra)
+    crd_alive = rt.key == NO_GRACE_FIELD[1] and not meta.get("deletionTimestamp")
+    if crd_alive and CRD_FINALIZER not in finalizers:
+        finalizers.append(CRD_FINALIZER)
     if rt.key in ("/namespaces", "/pods") or finalizers or grace:
         # Pods always take the graceful path, even with a grace period of 0: a real server
         # writes deletionTimestamp first (MODIFIED), then removes the pod (DELETED).
