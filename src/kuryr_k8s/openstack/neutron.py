@@ -313,7 +313,7 @@ def _subnet_from_json(data: Mapping[str, Any]) -> NeutronSubnet:
 
 
 @dataclass
-class NeutronStats:
+class CallStats:
     """Calls, errors and time spent, by operation. Plain counters: read them, do not reset."""
 
     calls: Counter[str] = field(default_factory=Counter)
@@ -321,7 +321,13 @@ class NeutronStats:
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     """``(op, error class name)`` -> failed calls (``QuotaExceeded``, ``NeutronUnavailable``...)."""
     seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    """``op`` -> total seconds spent waiting for Neutron (queueing in our pool included)."""
+    """``op`` -> total seconds spent waiting for the API (queueing in our pool included)."""
+
+
+@dataclass
+class NeutronStats(CallStats):
+    """:class:`CallStats` of Neutron, plus the ports made and removed."""
+
     ports_created: int = 0
     ports_deleted: int = 0
 
@@ -411,7 +417,83 @@ def _transport_failure(what: str, exc: Exception) -> KuryrError:
 
 
 GONE: Any = object()
-"""What :meth:`Neutron._call` returns for a tolerated 404."""
+"""What an :class:`ApiCaller` returns for a tolerated 404."""
+
+
+class ApiCaller:
+    """One OpenStack API's calls: off the event loop (a thread pool, or inline for in-memory
+    fakes), counted in ``stats``, failures mapped to our errors: HTTP statuses by
+    ``translate``, transport exceptions by ``transport_error``. Shared by Neutron and
+    Octavia."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        stats: CallStats,
+        *,
+        translate: Callable[[str, int, Any], KuryrError],
+        transport_error: Callable[[str, Exception], KuryrError] = _transport_failure,
+        max_concurrency: int,
+        inline: bool,
+        clock: Callable[[], float],
+        thread_name: str,
+    ) -> None:
+        self.transport = transport
+        self.stats = stats
+        self._translate = translate
+        self._transport_error = transport_error
+        self._clock = clock
+        self._executor = (
+            None
+            if inline
+            else concurrent.futures.ThreadPoolExecutor(
+                max_concurrency, thread_name_prefix=thread_name
+            )
+        )
+
+    def shutdown(self, *, wait: bool = False) -> None:
+        """Stop the thread pool (queued calls are dropped; with ``wait``, calls already
+        sent are waited for)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+
+    async def __call__(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """The JSON of a 2xx answer; :data:`GONE` for a 404 when ``missing_ok``; else raises."""
+        self.stats.calls[op] += 1
+        call = functools.partial(
+            self.transport, method, path, body=body, params=params, headers=headers
+        )
+        started = self._clock()
+        try:
+            if self._executor is None:
+                await asyncio.sleep(0)  # a suspension point, as a real call has
+                status, data = call()
+            else:
+                loop = asyncio.get_running_loop()
+                status, data = await loop.run_in_executor(self._executor, call)
+        except Exception as exc:
+            err = self._transport_error(op, exc)
+            self.stats.errors[(op, type(err).__name__)] += 1
+            raise err from exc
+        finally:
+            self.stats.seconds[op] += self._clock() - started
+        if 200 <= status < 300:
+            return data
+        if status == 404 and missing_ok:
+            return GONE
+        err = self._translate(op, status, data)
+        self.stats.errors[(op, type(err).__name__)] += 1
+        raise err
 
 
 class Neutron:
@@ -429,17 +511,16 @@ class Neutron:
         stats: NeutronStats | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._transport = transport
-        self._inline = inline
-        self._executor = (
-            None
-            if inline
-            else concurrent.futures.ThreadPoolExecutor(
-                max_concurrency, thread_name_prefix="neutron"
-            )
-        )
         self.stats = stats or NeutronStats()
-        self._clock = clock
+        self._call = ApiCaller(
+            transport,
+            self.stats,
+            translate=translate,
+            max_concurrency=max_concurrency,
+            inline=inline,
+            clock=clock,
+            thread_name="neutron",
+        )
 
     @classmethod
     def connect(cls, settings: NeutronSettings) -> Neutron:
@@ -448,49 +529,10 @@ class Neutron:
     def close(self, *, wait: bool = False) -> None:
         """Stop the thread pool (queued calls are dropped; with ``wait``, calls already
         sent to Neutron are waited for) and close the connection."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=wait, cancel_futures=True)
-        conn = getattr(self._transport, "conn", None)
+        self._call.shutdown(wait=wait)
+        conn = getattr(self._call.transport, "conn", None)
         if conn is not None:
             conn.close()
-
-    async def _call(
-        self,
-        op: str,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        missing_ok: bool = False,
-    ) -> Any:
-        """The JSON of a 2xx answer; :data:`GONE` for a 404 when ``missing_ok``; else raises."""
-        self.stats.calls[op] += 1
-        call = functools.partial(
-            self._transport, method, path, body=body, params=params, headers=headers
-        )
-        started = self._clock()
-        try:
-            if self._executor is None:
-                await asyncio.sleep(0)  # a suspension point, as a real call has
-                status, data = call()
-            else:
-                loop = asyncio.get_running_loop()
-                status, data = await loop.run_in_executor(self._executor, call)
-        except Exception as exc:
-            err = _transport_failure(op, exc)
-            self.stats.errors[(op, type(err).__name__)] += 1
-            raise err from exc
-        finally:
-            self.stats.seconds[op] += self._clock() - started
-        if 200 <= status < 300:
-            return data
-        if status == 404 and missing_ok:
-            return GONE
-        err = translate(op, status, data)
-        self.stats.errors[(op, type(err).__name__)] += 1
-        raise err
 
     # ---- ports ------------------------------------------------------------------------
 

@@ -25,17 +25,21 @@ and the status write never makes a second load balancer.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import time
-from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kuryr_k8s.model.errors import KuryrError, PermanentError, TemporaryError
 from kuryr_k8s.openstack.connection import NeutronSettings
-from kuryr_k8s.openstack.neutron import GONE, SdkTransport, Transport, _transport_failure
+from kuryr_k8s.openstack.neutron import (
+    GONE,
+    ApiCaller,
+    CallStats,
+    SdkTransport,
+    Transport,
+    _transport_failure,
+)
 
 # --------------------------------------------------------------------------------------
 # Errors
@@ -210,12 +214,8 @@ def _member(d: Mapping[str, Any]) -> Member:
 
 
 @dataclass
-class OctaviaStats:
+class OctaviaStats(CallStats):
     """Calls, errors and seconds by operation (plain counters, like NeutronStats)."""
-
-    calls: Counter[str] = field(default_factory=Counter)
-    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
-    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
 # --------------------------------------------------------------------------------------
@@ -224,6 +224,14 @@ class OctaviaStats:
 
 
 PENDING = ("PENDING_CREATE", "PENDING_UPDATE", "PENDING_DELETE")
+
+
+def _octavia_failure(op: str, exc: Exception) -> KuryrError:
+    """The keystoneauth/requests mapping of Neutron's, as Octavia's errors."""
+    failure = _transport_failure(op, exc)
+    if isinstance(failure, PermanentError):
+        return OctaviaRejected(f"Octavia {op}: {exc}")
+    return OctaviaUnavailable(f"Octavia {op}: {type(exc).__name__}: {exc}")
 
 
 class Octavia:
@@ -241,60 +249,22 @@ class Octavia:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._transport = transport
-        self._executor = (
-            None
-            if inline
-            else concurrent.futures.ThreadPoolExecutor(
-                max_concurrency, thread_name_prefix="octavia"
-            )
-        )
         self.stats = stats or OctaviaStats()
+        self._call = ApiCaller(
+            transport,
+            self.stats,
+            translate=translate,
+            transport_error=_octavia_failure,
+            max_concurrency=max_concurrency,
+            inline=inline,
+            clock=clock,
+            thread_name="octavia",
+        )
         self._clock = clock
         self._sleep = sleep
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _call(
-        self,
-        op: str,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        params: Mapping[str, Any] | None = None,
-        missing_ok: bool = False,
-    ) -> Any:
-        self.stats.calls[op] += 1
-        call = functools.partial(self._transport, method, path, body=body, params=params)
-        started = self._clock()
-        try:
-            if self._executor is None:
-                await asyncio.sleep(0)
-                status, data = call()
-            else:
-                loop = asyncio.get_running_loop()
-                status, data = await loop.run_in_executor(self._executor, call)
-        except Exception as exc:
-            failure = _transport_failure(op, exc)  # the same keystoneauth/requests mapping
-            err: KuryrError = (
-                OctaviaRejected(f"Octavia {op}: {exc}")
-                if isinstance(failure, PermanentError)
-                else OctaviaUnavailable(f"Octavia {op}: {type(exc).__name__}: {exc}")
-            )
-            self.stats.errors[(op, type(err).__name__)] += 1
-            raise err from exc
-        finally:
-            self.stats.seconds[op] += self._clock() - started
-        if 200 <= status < 300:
-            return data
-        if status == 404 and missing_ok:
-            return GONE
-        refused = translate(op, status, data)
-        self.stats.errors[(op, type(refused).__name__)] += 1
-        raise refused
+        self._call.shutdown()
 
     # ---- providers --------------------------------------------------------------------
 
