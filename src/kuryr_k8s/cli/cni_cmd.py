@@ -78,7 +78,7 @@ def _uninstall(args: argparse.Namespace) -> int:
 
 def _daemon(args: argparse.Namespace) -> int:
     from kuryr_k8s.cni.daemon.main import DaemonSettings
-    from kuryr_k8s.model.config import ConfigFile
+    from kuryr_k8s.model.config import ConfigFile, log_ignored
 
     try:
         settings = DaemonSettings.from_config(ConfigFile.load(args.config_file))
@@ -88,6 +88,7 @@ def _daemon(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    log_ignored(args.config_file, logging.getLogger("kuryr_k8s.cni.daemon"))
     overrides: dict[str, Any] = {
         "kubeconfig": args.kubeconfig,
         "node_name": args.node_name,

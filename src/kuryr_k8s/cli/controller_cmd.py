@@ -118,6 +118,7 @@ def register(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     from kuryr_k8s.controller import logs
     from kuryr_k8s.controller.build import load_config
+    from kuryr_k8s.model.config import log_ignored
 
     try:
         config = load_config(args.config_file)
@@ -125,6 +126,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"kuryr controller: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.setup(args.log_level, json_lines=args.log_format == "json")
+    log_ignored(args.config_file, LOG)
     identity = args.identity or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
     try:
         asyncio.run(_serve(config, args.kubeconfig, identity))

@@ -9,10 +9,18 @@ naming the section, the option, the value and what is allowed.
 from __future__ import annotations
 
 import configparser
+import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kuryr_k8s.model.errors import ConfigError
+from kuryr_k8s.model.upstream_options import (
+    ALIASES,
+    LIBRARY_SECTIONS,
+    NEUTRAL_VALUES,
+    UPSTREAM_OPTIONS,
+)
 
 KNOWN_OPTIONS: dict[str, frozenset[str]] = {
     "neutron": frozenset(
@@ -100,6 +108,33 @@ One file serves the controller and the daemons (as upstream), so each process re
 what *no* process knows, not merely what it does not read itself. A unit test checks that
 every option any loader reads is listed here."""
 
+
+@dataclass(frozen=True)
+class OptionUse:
+    """One option set in the file, and what our processes do with it."""
+
+    section: str
+    option: str
+    honoured: bool
+    why: str
+    upstream: bool
+    """An upstream kuryr-kubernetes option (else one of ours)."""
+
+    def line(self) -> str:
+        origin = "upstream option" if self.upstream else "option"
+        verb = "honoured" if self.honoured else "ignored"
+        return f"{verb} {origin} [{self.section}] {self.option}" + (
+            f": {self.why}" if self.why else ""
+        )
+
+
+def log_ignored(path: Path, log: logging.Logger) -> None:
+    """One warning line per ignored option of ``path`` (the controller and the daemon call
+    it at start, after their loaders accepted the file)."""
+    for use in ConfigFile.load(path).ignored():
+        log.warning("%s: %s", path, use.line())
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -138,9 +173,18 @@ class ConfigFile:
 
     def _raw(self, section: str, option: str) -> str | None:
         self._known.setdefault(section, set()).add(option)
-        if not self._parser.has_option(section, option):
+        alias = ALIASES.get((section, option))
+        if self._parser.has_option(section, option):
+            value = self._parser.get(section, option).strip()
+        elif alias is not None and self._parser.has_option(*alias):
+            self._known.setdefault(alias[0], set()).add(alias[1])
+            value = self._parser.get(*alias).strip()
+        else:
             return None
-        return self._parser.get(section, option).strip()
+        neutral = NEUTRAL_VALUES.get((section, option))
+        if neutral is not None and value == neutral[0]:
+            return None  # upstream's value with no meaning here: our default (see uses())
+        return value
 
     def _where(self, section: str, option: str) -> str:
         return f"{self.source}: [{section}] {option}"
@@ -214,11 +258,42 @@ class ConfigFile:
         """What this process asked for (tests check it against :data:`KNOWN_OPTIONS`)."""
         return {section: frozenset(opts) for section, opts in self._known.items()}
 
+    def uses(self) -> list[OptionUse]:
+        """Every option set in the file that upstream kuryr-kubernetes documents or we
+        read, honoured or ignored, with why (``kuryr config check`` prints it; the
+        controller and daemon log the ignored ones at start)."""
+        out = []
+        for section in self._parser.sections():
+            for option in self._parser.options(section):
+                up = UPSTREAM_OPTIONS.get((section, option))
+                neutral = NEUTRAL_VALUES.get((section, option))
+                value = self._parser.get(section, option).strip()
+                if neutral is not None and value == neutral[0]:
+                    out.append(OptionUse(section, option, False, f"= {value}: {neutral[1]}", True))
+                elif up is not None:
+                    why = up.note + (f" (read as {up.ours})" if up.ours else "")
+                    out.append(OptionUse(section, option, up.honoured, why, True))
+                elif section in LIBRARY_SECTIONS:
+                    out.append(OptionUse(section, option, False, LIBRARY_SECTIONS[section], True))
+                elif option in KNOWN_OPTIONS.get(section, frozenset()):
+                    out.append(OptionUse(section, option, True, "", False))
+        return out
+
+    def ignored(self) -> list[OptionUse]:
+        return [u for u in self.uses() if not u.honoured]
+
     def reject_unknown(self) -> None:
-        """Fail on sections and options that no process of the project knows."""
+        """Fail on sections and options that neither any process of the project nor
+        upstream kuryr-kubernetes knows (upstream's are reported by :meth:`ignored`)."""
         problems = []
         for section in self._parser.sections():
-            known = self._known.get(section, set()) | KNOWN_OPTIONS.get(section, frozenset())
+            if section in LIBRARY_SECTIONS:
+                continue
+            known = (
+                self._known.get(section, set())
+                | KNOWN_OPTIONS.get(section, frozenset())
+                | {o for s, o in UPSTREAM_OPTIONS if s == section}
+            )
             if not known:
                 problems.append(f"unknown section [{section}]")
                 continue
