@@ -382,6 +382,38 @@ def floor(ctx: Context, conn: Any, topo: topology.Topology, n: int) -> dict[str,
     return out
 
 
+def bulk_floor(ctx: Context, conn: Any, topo: topology.Topology, n: int) -> float:
+    """Neutron's own floor for a cold burst of ``n``: one bulk ``POST`` of ``n`` ports, each
+    plugged on the host, until all are ACTIVE; seconds. No Kubernetes, none of our code."""
+    net = conn.network
+    subnet = net.get_subnet(topo.subnet1_id)
+    tag = f"bench-bulk-{uuid.uuid4().hex[:8]}"
+    made: list[str] = []
+    body = {
+        "network_id": topo.net1_id,
+        "project_id": topo.project_id,
+        "tags": [tag],
+        "device_owner": "compute:kuryr",
+        "binding_host_id": ctx.settings.hostname,
+        "security_group_ids": [topo.default_sg_id],
+    }
+    try:
+        t0 = time.monotonic()
+        ports = list(net.create_ports([dict(body) for _ in range(n)]))
+        for i, port in enumerate(ports):
+            ns = f"kbb-{i}-{tag[-8:]}"
+            made.append(ns)
+            hostplug.plug(ctx, ns, port, subnet, mtu=topo.mtu)
+        while any(p.status != "ACTIVE" for p in net.ports(tags=tag)):
+            time.sleep(0.05)
+        return time.monotonic() - t0
+    finally:
+        for ns in made:
+            hostplug.unplug(ctx, ns)
+        for port in net.ports(tags=tag):
+            net.delete_port(port)
+
+
 # -- scenarios --------------------------------------------------------------------------
 
 
@@ -740,6 +772,9 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         if args.floor:
             floor_samples = floor(ctx, conn, topo, args.floor)
+            if "nopool" in args.modes:  # the cold path's target: within 1.5x of this
+                for n in args.bursts:
+                    floor_samples[f"bulk {n}"] = [bulk_floor(ctx, conn, topo, n)]
         async with KubeClient.from_settings(kube) as client:
             for mode in args.modes:
                 impls: list[Impl] = [Ours(ctx, topo, mode)]
@@ -930,6 +965,18 @@ def report(
         print()
         print(fmt_row("floor: host plumbing only", floor_samples["plumbing"]))
         print(fmt_row("floor: Neutron create+plug+ACTIVE", floor_samples["neutron"]))
+    cold = {sc.name: sc for sc in scenarios if sc.impl == "ours" and sc.mode == "nopool"}
+    for key, samples in floor_samples.items():
+        if not key.startswith("bulk ") or not samples:
+            continue
+        n = int(key.split()[1])
+        line = f"floor: one bulk create of {n} ports + plug + all ACTIVE: {samples[0]:.2f} s"
+        ours = cold.get(f"burst {n}")
+        if ours is not None and ours.totals:
+            total = statistics.median(ours.totals)
+            line += f"; ours pools off, burst {n} total {total:.2f} s = {total / samples[0]:.2f}x"
+            line += " (target <= 1.5x)"
+        print(line)
     failed = 0
     verdicts = [(sc, v) for sc in scenarios for v in sc.verdicts]
     if verdicts:
