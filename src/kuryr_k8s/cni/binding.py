@@ -8,6 +8,12 @@ drivers it can (``daemon.main.node_drivers``); a VIF it cannot bind gets
 
 Drivers are synchronous (netlink and OVSDB calls); the daemon runs them in threads. A
 driver that fails half-way through ``plug`` removes what it made before raising.
+
+Ownership: every attachment a driver makes is stamped with the daemon's **cluster id** and
+the **CNI network name** of the ADD (OVS ``external_ids`` and the veth's ``ifalias`` for
+``ovs``, the device's ``ifalias`` for ``vlan``). ``plugged`` reports the stamps
+(:attr:`Plugged.cluster` is ``None`` for an attachment made before stamps existed); the
+daemon's reconcile, GC and re-plug touch only what carries its own (``daemon/service.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class Attachment:
     pod_namespace: str
     pod_name: str
     pod_uid: str = ""
+    network: str = ""
+    """The CNI network name (the network configuration's ``name``): stamped on the host
+    side, it scopes GC (the CNI spec's GC is per network)."""
 
     @property
     def pod_key(self) -> str:
@@ -48,9 +57,46 @@ class Plugged:
     """Empty when only a half-made veth was found."""
     pod_key: str = ""
     port_id: str = ""
+    cluster: str | None = None
+    """The cluster id stamped on it; ``None``: unstamped (made before stamps existed)."""
+    network: str = ""
+    """The CNI network name stamped on it ("" when unstamped)."""
+    host_link: bool = True
+    """False when only an OVS row is left: the veth (host and pod end) is gone."""
 
     def netns_exists(self) -> bool:
         return bool(self.netns) and Path(self.netns).exists()
+
+    def attachment(self) -> Attachment:
+        """The attachment as far as the host remembers it (no pod uid)."""
+        namespace, _, name = self.pod_key.partition("/")
+        return Attachment(
+            self.container_id, self.ifname, self.netns, namespace, name, network=self.network
+        )
+
+
+def render_alias(prefix: str, words: list[str], cluster: str | None, network: str) -> str:
+    """An ``ifalias``: ``prefix``, the attachment's ``words``, then the cluster and network
+    stamps (absent for a legacy alias; an empty value is written ``-``)."""
+    if cluster is not None:
+        words = [*words, cluster or "-", network or "-"]
+    return prefix + " ".join(words)
+
+
+def parse_alias_words(
+    prefix: str, alias: str, count: int
+) -> tuple[list[str], str | None, str] | None:
+    """``(words, cluster, network)`` of an alias :func:`render_alias` wrote with ``count``
+    words (cluster ``None`` for a legacy one), else ``None``."""
+    if not alias.startswith(prefix):
+        return None
+    parts = alias[len(prefix) :].split(" ")
+    if len(parts) == count:
+        return parts, None, ""
+    if len(parts) == count + 2:
+        cluster, network = ("" if w == "-" else w for w in parts[count:])
+        return parts[:count], cluster, network
+    return None
 
 
 class BindingDriver(Protocol):
@@ -69,6 +115,11 @@ class BindingDriver(Protocol):
 
     def check(self, att: Attachment, vif: Vif) -> list[str]:
         """What differs from the VIF (empty when all is well)."""
+
+    def lost(self, att: Attachment, vif: Vif) -> str | None:
+        """Why this plugged attachment no longer carries traffic because part of it
+        vanished from the host (a deleted veth, OVS row or VLAN device); ``None`` when
+        everything is there. Plugging it again with the same VIF repairs it."""
 
     def ready(self, att: Attachment, vif: Vif) -> bool | None:
         """Can traffic flow? ``None`` when this host cannot tell (use the VIF's ``active``)."""

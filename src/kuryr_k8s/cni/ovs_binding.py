@@ -6,6 +6,11 @@ Plug order, each step tolerating repeats::
     pod netns) ─▶ MAC/MTU/IPs/routes, TX checksum off on netdev ─▶ OVS Port/Interface with
     iface-id, attached-mac, iface-status=active, vm-uuid, kuryr-* ids
 
+The row and the veth's ifalias carry the daemon's cluster id and the ADD's CNI network
+name (``kuryr-cluster``, ``kuryr-network``). An attachment whose veth vanished (its row
+is left) is :meth:`OvsBinding.lost`; plugging it again drops the orphan row first, so
+ovs-vswitchd and ovn-controller see a fresh interface.
+
 Traffic can flow once ovn-controller has installed the port's flows and marked the
 Interface ``external_ids:ovn-installed=true``.
 """
@@ -28,11 +33,20 @@ class OvsBinding:
 
     vif_type = "ovs"
 
-    def __init__(self, ovsdb: Ovsdb, node: str, *, default_bridge: str = "br-int") -> None:
+    def __init__(
+        self, ovsdb: Ovsdb, node: str, *, default_bridge: str = "br-int", cluster_id: str = ""
+    ) -> None:
         self.ovsdb = ovsdb
         self.node = node
         """Rows and links are tagged with it; this driver touches only its node's."""
         self.default_bridge = default_bridge
+        self.cluster_id = cluster_id
+        """Stamped on every row and veth it makes (``kuryr-cluster``)."""
+
+    def _alias(self, att: Attachment) -> str:
+        return links.alias_for(
+            self.node, att.container_id, att.ifname, self.cluster_id, att.network
+        )
 
     def _bridge(self, vif: Vif) -> tuple[str, str]:
         bridge = vif.bridge or self.default_bridge
@@ -51,7 +65,7 @@ class OvsBinding:
                 att.netns,
                 mac=vif.mac_address,
                 mtu=vif.mtu,
-                alias=links.alias_for(self.node, att.container_id, att.ifname),
+                alias=self._alias(att),
             )
             links.ensure_pod_l3(att.netns, att.ifname, vif.ips, vif.routes)
             if datapath == "netdev":
@@ -62,29 +76,50 @@ class OvsBinding:
             raise
 
     def _drop_stale(self, att: Attachment, vif: Vif) -> None:
-        """The port is plugged for another container (an old sandbox of the pod): unplug it."""
+        """The port is plugged for another container (an old sandbox of the pod), or only
+        its row is left (the veth vanished): unplug it."""
         iface = self.ovsdb.interface(vif.host_ifname)
         alias = links.link_alias(vif.host_ifname)
-        mine = links.alias_for(self.node, att.container_id, att.ifname)
         other_row = iface is not None and (
             iface.external_ids.get("kuryr-container-id"),
             iface.external_ids.get("kuryr-ifname"),
         ) != (att.container_id, att.ifname)
-        if other_row or (alias is not None and alias != mine):
+        theirs = alias is not None and _alias_key(alias) != _alias_key(self._alias(att))
+        if other_row or theirs:
             LOG.info("%s: replacing a stale attachment of port %s", att.pod_key, vif.port_id)
             self.unplug(Plugged("", "", vif.host_ifname))
+        elif iface is not None and alias is None:
+            LOG.info("%s: port %s has an OVS row but no veth: re-adding", att.pod_key, vif.port_id)
+            self.ovsdb.delete_port(vif.host_ifname)
 
     def unplug(self, plugged: Plugged) -> None:
         self.ovsdb.delete_port(plugged.host_ifname)
         links.delete_link(plugged.host_ifname)
 
     def plugged(self) -> list[Plugged]:
-        found = {i.name: _record(i) for i in self.ovsdb.owned_interfaces(self.node)}
-        for name, alias in links.host_aliases().items():
-            ids = links.parse_alias(alias)
-            if name not in found and ids and ids[0] == self.node:
-                found[name] = Plugged(ids[1], ids[2], name)
+        aliases = {
+            name: parsed
+            for name, alias in links.host_aliases().items()
+            if (parsed := links.parse_alias(alias)) is not None and parsed.node == self.node
+        }
+        found = {
+            i.name: _record(i, i.name in aliases) for i in self.ovsdb.owned_interfaces(self.node)
+        }
+        for name, ids in aliases.items():
+            if name not in found:  # a veth without its row: a plug that stopped half-way
+                found[name] = Plugged(
+                    ids.container_id, ids.ifname, name, cluster=ids.cluster, network=ids.network
+                )
         return list(found.values())
+
+    def lost(self, att: Attachment, vif: Vif) -> str | None:
+        if links.link_alias(vif.host_ifname) is None:
+            return f"its veth {vif.host_ifname} is gone from the host"
+        if self.ovsdb.interface(vif.host_ifname) is None:
+            return f"its OVS port {vif.host_ifname} is gone from the integration bridge"
+        if links.pod_link(att.netns, att.ifname) is None:
+            return f"{att.ifname} is gone from {att.netns}"
+        return None
 
     def check(self, att: Attachment, vif: Vif) -> list[str]:
         problems = links.check_pod_link(att.netns, att.ifname, vif)
@@ -118,6 +153,8 @@ class OvsBinding:
             "kuryr-ifname": att.ifname,
             "kuryr-netns": att.netns,
             "kuryr-pod": att.pod_key,
+            "kuryr-cluster": self.cluster_id,
+            "kuryr-network": att.network,
         }
 
     def healthy(self) -> str | None:
@@ -129,7 +166,16 @@ class OvsBinding:
         return None
 
 
-def _record(iface: OvsInterface) -> Plugged:
+def _alias_key(alias: str) -> tuple[str, str, str, str | None] | None:
+    """The attachment an alias names (its network aside: a legacy alias of the same
+    attachment is the same attachment)."""
+    parsed = links.parse_alias(alias)
+    if parsed is None:
+        return None
+    return parsed.node, parsed.container_id, parsed.ifname, parsed.cluster
+
+
+def _record(iface: OvsInterface, host_link: bool) -> Plugged:
     ids = iface.external_ids
     return Plugged(
         container_id=ids.get("kuryr-container-id", ""),
@@ -138,4 +184,7 @@ def _record(iface: OvsInterface) -> Plugged:
         netns=ids.get("kuryr-netns", ""),
         pod_key=ids.get("kuryr-pod", ""),
         port_id=ids.get("iface-id", ""),
+        cluster=ids.get("kuryr-cluster"),
+        network=ids.get("kuryr-network", ""),
+        host_link=host_link,
     )

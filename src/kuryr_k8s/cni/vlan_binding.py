@@ -7,11 +7,14 @@ Plug order, each step tolerating repeats::
     EEXIST: find the holder of the VLAN id; ours for another attachment → removed, retry;
     anybody else's → error ─▶ addresses, routes
 
-The device's ``ifalias`` is ``kuryr-vlan <node> <container id> <ifname> <ns>/<pod>``: it
-lives with the device in the pod's namespace and is how a restarted daemon, DEL, GC and
-the stale-device search recognise an attachment. Traffic can flow once Neutron reports
-the subport ACTIVE (its parent, the VM's port, is bound), which the controller writes into
-the VIF; this driver has no local signal (``ready`` answers ``None``).
+The device's ``ifalias`` is ``kuryr-vlan <node> <container id> <ifname> <ns>/<pod>
+<cluster> <network>`` (``-`` for an empty value; the four-word form without the last two
+is a legacy device made before ownership stamps): it lives with the device in the pod's
+namespace and is how a restarted daemon, DEL, GC and the stale-device search recognise an
+attachment. A device stamped with another cluster id is never removed nor replaced.
+Traffic can flow once Neutron reports the subport ACTIVE (its parent, the VM's port, is
+bound), which the controller writes into the VIF; this driver has no local signal
+(``ready`` answers ``None``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from kuryr_k8s.cni.binding import Attachment, Plugged
+from kuryr_k8s.cni.binding import Attachment, Plugged, parse_alias_words, render_alias
 from kuryr_k8s.cni.errors import HostError
 from kuryr_k8s.cni.host import links, vlan
 from kuryr_k8s.model.vif import Vif
@@ -34,16 +37,21 @@ class VlanAlias:
     container_id: str
     ifname: str
     pod_key: str
+    cluster: str | None = None
+    """``None``: a legacy alias without ownership stamps."""
+    network: str = ""
 
     def render(self) -> str:
-        return f"{ALIAS_PREFIX}{self.node} {self.container_id} {self.ifname} {self.pod_key}"
+        words = [self.node, self.container_id, self.ifname, self.pod_key]
+        return render_alias(ALIAS_PREFIX, words, self.cluster, self.network)
 
     @classmethod
     def parse(cls, alias: str) -> VlanAlias | None:
-        if not alias.startswith(ALIAS_PREFIX):
+        parsed = parse_alias_words(ALIAS_PREFIX, alias, 4)
+        if parsed is None:
             return None
-        parts = alias[len(ALIAS_PREFIX) :].split(" ")
-        return cls(*parts) if len(parts) == 4 else None
+        (node, container_id, ifname, pod_key), cluster, network = parsed
+        return cls(node, container_id, ifname, pod_key, cluster, network)
 
 
 class VlanBinding:
@@ -51,14 +59,26 @@ class VlanBinding:
 
     vif_type = "vlan"
 
-    def __init__(self, node: str, *, link_iface: str | None = None) -> None:
+    def __init__(self, node: str, *, link_iface: str | None = None, cluster_id: str = "") -> None:
         self.node = node
         """Devices are tagged with it; this driver touches only its node's."""
         self.link_iface = link_iface
         """``[binding] link_iface``; None: the NIC of the IPv4 default route."""
+        self.cluster_id = cluster_id
+        """Stamped on every device it makes; devices of another cluster are left alone."""
 
     def _alias(self, att: Attachment) -> str:
-        return VlanAlias(self.node, att.container_id, att.ifname, att.pod_key).render()
+        return VlanAlias(
+            self.node, att.container_id, att.ifname, att.pod_key, self.cluster_id, att.network
+        ).render()
+
+    def _ours(self, owner: VlanAlias | None) -> bool:
+        """Made by a daemon of this node and this cluster (or before stamps existed)."""
+        return (
+            owner is not None
+            and owner.node == self.node
+            and owner.cluster in (None, self.cluster_id)
+        )
 
     def _parent(self, vif: Vif) -> vlan.ParentLink:
         parent = vlan.parent_link(self.link_iface)
@@ -82,10 +102,10 @@ class VlanBinding:
             links.ensure_pod_l3(att.netns, att.ifname, vif.ips, vif.routes)  # repeated ADD
             return
         if existing is not None:
-            ours = VlanAlias.parse(existing[1])
-            if ours is None or ours.node != self.node:
+            if not self._ours(VlanAlias.parse(existing[1])):
                 raise HostError(
-                    f"{att.ifname} already exists in {att.netns} and kuryr did not make it"
+                    f"{att.ifname} already exists in {att.netns} and this cluster's kuryr "
+                    "did not make it"
                 )
             vlan.delete_in_netns(att.netns, att.ifname)
         try:
@@ -110,11 +130,11 @@ class VlanBinding:
         if owner is None and holder.netns and holder.name.startswith(vlan.TEMP_PREFIX):
             # Ours, left between its creation and its rename (a crash mid-plug).
             owner = VlanAlias(self.node, "?", holder.name, "?")
-        if owner is None or owner.node != self.node:
+        if owner is None or not self._ours(owner):
             raise HostError(
                 f"VLAN {vif.vlan_id} is already used on {parent.name} by {holder.name} in "
-                f"{where}, which kuryr did not create: remove that device (the controller "
-                f"gave this VLAN id to port {vif.port_id})"
+                f"{where}, which this cluster's kuryr did not create: remove that device "
+                f"(the controller gave this VLAN id to port {vif.port_id})"
             )
         LOG.warning(
             "%s: VLAN %d on %s is held by a stale device of %s (container %s) in %s: removing",
@@ -134,7 +154,7 @@ class VlanBinding:
         if found is None:
             return
         owner = VlanAlias.parse(found[1])
-        if owner is None or owner.node != self.node:
+        if owner is None or not self._ours(owner):
             return
         if plugged.container_id and owner.container_id != plugged.container_id:
             return
@@ -159,9 +179,17 @@ class VlanBinding:
                     host_ifname=f"{parent.name}.{dev.vlan_id}",
                     netns=dev.netns,
                     pod_key=owner.pod_key,
+                    cluster=owner.cluster,
+                    network=owner.network,
                 )
             )
         return out
+
+    def lost(self, att: Attachment, vif: Vif) -> str | None:
+        found = vlan.device_in(att.netns, att.ifname)
+        if found is None:
+            return f"its VLAN device {att.ifname} is gone from {att.netns}"
+        return None
 
     def check(self, att: Attachment, vif: Vif) -> list[str]:
         problems = links.check_pod_link(att.netns, att.ifname, vif)

@@ -237,6 +237,17 @@ def merge_conditions(old: list[dict[str, Any]], new: list[dict[str, str]]) -> li
     return out
 
 
+PORT_WENT_DOWN = "PortWentDown"
+"""Reason of the ``Active`` condition while a port that was ACTIVE is down."""
+
+
+def _active_reason(status: dict[str, Any]) -> str:
+    for c in status.get("conditions") or []:
+        if isinstance(c, dict) and c.get("type") == "Active":
+            return str(c.get("reason") or "")
+    return ""
+
+
 def port_ids_in(kp: Obj) -> list[str]:
     """Port ids named by ``status.vifs``, read leniently (for release only)."""
     raw = (kp.get("status") or {}).get("vifs")
@@ -352,18 +363,21 @@ class KuryrPortReconciler:
         port_status = await self._fresh_status(port)
         vif = network.vif(dataclasses.replace(port, status=port_status))
         now = objects.timestamp(self._clock.now())
+        old_state = status.get("state")
+        was_lost = _active_reason(status) == PORT_WENT_DOWN
+        lost = not vif.active and (old_state == ACTIVE or was_lost)
         conds = [
             condition("Allocated", True, "PortAllocated", f"port {port.id}", now),
             condition(
                 "Active",
                 vif.active,
-                "PortActive" if vif.active else "PortDown",
-                f"Neutron reports the port {port_status}",
+                "PortActive" if vif.active else PORT_WENT_DOWN if lost else "PortDown",
+                f"Neutron reports the port {port_status}"
+                + (" (it was ACTIVE: the pod has no traffic)" if lost else ""),
                 now,
             ),
         ]
         conds += [condition("Repaired", True, reason, msg, now) for reason, msg in repairs]
-        old_state = status.get("state")
         desired = {
             **status,
             "state": ACTIVE if vif.active else ALLOCATED,
@@ -375,9 +389,14 @@ class KuryrPortReconciler:
                 self._fence(port)
             await self._write_status(kp, desired)
         await self._announce(pod, port, vif, old_state, repairs)
+        await self._announce_down(pod, port, port_status, went_down=lost and not was_lost)
+        if vif.active and was_lost:
+            await self._events.emit(pod, "PortRecovered", f"port {port.id} is ACTIVE again")
         self._observe_plugged(kp)
         if vif.active:
             self._polls.pop(key, None)
+            if self._statuses is not None:
+                self._statuses.watch(port.id, key, eager=False)  # notice a later DOWN
             return Result()
         if self._statuses is not None:
             # The watcher requeues the key when the status changes. An ovs port goes
@@ -565,6 +584,24 @@ class KuryrPortReconciler:
             )
         if vif.active and old_state != ACTIVE:
             LOG.info("port %s is active", port.id)
+
+    async def _announce_down(
+        self, pod: Obj, port: NeutronPort, port_status: str, *, went_down: bool
+    ) -> None:
+        """A Warning ``PortDown`` when an ACTIVE port went down (once per transition)."""
+        if not went_down:
+            return
+        node = str((pod.get("spec") or {}).get("nodeName") or "?")
+        LOG.warning("port %s went %s after it was ACTIVE", port.id, port_status)
+        await self._events.emit(
+            pod,
+            "PortDown",
+            f"Neutron reports port {port.id} {port_status} after it was ACTIVE: the pod has "
+            f"no network. The kuryr daemon on {node} re-plugs an attachment that vanished "
+            "from the node by itself; if this stays, check that node's kuryr-daemon log and "
+            "ovn-controller",
+            type="Warning",
+        )
 
     # -- gone ------------------------------------------------------------------------
 

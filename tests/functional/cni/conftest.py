@@ -63,7 +63,7 @@ class HostScope:
         aliased = {
             name
             for name, alias in links.host_aliases().items()
-            if (links.parse_alias(alias) or ("",))[0] == self.node
+            if (parsed := links.parse_alias(alias)) is not None and parsed.node == self.node
         }
         leftover_links = (self.host_ifnames & host_links()) | aliased
         return {k: v for k, v in (("netns", ours), ("ovs", rows), ("links", leftover_links)) if v}
@@ -77,7 +77,8 @@ class HostScope:
             self.ovsdb.delete_port(name)
             links.delete_link(name)
         for name, alias in links.host_aliases().items():
-            if (links.parse_alias(alias) or ("",))[0] == self.node:
+            parsed = links.parse_alias(alias)
+            if parsed is not None and parsed.node == self.node:
                 links.delete_link(name)
 
 

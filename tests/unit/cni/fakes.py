@@ -89,12 +89,18 @@ class FakeVifs:
     def has_pod(self, pod_key: str) -> bool:
         return pod_key in self.vifs
 
+    @property
+    def known_pods(self) -> int:
+        return len(self.vifs)
+
 
 class FakeDriver:
     """Host state as a dict host_ifname → Plugged; ``fail_plug``/``ready_after`` steer it."""
 
-    def __init__(self, vif_type: str = "ovs") -> None:
+    def __init__(self, vif_type: str = "ovs", *, cluster_id: str = "") -> None:
         self.vif_type = vif_type
+        self.cluster_id = cluster_id
+        """Stamped on what it plugs, as the real drivers do."""
         self.host: dict[str, Plugged] = {}
         self.fail_plug: Exception | None = None
         self.ready_value: bool | None = True
@@ -104,7 +110,14 @@ class FakeDriver:
         if self.fail_plug is not None:
             raise self.fail_plug
         self.host[vif.host_ifname] = Plugged(
-            att.container_id, att.ifname, vif.host_ifname, att.netns, att.pod_key, vif.port_id
+            att.container_id,
+            att.ifname,
+            vif.host_ifname,
+            att.netns,
+            att.pod_key,
+            vif.port_id,
+            cluster=self.cluster_id,
+            network=att.network,
         )
 
     def unplug(self, plugged: Plugged) -> None:
@@ -117,6 +130,9 @@ class FakeDriver:
         if vif.host_ifname not in self.host:
             return [f"{vif.host_ifname} is missing"]
         return []
+
+    def lost(self, att: Attachment, vif: Vif) -> str | None:
+        return None if vif.host_ifname in self.host else f"{vif.host_ifname} is gone"
 
     def ready(self, att: Attachment, vif: Vif) -> bool | None:
         return self.ready_value

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kuryr_k8s.cni import spec
-from kuryr_k8s.cni.binding import Drivers, Plugged
+from kuryr_k8s.cni.binding import Attachment, Drivers, Plugged
 from kuryr_k8s.cni.daemon.service import CniService, ServiceSettings
 from kuryr_k8s.cni.errors import HostError, to_cni_error
+from kuryr_k8s.model.vif import Vif
 from unit.cni.fakes import FakeDriver, FakeVifs, make_vif
 
 pytestmark = pytest.mark.unit
@@ -38,9 +40,23 @@ def body(command: str, netns: str = "", container: str = "c1", **config: Any) ->
     }
 
 
+CLUSTER = "cluster-a"
+
+
 def make(**kw: Any) -> tuple[CniService, FakeVifs, FakeDriver]:
-    vifs, driver = FakeVifs(**kw), FakeDriver()
-    return CniService(vifs, Drivers([driver]), FAST), vifs, driver
+    vifs, driver = FakeVifs(**kw), FakeDriver(cluster_id=CLUSTER)
+    return CniService(vifs, Drivers([driver]), FAST, cluster_id=CLUSTER), vifs, driver
+
+
+def gc_body(valid: list[dict[str, str]]) -> dict[str, Any]:
+    req = body("GC")
+    req["config"].update({"cniVersion": "1.1.0", "cni.dev/valid-attachments": valid})
+    return req
+
+
+def ours(cid: str, netns: str = "", pod: str = "ns/p", *, network: str = "kuryr") -> Plugged:
+    """An attachment stamped with our cluster id, as the drivers report it."""
+    return Plugged(cid, "eth0", f"tap-{cid}", netns, pod, cluster=CLUSTER, network=network)
 
 
 async def code_of(service: CniService, req: dict[str, Any]) -> int:
@@ -170,31 +186,198 @@ async def test_status_reports_plugin_not_available_until_ready() -> None:
 async def test_gc_unplugs_only_attachments_not_in_the_valid_list(netns: str) -> None:
     service, _, driver = make()
     for cid in ("keep", "drop"):
-        driver.host[f"tap-{cid}"] = Plugged(cid, "eth0", f"tap-{cid}", netns, "ns/p")
-    req = body("GC", **{"cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]})
-    req["config"]["cniVersion"] = "1.1.0"
-    assert await service.handle(req) is None
+        driver.host[f"tap-{cid}"] = ours(cid, netns)
+    assert await service.handle(gc_body([{"containerID": "keep", "ifname": "eth0"}])) is None
     assert list(driver.host) == ["tap-keep"]
+
+
+async def test_gc_touches_only_our_cluster_and_its_own_network(netns: str) -> None:
+    service, _, driver = make()
+    driver.host = {
+        "tap-mine": ours("mine", netns),
+        "tap-other-net": ours("other-net", netns, network="macvlan-net"),
+        "tap-other-cluster": Plugged(
+            "theirs", "eth0", "tap-other-cluster", netns, "ns/p", cluster="b", network="kuryr"
+        ),
+        "tap-legacy": Plugged("legacy", "eth0", "tap-legacy", netns, "ns/p"),
+    }
+    await service.handle(gc_body([]))
+    assert sorted(driver.host) == ["tap-legacy", "tap-other-cluster", "tap-other-net"]
+
+
+async def test_gc_refuses_to_unplug_most_running_pods_at_once(netns: str) -> None:
+    service, _, driver = make()
+    driver.host = {f"tap-c{i}": ours(f"c{i}", netns) for i in range(10)}
+    await service.handle(gc_body([]))
+    assert len(driver.host) == 10, "an empty valid list for 10 running pods is suspicious"
+    await service.handle(gc_body([{"containerID": f"c{i}", "ifname": "eth0"} for i in range(8)]))
+    assert sorted(driver.host) == [f"tap-c{i}" for i in range(8)]
+
+
+async def test_del_leaves_another_clusters_attachment_of_the_same_container(netns: str) -> None:
+    service, _, driver = make()
+    driver.host = {
+        "tap-theirs": Plugged("c1", "eth0", "tap-theirs", netns, "ns/p", cluster="b"),
+        "tap-c1": ours("c1", netns),
+    }
+    await service.handle(body("DEL", container="c1"))
+    assert list(driver.host) == ["tap-theirs"]
 
 
 async def test_reconcile_keeps_live_pods_and_removes_the_rest(tmp_path: Path, netns: str) -> None:
     service, vifs, driver = make()
     vifs.put("ns/alive", make_vif())
+    gone = str(tmp_path / "x")
     driver.host = {
-        "tap-alive": Plugged("c1", "eth0", "tap-alive", netns, "ns/alive"),
-        "tap-no-netns": Plugged("c2", "eth0", "tap-no-netns", str(tmp_path / "x"), "ns/alive"),
-        "tap-no-pod": Plugged("c3", "eth0", "tap-no-pod", netns, "ns/deleted"),
-        "tap-half": Plugged("c4", "eth0", "tap-half"),
+        "tap-c1": ours("c1", netns, "ns/alive"),
+        "tap-c2": ours("c2", gone, "ns/alive"),
+        "tap-c3": ours("c3", netns, "ns/deleted"),
+        "tap-c5": dataclasses.replace(ours("c5", gone), host_link=False),
     }
     removed = await service.reconcile()
-    assert sorted(removed) == ["tap-half", "tap-no-netns", "tap-no-pod"]
-    assert list(driver.host) == ["tap-alive"]
+    assert sorted(removed) == ["tap-c2", "tap-c3", "tap-c5"]
+    assert list(driver.host) == ["tap-c1"]
 
 
-async def test_reconcile_before_sync_only_trusts_the_netns(netns: str) -> None:
-    service, _, driver = make(synced=False)
-    driver.host = {"tap-x": Plugged("c1", "eth0", "tap-x", netns, "ns/unknown")}
+async def test_reconcile_never_touches_another_clusters_pods(netns: str, tmp_path: Path) -> None:
+    """The bug of issue 14: a second cluster's daemon unplugged the first one's pods."""
+    service, vifs, driver = make()
+    vifs.put("ns/mine", make_vif())
+    theirs = {
+        f"tap-{i}": Plugged(f"t{i}", "eth0", f"tap-{i}", netns, f"ns/theirs-{i}", cluster="b")
+        for i in range(3)
+    }
+    dead_theirs = Plugged("t9", "eth0", "tap-9", str(tmp_path / "x"), "ns/t", cluster="b")
+    driver.host = {**theirs, "tap-9": dataclasses.replace(dead_theirs, host_link=False)}
+    driver.host["tap-mine"] = ours("mine", netns, "ns/mine")
     assert await service.reconcile() == []
+    assert sorted(driver.host) == sorted([*theirs, "tap-9", "tap-mine"])
+
+
+async def test_reconcile_removes_unstamped_attachments_only_when_dead(
+    netns: str, tmp_path: Path
+) -> None:
+    service, vifs, driver = make()
+    vifs.put("ns/mine", make_vif())
+    gone = str(tmp_path / "x")
+    driver.host = {
+        "tap-legacy-live": Plugged("l1", "eth0", "tap-legacy-live", netns, "ns/unknown"),
+        "tap-legacy-half": Plugged("l2", "eth0", "tap-legacy-half"),
+        "tap-legacy-dead": Plugged("l3", "eth0", "tap-legacy-dead", gone, "ns/x", host_link=False),
+    }
+    assert await service.reconcile() == ["tap-legacy-dead"]
+    assert sorted(driver.host) == ["tap-legacy-half", "tap-legacy-live"]
+
+
+async def test_reconcile_before_sync_only_removes_the_provably_dead(
+    netns: str, tmp_path: Path
+) -> None:
+    service, _, driver = make(synced=False)
+    dead = dataclasses.replace(ours("dead", str(tmp_path / "x")), host_link=False)
+    driver.host = {"tap-x": ours("x", netns, "ns/unknown"), "tap-dead": dead}
+    assert await service.reconcile() == ["tap-dead"]
+    assert list(driver.host) == ["tap-x"]
+
+
+async def test_reconcile_on_an_empty_cache_unplugs_no_running_pod(netns: str) -> None:
+    service, _, driver = make()
+    driver.host = {"tap-x": ours("x", netns, "ns/unknown")}
+    assert await service.reconcile() == []
+    assert list(driver.host) == ["tap-x"]
+
+
+async def test_reconcile_refuses_to_unplug_more_than_a_small_share(netns: str) -> None:
+    service, vifs, driver = make()
+    vifs.put("ns/p0", make_vif())
+    driver.host = {f"tap-c{i}": ours(f"c{i}", netns, f"ns/p{i}") for i in range(10)}
+    assert await service.reconcile() == [], "9 of 10 running pods unknown: suspicious"
+    assert len(driver.host) == 10
+    for i in range(1, 8):
+        vifs.put(f"ns/p{i}", make_vif())
+    assert sorted(await service.reconcile()) == ["tap-c8", "tap-c9"]
+
+
+class Repairs:
+    """A RepairListener that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str]] = []
+
+    def lost(self, att: Attachment, vif: Vif, why: str) -> None:
+        self.told.append(("lost", att.pod_key))
+
+    def replugged(self, att: Attachment, vif: Vif) -> None:
+        self.told.append(("replugged", att.pod_key))
+
+    def failed(self, att: Attachment, vif: Vif, error: str) -> None:
+        self.told.append(("failed", att.pod_key))
+
+
+def with_repairs(**kw: Any) -> tuple[CniService, FakeVifs, FakeDriver, Repairs]:
+    vifs, driver, repairs = FakeVifs(**kw), FakeDriver(cluster_id=CLUSTER), Repairs()
+    service = CniService(vifs, Drivers([driver]), FAST, cluster_id=CLUSTER, repairs=repairs)
+    return service, vifs, driver, repairs
+
+
+async def test_a_lost_attachment_is_plugged_again_once(netns: str) -> None:
+    service, vifs, driver, repairs = with_repairs()
+    vif = make_vif()
+    vifs.put("ns/pod-a", vif)
+    await service.handle(body("ADD", netns))
+    plugged = driver.host[vif.host_ifname]
+    assert await service.repair() == [] and repairs.told == []
+    driver.host.clear()  # somebody deleted the veth
+    assert await service.repair() == [vif.host_ifname]
+    assert driver.host == {vif.host_ifname: plugged}, "same container, netns, port, stamps"
+    assert repairs.told == [("lost", "ns/pod-a"), ("replugged", "ns/pod-a")]
+    assert await service.repair() == []
+    assert len(repairs.told) == 2
+
+
+async def test_a_failing_replug_is_retried_and_reported_lost_once(netns: str) -> None:
+    service, vifs, driver, repairs = with_repairs()
+    vif = make_vif()
+    vifs.put("ns/pod-a", vif)
+    await service.handle(body("ADD", netns))
+    driver.host.clear()
+    driver.fail_plug = HostError("bridge br-int does not exist")
+    assert await service.repair() == [] and await service.repair() == []
+    assert repairs.told == [("lost", "ns/pod-a"), ("failed", "ns/pod-a"), ("failed", "ns/pod-a")]
+    driver.fail_plug = None
+    assert await service.repair() == [vif.host_ifname]
+    assert repairs.told[-1] == ("replugged", "ns/pod-a")
+
+
+async def test_no_replug_after_del_nor_when_the_pod_is_going(tmp_path: Path) -> None:
+    service, vifs, driver, repairs = with_repairs()
+    ns_file = tmp_path / "pod-netns"
+    ns_file.write_text("")
+    vif = make_vif()
+    vifs.put("ns/pod-a", vif)
+    await service.handle(body("ADD", str(ns_file)))
+    driver.host.clear()
+    ns_file.unlink()  # the runtime removed the pod's netns: DEL will come
+    assert await service.repair() == []
+    ns_file.write_text("")
+    vifs.put("ns/pod-a", make_vif())  # the pod has another port now
+    assert await service.repair() == []
+    vifs.put("ns/pod-a", vif)
+    await service.handle(body("DEL"))
+    assert await service.repair() == [] and driver.host == {} and repairs.told == []
+
+
+async def test_reconcile_hands_our_running_attachments_to_repair(netns: str) -> None:
+    """After a restart the daemon still re-plugs what it plugged before."""
+    service, vifs, driver, repairs = with_repairs()
+    vif = make_vif()
+    vifs.put("ns/pod-a", vif)
+    driver.host[vif.host_ifname] = Plugged(
+        "c1", "eth0", vif.host_ifname, netns, "ns/pod-a", vif.port_id, cluster=CLUSTER
+    )
+    assert await service.reconcile() == []
+    driver.host.clear()
+    assert await service.repair() == [vif.host_ifname]
+    assert repairs.told == [("lost", "ns/pod-a"), ("replugged", "ns/pod-a")]
 
 
 @pytest.mark.parametrize(

@@ -42,3 +42,13 @@ def test_daemon_command_refuses_a_bad_config_file(
     conf.write_text("[cni_daemon]\nbogus = 1\n")
     assert main(["daemon", "--config-file", str(conf)]) == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_cluster_id_comes_from_neutron_defaults_and_must_be_one_word() -> None:
+    conf = ConfigFile.from_text("[neutron_defaults]\ncluster_id = kuryr-real\n")
+    assert DaemonSettings.from_config(conf).cluster_id == "kuryr-real"
+    assert DaemonSettings.from_config(ConfigFile.from_text("")).cluster_id == "default"
+    with pytest.raises(ConfigError, match=r"cluster_id = 'two words'"):
+        DaemonSettings.from_config(
+            ConfigFile.from_text("[neutron_defaults]\ncluster_id = two words\n")
+        )

@@ -12,7 +12,7 @@ import pytest
 from kuryr_k8s.cni.binding import Drivers
 from kuryr_k8s.cni.daemon.main import DaemonSettings, node_drivers
 from kuryr_k8s.cni.errors import UnsupportedVif
-from kuryr_k8s.cni.host import vlan
+from kuryr_k8s.cni.host import links, vlan
 from kuryr_k8s.cni.host.ovs import Ovsdb
 from kuryr_k8s.cni.vlan_binding import VlanAlias
 from kuryr_k8s.model.config import ConfigFile
@@ -38,6 +38,25 @@ def test_alias_round_trips_and_rejects_foreign_aliases() -> None:
     assert VlanAlias.parse("kuryr-cni vm-1 abc eth0") is None  # the ovs driver's veth tag
     assert VlanAlias.parse("") is None
     assert VlanAlias.parse("kuryr-vlan only three parts") is None
+
+
+def test_alias_carries_cluster_and_network_and_reads_legacy_ones() -> None:
+    stamped = VlanAlias("vm-1", "c" * 64, "eth0", "default/pod-a", "cluster-a", "kuryr")
+    assert stamped.render().endswith(" default/pod-a cluster-a kuryr")
+    assert VlanAlias.parse(stamped.render()) == stamped
+    no_network = VlanAlias("vm-1", "c1", "eth0", "default/pod-a", "cluster-a", "")
+    assert VlanAlias.parse(no_network.render()) == no_network
+    legacy = VlanAlias.parse("kuryr-vlan vm-1 c1 eth0 default/pod-a")
+    assert legacy is not None and legacy.cluster is None
+
+
+def test_veth_alias_carries_cluster_and_network_and_reads_legacy_ones() -> None:
+    stamped = links.parse_alias(links.alias_for("n1", "c1", "eth0", "cluster-a", "kuryr"))
+    assert stamped == links.HostAlias("n1", "c1", "eth0", "cluster-a", "kuryr")
+    legacy = links.parse_alias("kuryr-cni n1 c1 eth0")
+    assert legacy == links.HostAlias("n1", "c1", "eth0") and legacy.cluster is None
+    assert links.parse_alias("kuryr-cni n1 c1") is None
+    assert links.parse_alias("kuryr-vlan n1 c1 eth0 ns/p") is None
 
 
 def test_link_iface_comes_from_the_binding_section() -> None:

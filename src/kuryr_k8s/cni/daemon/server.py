@@ -46,6 +46,12 @@ class Metrics:
             ["command", "code", "reason"],
             registry=self.registry,
         )
+        self.replugs = Counter(
+            "kuryr_cni_replugs_total",
+            "Attachments plugged again after their host side vanished, by vifType and outcome",
+            ["vif_type", "outcome"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

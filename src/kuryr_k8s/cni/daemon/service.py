@@ -3,26 +3,43 @@
 ``ADD``: wait for the pod's VIF in the KuryrPort cache, plug it with the driver of its
 ``vifType``, wait until traffic can flow, answer the result. ``DEL``: unplug whatever this
 (container, ifname) has; nothing is fine. ``CHECK``: compare host state with the VIF and
-``prevResult``. ``STATUS``: can we plug? ``GC``: unplug what is not in the valid list.
+``prevResult``. ``STATUS``: can we plug? ``GC``: unplug what of this network is not in
+the valid list.
 
-Requests for the same container are serialised; different containers run in parallel.
-Host work runs in threads (netlink and OVSDB calls block).
+**Ownership** (``docs/design/cni.md``): every attachment is stamped with the daemon's
+cluster id and the CNI network name. Reconcile touches only attachments with our cluster
+id, GC only those with our cluster id *and* the GC's network; attachments of another
+cluster are never touched. Unstamped (legacy) attachments are still removed by a ``DEL``
+naming their container, and by reconcile when they are provably dead (veth and netns both
+gone), never by GC nor because our cache does not know their pod. Removing running
+attachments is guarded (:meth:`CniService._guard`): on a cache that is not synced or is
+empty, or when more than a small share of our live attachments would go, nothing live is
+removed and what would have been is logged with the reason.
+
+**Re-plug** (:meth:`CniService.repair`, run periodically): an attachment this daemon
+plugged whose host side vanished while its pod's netns still exists is plugged again with
+the same VIF (the runtime never calls ADD again for a running pod).
+
+Requests for the same container are serialised (re-plug too); different containers run
+in parallel. Host work runs in threads (netlink and OVSDB calls block).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kuryr_k8s.cni import spec
 from kuryr_k8s.cni.binding import Attachment, BindingDriver, Drivers, Plugged
 from kuryr_k8s.cni.daemon.vifs import VifSource
 from kuryr_k8s.cni.errors import HostError, InvalidRequest, UnknownContainer, VifTimeout
+from kuryr_k8s.model.errors import KuryrError
 from kuryr_k8s.model.vif import Vif
 
 LOG = logging.getLogger(__name__)
@@ -37,9 +54,35 @@ class ServiceSettings:
     """Seconds ADD waits, once plugged, for ``ovn-installed`` (or the VIF's ``active``)."""
     poll_interval: float = 0.02
     """How often the readiness of a plugged port is polled."""
+    unplug_floor: int = 2
+    """Reconcile and GC may always remove this many live attachments at once..."""
+    unplug_share: float = 0.25
+    """...or this share of our live attachments, whichever is larger; a larger removal
+    is suspicious (a wrong cache, a foreign request) and is only logged."""
 
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class RepairListener(Protocol):
+    """Told about re-plugs (the daemon: Events on the pod and a metric; tests: a list)."""
+
+    def lost(self, att: Attachment, vif: Vif, why: str) -> None:
+        """The attachment stopped carrying traffic (once per loss)."""
+
+    def replugged(self, att: Attachment, vif: Vif) -> None:
+        """It was plugged again."""
+
+    def failed(self, att: Attachment, vif: Vif, error: str) -> None:
+        """Plugging it again failed (retried on the next pass)."""
+
+
+@dataclass(frozen=True)
+class _Record:
+    """An attachment this daemon plugged (ADD) or found stamped as ours (reconcile)."""
+
+    att: Attachment
+    port_id: str
 
 
 @dataclass
@@ -59,14 +102,39 @@ class CniService:
         *,
         sleep: Sleep = asyncio.sleep,
         on_added: Callable[[Attachment, float], None] | None = None,
+        cluster_id: str = "",
+        repairs: RepairListener | None = None,
     ) -> None:
         self.vifs = vifs
         self._on_added = on_added
         """Told (attachment, seconds ADD took) after each successful ADD (not awaited)."""
         self.drivers = drivers
         self.settings = settings or ServiceSettings()
+        self.cluster_id = cluster_id
+        """Ours: what reconcile, GC and re-plug may touch (the drivers stamp it)."""
+        self._repairs = repairs
         self._sleep = sleep
         self._locks: dict[str, _KeyLock] = {}
+        self._records: dict[tuple[str, str], _Record] = {}
+        """What we plugged, by (container, ifname): what :meth:`repair` looks after."""
+        self._down: set[tuple[str, str]] = set()
+        """Attachments found lost and not plugged again yet (one ``lost`` per loss)."""
+
+    def _mine(self, plugged: Plugged) -> bool:
+        return plugged.cluster == self.cluster_id
+
+    @contextlib.asynccontextmanager
+    async def _container(self, container_id: str) -> AsyncIterator[None]:
+        """Hold the container's lock (requests and re-plugs of one container in turn)."""
+        key = self._locks.setdefault(container_id, _KeyLock())
+        key.users += 1
+        try:
+            async with key.lock:
+                yield
+        finally:
+            key.users -= 1
+            if not key.users:
+                del self._locks[container_id]
 
     async def handle(self, body: Any) -> dict[str, Any] | None:
         """Run one request of the wire protocol; raises our errors or :class:`spec.CniError`."""
@@ -79,21 +147,14 @@ class CniService:
             await self.gc(req["config"])
             return None
         att = _attachment(req)
-        key = self._locks.setdefault(att.container_id, _KeyLock())
-        key.users += 1
-        try:
-            async with key.lock:
-                if command == "ADD":
-                    return await self.add(att, req["cniVersion"])
-                if command == "DEL":
-                    await self.delete(att)
-                    return None
-                await self.check(att, req["config"])
+        async with self._container(att.container_id):
+            if command == "ADD":
+                return await self.add(att, req["cniVersion"])
+            if command == "DEL":
+                await self.delete(att)
                 return None
-        finally:
-            key.users -= 1
-            if not key.users:
-                del self._locks[att.container_id]
+            await self.check(att, req["config"])
+            return None
 
     async def add(self, att: Attachment, cni_version: str) -> dict[str, Any]:
         started = time.monotonic()
@@ -111,6 +172,8 @@ class CniService:
                 driver.unplug, Plugged(att.container_id, att.ifname, vif.host_ifname, att.netns)
             )
             raise
+        self._records[(att.container_id, att.ifname)] = _Record(att, vif.port_id)
+        self._down.discard((att.container_id, att.ifname))
         if self._on_added is not None:
             self._on_added(att, time.monotonic() - started)
         return spec.convert_result(result(att, vif), cni_version)
@@ -132,18 +195,30 @@ class CniService:
                 )
             await self._sleep(self.settings.poll_interval)
 
+    def _names(self, plugged: Plugged, att: Attachment) -> bool:
+        """``plugged`` is this request's attachment: same (container, ifname), and not
+        stamped by another cluster or for another network."""
+        if (plugged.container_id, plugged.ifname) != (att.container_id, att.ifname):
+            return False
+        if plugged.cluster is None:
+            return True  # legacy: the container id is all we have
+        return self._mine(plugged) and (
+            not plugged.network or not att.network or plugged.network == att.network
+        )
+
+    def _forget(self, container_id: str, ifname: str) -> None:
+        self._records.pop((container_id, ifname), None)
+        self._down.discard((container_id, ifname))
+
     async def delete(self, att: Attachment) -> None:
+        self._forget(att.container_id, att.ifname)
         for driver, plugged in await asyncio.to_thread(self.drivers.plugged):
-            if (plugged.container_id, plugged.ifname) == (att.container_id, att.ifname):
+            if self._names(plugged, att):
                 LOG.info("DEL %s %s: unplugging %s", att.pod_key, att.ifname, plugged.host_ifname)
                 await asyncio.to_thread(driver.unplug, plugged)
 
     async def check(self, att: Attachment, config: dict[str, Any]) -> None:
-        mine = [
-            p
-            for _, p in await asyncio.to_thread(self.drivers.plugged)
-            if (p.container_id, p.ifname) == (att.container_id, att.ifname)
-        ]
+        mine = [p for _, p in await asyncio.to_thread(self.drivers.plugged) if self._names(p, att)]
         if not mine:
             raise HostError(f"container {att.container_id} has no {att.ifname} plugged here")
         vif = self.vifs.current_vif(att.pod_namespace, att.pod_name, att.ifname)
@@ -164,34 +239,165 @@ class CniService:
             )
 
     async def gc(self, config: dict[str, Any]) -> None:
+        """Unplug our attachments of this network that the runtime no longer lists."""
+        network = str(config.get("name") or "")
         items = config.get("cni.dev/valid-attachments", config.get("cni.dev/attachments")) or []
         valid = {(i["containerID"], i["ifname"]) for i in items}
-        for driver, plugged in await asyncio.to_thread(self.drivers.plugged):
-            if (plugged.container_id, plugged.ifname) not in valid:
-                LOG.info("GC: unplugging %s (%s)", plugged.host_ifname, plugged.container_id)
-                await asyncio.to_thread(driver.unplug, plugged)
+        found = await asyncio.to_thread(self.drivers.plugged)
+        ours = [(d, p) for d, p in found if self._mine(p) and p.network == network]
+        legacy = [p for _, p in found if p.cluster is None]
+        if legacy:
+            LOG.info(
+                "GC of network %s: leaving %d unstamped attachment(s) alone (%s): only DEL "
+                "removes those",
+                network or "?",
+                len(legacy),
+                ", ".join(p.host_ifname for p in legacy),
+            )
+        stale = [(d, p) for d, p in ours if (p.container_id, p.ifname) not in valid]
+        live = [p for _, p in ours if _live(p)]
+        why = self._guard([p for _, p in stale if _live(p)], live, cache_matters=False, what="GC")
+        for driver, plugged in stale:
+            if why and _live(plugged):
+                continue
+            LOG.info("GC: unplugging %s (%s)", plugged.host_ifname, plugged.container_id)
+            self._forget(plugged.container_id, plugged.ifname)
+            await asyncio.to_thread(driver.unplug, plugged)
+
+    def _guard(
+        self, removing: list[Plugged], live: list[Plugged], *, cache_matters: bool, what: str
+    ) -> str:
+        """Why removing these live attachments is refused ("" when it is not); logs them."""
+        if not removing:
+            return ""
+        why = ""
+        if cache_matters and not self.vifs.synced:
+            why = "the KuryrPort cache has not synced"
+        elif cache_matters and self.vifs.known_pods == 0:
+            why = "the KuryrPort cache is empty (a wrong or fresh cluster, or a wrong node name?)"
+        else:
+            allowed = max(self.settings.unplug_floor, int(self.settings.unplug_share * len(live)))
+            if len(removing) > allowed:
+                why = (
+                    f"it would remove {len(removing)} of {len(live)} live attachments "
+                    f"(at most {allowed} at once)"
+                )
+        if why:
+            for p in removing:
+                LOG.warning(
+                    "%s: NOT unplugging %s (pod %s, container %s, netns %s): %s; remove it with "
+                    "DEL, or fix the cache and restart the daemon",
+                    what,
+                    p.host_ifname,
+                    p.pod_key or "?",
+                    p.container_id[:12] or "?",
+                    p.netns or "?",
+                    why,
+                )
+        return why
 
     async def reconcile(self) -> list[str]:
-        """At start: unplug attachments whose netns or pod is gone; returns what went.
+        """At start: unplug our attachments whose netns or pod is gone; returns what went.
 
-        Attachments whose pod is known and whose namespace exists are left untouched, so
-        running pods keep their traffic. When the cache has not synced, only the netns test
-        applies (a missing KuryrPort proves nothing then).
+        Only attachments stamped with our cluster id count; another cluster's are never
+        touched, unstamped ones only when provably dead (veth and netns gone). Attachments
+        whose pod is known and whose namespace exists are kept (and looked after by
+        :meth:`repair`), so running pods keep their traffic. Removing live attachments
+        (the veth is there) is refused by :meth:`_guard` on an unsynced or empty cache or
+        when too many would go; the rest of reconcile still happens.
         """
         removed = []
-        for driver, plugged in await asyncio.to_thread(self.drivers.plugged):
-            pod_gone = self.vifs.synced and not self.vifs.has_pod(plugged.pod_key)
-            if plugged.netns_exists() and not pod_gone:
+        found = await asyncio.to_thread(self.drivers.plugged)
+        ours = [(d, p) for d, p in found if self._mine(p)]
+        dead = [(d, p) for d, p in found if p.cluster in (None, self.cluster_id) and _dead(p)]
+        stale: list[tuple[BindingDriver, Plugged, str]] = []
+        for driver, plugged in ours:
+            if _dead(plugged):
                 continue
+            if not plugged.netns_exists():
+                stale.append((driver, plugged, "its netns is gone"))
+            elif not self.vifs.has_pod(plugged.pod_key):
+                stale.append((driver, plugged, "its pod has no KuryrPort"))
+            else:
+                self._records[(plugged.container_id, plugged.ifname)] = _Record(
+                    plugged.attachment(), plugged.port_id
+                )
+        others = sorted(
+            {str(p.cluster) for _, p in found if p.cluster not in (None, self.cluster_id)}
+        )
+        if others:
+            LOG.info("reconcile: leaving attachments of cluster(s) %s alone", ", ".join(others))
+        live = [p for _, p in ours if not _dead(p)]
+        why = self._guard([p for _, p, _ in stale], live, cache_matters=True, what="reconcile")
+        todo = [(d, p, "its veth and netns are gone") for d, p in dead]
+        todo += [] if why else stale
+        for driver, plugged, reason in todo:
             LOG.info(
-                "reconcile: unplugging %s (pod %s, netns %s)",
+                "reconcile: unplugging %s (pod %s, netns %s): %s",
                 plugged.host_ifname,
                 plugged.pod_key or "?",
                 plugged.netns or "?",
+                reason,
             )
+            self._forget(plugged.container_id, plugged.ifname)
             await asyncio.to_thread(driver.unplug, plugged)
             removed.append(plugged.host_ifname)
         return removed
+
+    async def repair(self) -> list[str]:
+        """Plug again our attachments whose host side vanished while their pod's netns is
+        still there and its KuryrPort still names the same port; returns what was
+        re-plugged. Level-triggered and idempotent: call it periodically."""
+        done = []
+        for key, record in list(self._records.items()):
+            async with self._container(key[0]):
+                if self._records.get(key) is not record:
+                    continue  # DEL (or a new ADD) came first
+                att = record.att
+                if not await asyncio.to_thread(Path(att.netns).exists):
+                    continue  # the pod is going: DEL will come
+                vif = self.vifs.current_vif(att.pod_namespace, att.pod_name, att.ifname)
+                if vif is None or vif.port_id != record.port_id:
+                    continue  # the pod has another port now (or none): not ours to redo
+                driver = self.drivers.for_vif(vif)
+                why = await asyncio.to_thread(driver.lost, att, vif)
+                if why is None:
+                    continue
+                if key not in self._down:
+                    self._down.add(key)
+                    LOG.warning(
+                        "pod %s: port %s lost its attachment (%s): plugging it again",
+                        att.pod_key,
+                        vif.port_id,
+                        why,
+                    )
+                    if self._repairs is not None:
+                        self._repairs.lost(att, vif, why)
+                try:
+                    await asyncio.to_thread(driver.plug, att, vif)
+                except KuryrError as exc:
+                    LOG.error(
+                        "pod %s: re-plugging port %s failed: %s", att.pod_key, vif.port_id, exc
+                    )
+                    if self._repairs is not None:
+                        self._repairs.failed(att, vif, str(exc))
+                    continue
+                self._down.discard(key)
+                LOG.info("pod %s: port %s plugged again", att.pod_key, vif.port_id)
+                if self._repairs is not None:
+                    self._repairs.replugged(att, vif)
+                done.append(vif.host_ifname)
+        return done
+
+
+def _live(plugged: Plugged) -> bool:
+    """Its veth/device is there: a pod may be using it."""
+    return plugged.host_link
+
+
+def _dead(plugged: Plugged) -> bool:
+    """Provably carries nothing: the veth is gone and so is the netns."""
+    return not plugged.host_link and not plugged.netns_exists()
 
 
 def result(att: Attachment, vif: Vif) -> dict[str, Any]:
@@ -276,4 +482,5 @@ def _attachment(req: dict[str, Any]) -> Attachment:
         pod_namespace=str(namespace),
         pod_name=str(name),
         pod_uid=str(args.get("K8S_POD_UID", "")),
+        network=str(req["config"].get("name") or ""),
     )

@@ -42,6 +42,11 @@ class VifSource(Protocol):
 
     def has_pod(self, pod_key: str) -> bool: ...
 
+    @property
+    def known_pods(self) -> int:
+        """How many pods the cache holds a KuryrPort for."""
+        ...
+
 
 class PodLookup(Protocol):
     async def exists(self, namespace: str, name: str) -> bool | None:
@@ -107,6 +112,10 @@ class KuryrPortVifs:
 
     def has_pod(self, pod_key: str) -> bool:
         return pod_key in self.informer.store
+
+    @property
+    def known_pods(self) -> int:
+        return len(self.informer.store)
 
     async def wait_vif(
         self,

@@ -24,12 +24,15 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from kuryr_k8s.cni.binding import parse_alias_words, render_alias
 from kuryr_k8s.cni.errors import HostError, UnknownContainer
 from kuryr_k8s.cni.host.netns import check_netns, netns_socket
 from kuryr_k8s.model.vif import IpConfig, Route, Vif
 
 ALIAS_PREFIX = "kuryr-cni "
-"""Host ends are tagged ``kuryr-cni <node> <container id> <ifname>`` in their ifalias."""
+"""Host ends are tagged ``kuryr-cni <node> <container id> <ifname> <cluster> <network>``
+in their ifalias (``-`` for an empty value); the three-word form without cluster and
+network is what daemons wrote before ownership stamps (legacy, cluster ``None``)."""
 
 _NETLINK_ROUTE = 0
 _SIOCETHTOOL = 0x8946
@@ -49,16 +52,35 @@ class PodLink:
     default_gateway: str | None
 
 
-def alias_for(node: str, container_id: str, ifname: str) -> str:
-    return f"{ALIAS_PREFIX}{node} {container_id} {ifname}"
+@dataclass(frozen=True)
+class HostAlias:
+    """What a host end's ifalias says about its attachment."""
+
+    node: str
+    container_id: str
+    ifname: str
+    cluster: str | None = None
+    """``None``: a legacy alias without ownership stamps."""
+    network: str = ""
+
+    def render(self) -> str:
+        words = [self.node, self.container_id, self.ifname]
+        return render_alias(ALIAS_PREFIX, words, self.cluster, self.network)
 
 
-def parse_alias(alias: str) -> tuple[str, str, str] | None:
-    """``(node, container_id, ifname)`` of a host end we made, else ``None``."""
-    if not alias.startswith(ALIAS_PREFIX):
+def alias_for(
+    node: str, container_id: str, ifname: str, cluster: str | None = None, network: str = ""
+) -> str:
+    return HostAlias(node, container_id, ifname, cluster, network).render()
+
+
+def parse_alias(alias: str) -> HostAlias | None:
+    """The attachment of a host end we made, else ``None``."""
+    parsed = parse_alias_words(ALIAS_PREFIX, alias, 3)
+    if parsed is None:
         return None
-    parts = alias[len(ALIAS_PREFIX) :].split(" ")
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+    (node, container_id, ifname), cluster, network = parsed
+    return HostAlias(node, container_id, ifname, cluster, network)
 
 
 @contextlib.contextmanager

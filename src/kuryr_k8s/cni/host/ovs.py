@@ -23,9 +23,13 @@ OWNER_KEYS = (
     "kuryr-ifname",
     "kuryr-netns",
     "kuryr-pod",
+    "kuryr-cluster",
+    "kuryr-network",
 )
 """``kuryr-owner=kuryr-cni`` marks our rows, ``kuryr-node`` the daemon (node) that owns
-them; the rest identify the attachment."""
+them, ``kuryr-cluster`` the cluster id of that daemon and ``kuryr-network`` the CNI
+network name of the ADD (both absent on rows written before ownership stamps); the rest
+identify the attachment."""
 
 
 @dataclass(frozen=True)
