@@ -9,13 +9,14 @@ our own plain JSON (:mod:`kuryr_k8s.model.vif`), not an os-vif versioned-object 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import yaml
 
-from kuryr_k8s.model.vif import InvalidVif, Vif
+from kuryr_k8s.model.vif import InvalidVif, Vif, from_os_vif, is_os_vif_primitive
 
 GROUP = "openstack.org"
 VERSION = "v1"
@@ -54,6 +55,44 @@ def parse_vifs(kuryrport: dict[str, Any]) -> dict[str, VifEntry]:
         out[ifname] = VifEntry(
             ifname, bool(entry.get("default", False)), Vif.from_dict(entry.get("vif"))
         )
+    return out
+
+
+def upstream_vifs(kuryrport: dict[str, Any]) -> dict[str, Any]:
+    """``status.vifs`` entries that hold upstream kuryr-kubernetes's os-vif primitives
+    (by interface name); empty for a KuryrPort of ours."""
+    raw = (kuryrport.get("status") or {}).get("vifs") or {}
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        ifname: entry
+        for ifname, entry in raw.items()
+        if isinstance(entry, dict) and is_os_vif_primitive(entry.get("vif"))
+    }
+
+
+def convert_upstream_vifs(
+    kuryrport: dict[str, Any], subnet_ids: Mapping[str, str]
+) -> dict[str, VifEntry]:
+    """Every ``status.vifs`` entry in our format: upstream's converted
+    (:func:`~kuryr_k8s.model.vif.from_os_vif`), ours kept. Raises :class:`InvalidVif`
+    naming the interface for an entry that cannot be converted."""
+    status = kuryrport.get("status") or {}
+    raw = status.get("vifs") or {}
+    if not isinstance(raw, dict):
+        raise InvalidVif("status.vifs: must be an object keyed by interface name")
+    out = {}
+    for ifname, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise InvalidVif(f"status.vifs.{ifname}: must be an object")
+        data = entry.get("vif")
+        try:
+            vif = (
+                from_os_vif(data, subnet_ids) if is_os_vif_primitive(data) else Vif.from_dict(data)
+            )
+        except InvalidVif as exc:
+            raise InvalidVif(f"status.vifs.{ifname}: {exc}") from exc
+        out[ifname] = VifEntry(ifname, bool(entry.get("default", False)), vif)
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +23,12 @@ VifType = Literal["ovs", "vlan"]
 VIF_TYPES: tuple[VifType, ...] = ("ovs", "vlan")
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+ADOPTED_FROM = "kuryr-kubernetes"
+"""``adoptedFrom`` of a VIF converted from upstream's os-vif primitive."""
 
 
 class InvalidVif(PermanentError):
@@ -73,11 +79,18 @@ class Vif:
     active: bool = False
     """True once Neutron reports the port ACTIVE."""
     dns_nameservers: tuple[str, ...] = field(default=())
+    host_name: str | None = None
+    """Host-side device name when it is not ours (``hostIfname``): set on VIFs adopted from
+    upstream kuryr-kubernetes, whose veths are named ``tap`` + the first 11 characters
+    of the port id, dash included (:func:`from_os_vif`)."""
+    adopted: bool = False
+    """Converted from upstream's os-vif primitive (``adoptedFrom``): the attachment on the
+    node was made by upstream and carries no kuryr stamp of ours."""
 
     @property
     def host_ifname(self) -> str:
         """Host-side device name: Linux allows 15 characters; stable per port."""
-        return ("tap" + self.port_id.replace("-", ""))[:14]
+        return self.host_name or ("tap" + self.port_id.replace("-", ""))[:14]
 
     @property
     def default_gateway(self) -> str | None:
@@ -109,6 +122,10 @@ class Vif:
             out["vlanId"] = self.vlan_id
         if self.dns_nameservers:
             out["dnsNameservers"] = list(self.dns_nameservers)
+        if self.host_name is not None:
+            out["hostIfname"] = self.host_name
+        if self.adopted:
+            out["adoptedFrom"] = ADOPTED_FROM
         return out
 
     @classmethod
@@ -146,6 +163,9 @@ class Vif:
         dns = d.get("dnsNameservers", [])
         if not isinstance(dns, list) or not all(isinstance(x, str) for x in dns):
             raise InvalidVif("vif.dnsNameservers: must be a list of strings")
+        host_name = d.get("hostIfname")
+        if host_name is not None and not (isinstance(host_name, str) and _IFNAME.match(host_name)):
+            raise InvalidVif(f"vif.hostIfname: {host_name!r} is not a Linux interface name")
         return cls(
             vif_type=vif_type,
             port_id=port_id,
@@ -158,6 +178,8 @@ class Vif:
             vlan_id=vlan_id if isinstance(vlan_id, int) else None,
             active=bool(d.get("active", False)),
             dns_nameservers=tuple(dns),
+            host_name=host_name,
+            adopted=d.get("adoptedFrom") == ADOPTED_FROM,
         )
 
 
@@ -208,3 +230,124 @@ def _route(item: Any, i: int) -> Route:
     except ValueError as exc:
         raise InvalidVif(f"{where}: {exc}") from exc
     return Route(dest, gw)
+
+
+# -- upstream kuryr-kubernetes (os-vif versioned-object primitives) ----------------------
+
+_OS_VIF_KINDS: dict[str, VifType] = {
+    # ``versioned_object.name``; the namespace is ``os_vif`` for both (upstream's own
+    # VIFVlanNested inherits it)
+    "VIFOpenVSwitch": "ovs",
+    "VIFVlanNested": "vlan",
+}
+_REFUSED_OS_VIF = {
+    "VIFBridge": "hybrid plug (a Linux bridge between veth and OVS, iptables firewall); "
+    "ML2/OVN has none",
+    "VIFMacvlanNested": "macvlan pods are not supported (see [kubernetes] pod_vif_driver)",
+    "VIFDPDKNested": "DPDK pods are not supported",
+    "VIFVHostUser": "vhost-user pods are not supported",
+}
+
+
+def is_os_vif_primitive(data: Any) -> bool:
+    """An os-vif/oslo.versionedobjects primitive (upstream's ``status.vifs[*].vif``)."""
+    return isinstance(data, dict) and "versioned_object.data" in data
+
+
+def _ovo(data: Any, where: str, *names: str) -> dict[str, Any]:
+    """The ``versioned_object.data`` of a primitive whose name is one of ``names``."""
+    if not is_os_vif_primitive(data):
+        raise InvalidVif(f"{where}: not an os-vif versioned-object primitive")
+    name = data.get("versioned_object.name")
+    if names and name not in names:
+        raise InvalidVif(f"{where}: {name!r} where {' or '.join(names)} was expected")
+    return _mapping(data["versioned_object.data"], f"{where}.versioned_object.data")
+
+
+def _ovo_list(data: Any, where: str, name: str) -> list[Any]:
+    objs = _ovo(data, where, name).get("objects", [])
+    if not isinstance(objs, list):
+        raise InvalidVif(f"{where}.objects: must be a list")
+    return objs
+
+
+def from_os_vif(primitive: Any, subnet_ids: Mapping[str, str]) -> Vif:
+    """Our VIF for one of upstream's ``status.vifs[<ifname>].vif`` primitives.
+
+    Pure: ``subnet_ids`` maps each fixed IP address to its Neutron subnet id (the port's
+    ``fixed_ips``; os-vif subnets carry no id). The result names the host device upstream
+    made (``hostIfname``) and is marked ``adoptedFrom``, so the node can find and unplug
+    an attachment that has no stamp of ours. Raises :class:`InvalidVif` naming the field
+    for a kind we cannot serve (hybrid plug, macvlan, DPDK, vhost-user) or a malformed
+    primitive."""
+    where = "vif"
+    if not is_os_vif_primitive(primitive):
+        raise InvalidVif(f"{where}: not an os-vif versioned-object primitive")
+    kind = (
+        str(primitive.get("versioned_object.namespace")),
+        str(primitive.get("versioned_object.name")),
+    )
+    if kind[1] in _REFUSED_OS_VIF:
+        raise InvalidVif(f"{where}: {kind[1]} cannot be adopted: {_REFUSED_OS_VIF[kind[1]]}")
+    vif_type = _OS_VIF_KINDS.get(kind[1]) if kind[0] == "os_vif" else None
+    if vif_type is None:
+        raise InvalidVif(f"{where}: unknown os-vif object {kind[0]}.{kind[1]}")
+    data = _ovo(primitive, where, kind[1])
+    network = _ovo(data.get("network"), f"{where}.network", "Network")
+    ips: list[dict[str, Any]] = []
+    routes: list[dict[str, str]] = []
+    dns: list[str] = []
+    subnets = _ovo_list(network.get("subnets"), f"{where}.network.subnets", "SubnetList")
+    for i, raw in enumerate(subnets):
+        sw = f"{where}.network.subnets[{i}]"
+        subnet = _ovo(raw, sw, "Subnet")
+        cidr = _str(subnet, "cidr", sw)
+        gateway = subnet.get("gateway")
+        for j, raw_ip in enumerate(_ovo_list(subnet.get("ips"), f"{sw}.ips", "FixedIPList")):
+            address = _str(_ovo(raw_ip, f"{sw}.ips[{j}]", "FixedIP"), "address", f"{sw}.ips[{j}]")
+            subnet_id = subnet_ids.get(address)
+            if not subnet_id:
+                raise InvalidVif(f"{sw}.ips[{j}]: no Neutron subnet known for {address}")
+            ips.append(
+                {
+                    "address": address,
+                    "cidr": cidr,
+                    "subnetId": subnet_id,
+                    **({"gateway": gateway} if isinstance(gateway, str) and gateway else {}),
+                }
+            )
+        for k, raw_route in enumerate(
+            _ovo_list(subnet.get("routes", _EMPTY_ROUTES), f"{sw}.routes", "RouteList")
+        ):
+            route = _ovo(raw_route, f"{sw}.routes[{k}]", "Route")
+            routes.append(
+                {
+                    "destination": _str(route, "cidr", f"{sw}.routes[{k}]"),
+                    "gateway": _str(route, "gateway", f"{sw}.routes[{k}]"),
+                }
+            )
+        dns += [x for x in subnet.get("dns") or [] if isinstance(x, str)]
+    ours: dict[str, Any] = {
+        "vifType": vif_type,
+        "portId": data.get("id"),
+        "macAddress": data.get("address"),
+        "networkId": network.get("id"),
+        "mtu": network.get("mtu"),
+        "active": bool(data.get("active", False)),
+        "ips": ips,
+        "routes": routes,
+        "dnsNameservers": dns,
+        "adoptedFrom": ADOPTED_FROM,
+    }
+    if vif_type == "ovs":
+        ours["bridge"] = data.get("bridge_name") or network.get("bridge")
+        ours["hostIfname"] = data.get("vif_name")
+    else:
+        ours["vlanId"] = data.get("vlan_id")
+    return Vif.from_dict(ours)
+
+
+_EMPTY_ROUTES = {
+    "versioned_object.name": "RouteList",
+    "versioned_object.data": {"objects": []},
+}
