@@ -4,7 +4,9 @@ Real OVS/OVN/Neutron, the Kubernetes API emulator, kuryr-controller, kuryr-daemo
 node agent playing kubelet; a "VM" on net0 (a Neutron port plugged into br-int from a
 network namespace, as a VM's tap would be); the seed's busybox pod created with kubectl;
 then pod -> VM, VM -> pod and pod -> pod checks. Every step is idempotent, so a second
-run reuses what exists and checks again.
+run reuses what exists and checks again; what it reuses is verified first (the stand-in's
+MAC, IP and br-int plug; each pod's KuryrPort Active and eth0 with its address) and what is
+broken is made again, one printed "repaired ..." line each.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kuryr_k8s.sandbox import manager, process
+from kuryr_k8s.model.errors import ResourceNotReady
+from kuryr_k8s.sandbox import manager, naming, process
 from kuryr_k8s.sandbox.components import Context
-from kuryr_k8s.sandbox.kuryr_components import DEMO_VM_NETNS, nodeagent_state
-from kuryr_k8s.sandbox.nodeagent import exec_in_pod
+from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
+from kuryr_k8s.sandbox.nodeagent import exec_in_pod, find_sandbox
 from kuryr_k8s.sandbox.openstack import hostplug, topology
 from kuryr_k8s.sandbox.process import SandboxError
 from kuryr_k8s.sandbox.settings import SandboxSettings
@@ -30,7 +33,6 @@ from kuryr_k8s.sandbox.settings import SandboxSettings
 Progress = Callable[[str], None]
 
 VM_NAME = "vm0"
-VM_NETNS = DEMO_VM_NETNS
 PODS = ("busybox-sleep", "busybox-sleep-2")
 POD_FILES = ("pod1.yml", "pod2.yml")
 READY_TIMEOUT = 180
@@ -68,10 +70,20 @@ def kubectl(
     ).stdout
 
 
+def vm_netns(ctx: Context) -> str:
+    """The VM stand-in's network namespace: ``kuryr-<sandbox id>_vm0``."""
+    return naming.stand_in_netns(naming.sandbox_id(ctx.paths.root), VM_NAME)
+
+
+def find_vm_port(conn: Any, net0_id: str) -> Any:
+    return next(iter(conn.network.ports(name=VM_NAME, network_id=net0_id)), None)
+
+
 def ensure_vm(ctx: Context, conn: Any, topo: topology.Topology, progress: Progress) -> Endpoint:
-    """A Neutron port on net0 plugged from netns ``kuryr-vm0``, like a VM's tap."""
+    """A Neutron port on net0 plugged from netns ``kuryr-<sandbox id>_vm0``, like a VM's
+    tap. A stand-in that exists is verified first and plugged again if anything is off."""
     net = conn.network
-    port = next(iter(net.ports(name=VM_NAME, network_id=topo.net0_id)), None)
+    port = find_vm_port(conn, topo.net0_id)
     if port is None:
         port = net.create_port(
             name=VM_NAME,
@@ -83,10 +95,7 @@ def ensure_vm(ctx: Context, conn: Any, topo: topology.Topology, progress: Progre
         )
         net.set_tags(port, [topology.TAG])
         progress(f"  created VM port {VM_NAME} ({port.id})")
-    if not hostplug.is_plugged(ctx, VM_NETNS):
-        hostplug.unplug(ctx, VM_NETNS)  # a half-made one from an interrupted run
-        hostplug.plug(ctx, VM_NETNS, port, net.get_subnet(topo.subnet0_id), mtu=topo.mtu)
-        progress(f"  plugged VM port into br-int from netns {VM_NETNS}")
+    ensure_stand_in(ctx, port, net.get_subnet(topo.subnet0_id), topo.mtu, progress)
     deadline = time.monotonic() + 60
     while net.get_port(port.id).status != "ACTIVE":
         if time.monotonic() > deadline:
@@ -95,11 +104,52 @@ def ensure_vm(ctx: Context, conn: Any, topo: topology.Topology, progress: Progre
     return Endpoint("VM", VM_NAME, port.fixed_ips[0]["ip_address"], port.id, ctx.settings.hostname)
 
 
+def ensure_stand_in(ctx: Context, port: Any, subnet: Any, mtu: int, progress: Progress) -> bool:
+    """Verify the stand-in's plug of ``port`` (netns, MAC, IP, veth, br-int row with the
+    port's iface-id) and make it again when anything is off. True if it did."""
+    netns = vm_netns(ctx)
+    _remove_legacy_stand_in(ctx, port, progress)
+    existed = netns in hostplug.list_netns()  # else: first run, or after 'down'
+    found = hostplug.problems(ctx, netns, port, subnet)
+    if not found:
+        return False
+    hostplug.unplug(ctx, netns)
+    hostplug.plug(ctx, netns, port, subnet, mtu=mtu)
+    if existed:
+        progress(
+            f"  repaired VM stand-in {VM_NAME} (netns {netns}, port {port.id}): "
+            f"{'; '.join(found)}; plugged it again"
+        )
+    else:
+        progress(f"  plugged VM port into br-int from netns {netns}")
+    return True
+
+
+LEGACY_VM_NETNS = "kuryr-vm0"
+"""The stand-in's netns before names carried the sandbox id."""
+
+
+def _remove_legacy_stand_in(ctx: Context, port: Any, progress: Progress) -> None:
+    """An old ``kuryr-vm0`` is this sandbox's only if this sandbox's br-int has its host
+    end with this sandbox's VM port as iface-id; then it goes (another's is left alone)."""
+    if LEGACY_VM_NETNS not in hostplug.list_netns():
+        return
+    host = hostplug.legacy_host_ifname(LEGACY_VM_NETNS)
+    ids = hostplug.ovs_ids(ctx, host)
+    if ids is None or ids.get("iface-id") != port.id:
+        return
+    hostplug.unplug(ctx, LEGACY_VM_NETNS, host=host)
+    progress(f"  removed the old VM stand-in netns {LEGACY_VM_NETNS} (now {vm_netns(ctx)})")
+
+
+def _manifest(fname: str) -> str:
+    return (resources.files("kuryr_k8s.sandbox") / "data" / fname).read_text()
+
+
 def ensure_pods(ctx: Context, progress: Progress) -> list[Endpoint]:
     """Create the pods with kubectl, as a user would, and wait until they are Ready."""
     for fname in POD_FILES:
-        manifest = (resources.files("kuryr_k8s.sandbox") / "data" / fname).read_text()
-        out = kubectl(ctx, "apply", "-f", "-", input_text=manifest).strip()
+        out = kubectl(ctx, "apply", "-f", "-", input_text=_manifest(fname)).strip()
         progress(f"  kubectl apply -f {fname}: {out}")
     t0 = time.monotonic()
     kubectl(
@@ -123,6 +173,117 @@ def ensure_pods(ctx: Context, progress: Progress) -> list[Endpoint]:
         )
         for p in pods
     ]
+
+
+# ---- verifying and repairing what a rerun reuses -----------------------------------------
+
+SETTLE_TIMEOUT = 90.0
+"""How long a pod's problems may take to clear by themselves right after the node agent
+started (it plugs again the pods whose netns ``down`` removed)."""
+
+
+def _items(ctx: Context, kind: str) -> dict[str, Any]:
+    data = json.loads(kubectl(ctx, "get", kind, "-o", "json", timeout=60) or "{}")
+    return {i["metadata"]["name"]: i for i in (data.get("items") or [])}
+
+
+def pod_problems(pod: Any, kp: Any | None, ctx: Context) -> list[str]:
+    """What is wrong with a running seed pod: its KuryrPort is not Active, or its eth0 is
+    missing from its netns or lacks its address or MAC. Empty: nothing."""
+    name = pod["metadata"]["name"]
+    state = ((kp or {}).get("status") or {}).get("state")
+    found = []
+    if state != "Active":
+        reasons = [
+            f"{c.get('type')}={c.get('status')} {c.get('reason', '')}".strip()
+            for c in ((kp or {}).get("status") or {}).get("conditions") or []
+            if c.get("status") != "True"
+        ]
+        found.append(
+            f"KuryrPort is {state or 'missing'}{' (' + ', '.join(reasons) + ')' if reasons else ''}"
+        )
+    try:
+        netns = find_sandbox("default", name, state_dir=nodeagent_state(ctx)).netns
+    except ResourceNotReady as exc:
+        return [*found, str(exc)]
+    proc = process.run(["ip", "-j", "-n", netns, "addr", "show", "dev", "eth0"], check=False)
+    links = json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else []
+    if not links:
+        return [*found, f"eth0 is missing in netns {netns}"]
+    want_ip = (pod.get("status") or {}).get("podIP")
+    have = [a["local"] for a in links[0].get("addr_info", []) if a.get("family") == "inet"]
+    if want_ip and want_ip not in have:
+        found.append(f"eth0 in {netns} has {have or 'no address'}, the pod has {want_ip}")
+    vif = (((kp or {}).get("status") or {}).get("vifs") or {}).get("eth0", {}).get("vif") or {}
+    mac = str(vif.get("macAddress", "")).lower()
+    if mac and str(links[0].get("address", "")).lower() != mac:
+        found.append(f"eth0 in {netns} has MAC {links[0].get('address')}, the port has {mac}")
+    return found
+
+
+def broken_pods(ctx: Context) -> dict[str, list[str]]:
+    """Seed pods that run (phase Running, not being deleted) but are broken, with why."""
+    pods, kps = _items(ctx, "pods"), _items(ctx, "kuryrports")
+    broken = {}
+    for name in PODS:
+        pod = pods.get(name)
+        if pod is None or pod["metadata"].get("deletionTimestamp"):
+            continue
+        if (pod.get("status") or {}).get("phase") != "Running":
+            continue  # still starting: ensure_pods waits for it
+        found = pod_problems(pod, kps.get(name), ctx)
+        if found:
+            broken[name] = found
+    return broken
+
+
+def repair_pods(ctx: Context, progress: Progress, *, settle: bool = False) -> list[str]:
+    """Delete and create again each seed pod that is broken (``broken_pods``), printing
+    one line per pod. ``settle``: first give the node agent ``SETTLE_TIMEOUT`` to plug
+    the pods again by itself (it just started). Returns the repaired pods."""
+    broken = broken_pods(ctx)
+    deadline = time.monotonic() + (SETTLE_TIMEOUT if settle else 0)
+    while broken and time.monotonic() < deadline:
+        time.sleep(2)
+        broken = broken_pods(ctx)
+    for name, found in broken.items():
+        progress(f"  repaired pod {name}: {'; '.join(found)}; deleted it to create it again")
+        kubectl(ctx, "delete", "pod", name, "--wait=true", f"--timeout={READY_TIMEOUT}s")
+    for name in broken:
+        kubectl(ctx, "apply", "-f", "-", input_text=_manifest(POD_FILES[PODS.index(name)]))
+    if broken:
+        kubectl(ctx, "wait", "--for=condition=Ready", f"--timeout={READY_TIMEOUT}s",
+                *(f"pod/{p}" for p in broken))  # fmt: skip
+    return list(broken)
+
+
+def repair_stand_in(ctx: Context, progress: Progress) -> bool:
+    """``up``'s check of an existing VM stand-in (the demo makes a missing one). One whose
+    Neutron port is gone is removed. True if something was repaired or removed."""
+    netns = vm_netns(ctx)
+    present = hostplug.list_netns()
+    if netns not in present and LEGACY_VM_NETNS not in present:
+        return False
+    conn = topology.connect(ctx.settings)
+    try:
+        nets = list(conn.network.networks(name="net0", project_id=topology.PROJECT_ID))
+        port = find_vm_port(conn, nets[0].id) if nets else None
+        if port is None:
+            if netns in present:
+                hostplug.unplug(ctx, netns)
+                progress(f"  removed VM stand-in netns {netns}: its Neutron port is gone")
+                return True
+            return False
+        subnet = conn.network.get_subnet(port.fixed_ips[0]["subnet_id"])
+        return ensure_stand_in(ctx, port, subnet, int(nets[0].mtu), progress)
+    finally:
+        conn.close()
+
+
+def repair_reused(ctx: Context, progress: Progress, *, settle: bool = False) -> None:
+    """Verify the demo's objects that exist (VM stand-in, seed pods) and repair them."""
+    repair_stand_in(ctx, progress)
+    repair_pods(ctx, progress, settle=settle)
 
 
 _RTT = re.compile(r"rtt min/avg/max/mdev = [\d.]+/([\d.]+)/")
@@ -152,7 +313,7 @@ def run_checks(ctx: Context, vm: Endpoint, pods: list[Endpoint]) -> list[Check]:
 
     def from_vm(target: Endpoint) -> Check:
         proc = subprocess.run(
-            ["ip", "netns", "exec", VM_NETNS, *ping_argv(target.ip)],
+            ["ip", "netns", "exec", vm_netns(ctx), *ping_argv(target.ip)],
             capture_output=True,
             check=False,
             timeout=60,
@@ -198,7 +359,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
         "[1/5] bringing up the sandbox (OVS, OVN, MariaDB, Neutron, Octavia, "
         "Kubernetes API, kuryr-controller, kuryr-daemon, node agent)"
     )
-    manager.up(settings, progress)
+    started = manager.up(settings, progress, reuse=False)
     ctx = manager.context(settings)
     conn = topology.connect(settings)
     try:
@@ -209,6 +370,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
     finally:
         conn.close()
     progress("[4/5] the seed's busybox pods, created with kubectl")
+    repair_pods(ctx, progress, settle=manager.NODE_AGENT in started)
     pods = ensure_pods(ctx, progress)
     progress("[5/5] connectivity checks")
     checks = run_checks(ctx, vm, pods)
@@ -222,7 +384,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
         f"{'all checks passed' if ok else 'SOME CHECKS FAILED'} "
         f"({time.monotonic() - t0:.1f} s in all)"
     )
-    return ok, LOOK_AROUND.format(vm_ip=vm.ip, pod_ip=pods[0].ip)
+    return ok, LOOK_AROUND.format(vm_ip=vm.ip, pod_ip=pods[0].ip, vm_netns=vm_netns(ctx))
 
 
 LOOK_AROUND = """\
@@ -230,12 +392,12 @@ Look around (kuryr is .venv/bin/kuryr in a checkout):
   eval "$(kuryr sandbox env)"                 # KUBECONFIG, OS_CLOUD, OVS_RUNDIR ...
   kubectl get pods,kuryrports -o wide
   kuryr sandbox exec busybox-sleep -- ping -c 3 {vm_ip}
-  ip netns exec kuryr-vm0 ping -c 3 {pod_ip}   # from the VM
+  ip netns exec {vm_netns} ping -c 3 {pod_ip}   # from the VM
   openstack port list
   ovs-vsctl show
   kuryr sandbox status
 Tear down:
   kubectl delete pod busybox-sleep busybox-sleep-2   # ports go back to the pool
-  kuryr sandbox down                          # stop everything (state kept)
-  kuryr sandbox reset                         # and wipe it (pods' and VM's netns too)
+  kuryr sandbox down                          # stop everything, remove its netns (state kept)
+  kuryr sandbox reset                         # and wipe it
 """

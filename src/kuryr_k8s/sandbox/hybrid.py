@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kuryr_k8s.sandbox import demo, manager, overcloud
+from kuryr_k8s.sandbox import demo, manager, naming, overcloud
 from kuryr_k8s.sandbox.components import Context
 from kuryr_k8s.sandbox.demo import Check, Endpoint
 from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
@@ -228,13 +228,15 @@ def ping_from_vm(vm: Any, vm_name: str, target: Endpoint) -> Check:
 class HttpServers:
     """Small HTTP servers in pod namespaces, answering with the pod's name; stopped on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        """The sandbox id: host-side folders are ``/tmp/kuryr-http-<owner>-<pod>``."""
         self._host: list[subprocess.Popen[bytes]] = []
         self._guest: list[tuple[Any, str]] = []
         self._roots: list[str] = []
 
     def in_host_pod(self, netns: str, name: str, ip: str) -> None:
-        root = f"/tmp/kuryr-http-{name}"
+        root = f"/tmp/kuryr-http-{self.owner}-{name}"
         Path(root).mkdir(parents=True, exist_ok=True)
         Path(root, "index.html").write_text(f"hello from {name}\n")
         self._roots.append(root)
@@ -361,7 +363,7 @@ def run_checks(
         ping_from_host_pod(ctx, bm, n2.endpoint),
         ping_from_nested(vms[n3.endpoint.node], n3, n1.endpoint),
     ]
-    servers = HttpServers()
+    servers = HttpServers(naming.sandbox_id(ctx.paths.root))
     try:
         checks += http_checks(ctx, bm, n1, w1, servers)
     finally:
@@ -375,6 +377,7 @@ def format_inventory(rows: list[tuple[str, ...]]) -> str:
 
 
 def inventory(
+    ctx: Context,
     plain_vm: Endpoint,
     stand_in: Endpoint,
     workers: dict[str, Any],
@@ -385,7 +388,7 @@ def inventory(
         ("VM", plain_vm.name, plain_vm.ip, plain_vm.port_id, "QEMU, net0", "-", "-"),
         (
             "VM stand-in",
-            f"netns {demo.VM_NETNS}",
+            f"netns {demo.vm_netns(ctx)}",
             stand_in.ip,
             stand_in.port_id,
             "br-int, net0",
@@ -411,7 +414,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
         "kuryr-controller, kuryr-daemon, node agent; overcloud Kubernetes API and "
         "kuryr-controller (nested-vlan)"
     )
-    manager.up(settings, progress)
+    started = manager.up(settings, progress, reuse=False)
     ctx = manager.context(settings)
     conn = topology.connect(settings)
     try:
@@ -419,6 +422,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
         topo = topology.ensure_base_topology(conn, progress)
         progress("[3/7] undercloud: a VM stand-in (netns) on net0 and the seed's busybox pods")
         stand_in = demo.ensure_vm(ctx, conn, topo, progress)
+        demo.repair_pods(ctx, progress, settle=manager.NODE_AGENT in started)
         bm_pods = demo.ensure_pods(ctx, progress)
         progress(f"[4/7] VMs (QEMU): {PLAIN_VM} on net0, {', '.join(WORKERS)} on trunks")
         vms = ensure_vms(ctx, topo, progress)
@@ -435,7 +439,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
     progress("[7/7] connectivity checks (ICMP and HTTP)")
     checks = run_checks(ctx, vms, plain_vm, bm_pods, nested)
     progress("")
-    progress(format_inventory(inventory(plain_vm, stand_in, workers, bm_pods, nested)))
+    progress(format_inventory(inventory(ctx, plain_vm, stand_in, workers, bm_pods, nested)))
     progress("")
     progress(demo.format_checks(checks))
     ok = all(c.ok for c in checks)

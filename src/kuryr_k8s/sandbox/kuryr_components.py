@@ -12,14 +12,11 @@ from pathlib import Path
 
 from kuryr_k8s.cni.install import InstallSettings
 from kuryr_k8s.cni.install import install as install_cni
+from kuryr_k8s.sandbox import naming
 from kuryr_k8s.sandbox.components import Component, Context, http_ok
-from kuryr_k8s.sandbox.nodeagent.records import RecordStore
 from kuryr_k8s.sandbox.openstack import hostplug, topology
-from kuryr_k8s.sandbox.process import run
 
 CLUSTER_ID = "kuryr-sandbox"
-DEMO_VM_NETNS = "kuryr-vm0"
-"""The demo's "VM": a network namespace plugged into br-int (see ``demo.py``)."""
 CONTROLLER_HEALTH = "127.0.0.1:8082"
 DAEMON_HEALTH = "127.0.0.1:8091"
 
@@ -248,6 +245,8 @@ class NodeAgent(_KuryrComponent):
                 str(bin_dir),
                 "--state-dir",
                 str(nodeagent_state(self.ctx)),
+                "--netns-owner",  # pod netns names carry the sandbox id
+                naming.sandbox_id(self.ctx.paths.root),
             ],
             self.name,
             pidfile=self.pidfile,
@@ -260,14 +259,3 @@ class NodeAgent(_KuryrComponent):
 
 def kuryr_components(ctx: Context) -> list[Component]:
     return [KuryrController(ctx), KuryrDaemon(ctx), NodeAgent(ctx)]
-
-
-def delete_pod_namespaces(ctx: Context) -> list[str]:
-    """For ``reset``: remove the network namespaces of the pods the node agent recorded
-    and of the demo's VM (their veths go with them)."""
-    names = [r.netns for r in RecordStore(nodeagent_state(ctx) / "sandboxes").all()]
-    removed = []
-    for netns in [*names, DEMO_VM_NETNS]:
-        if run(["ip", "netns", "del", netns], check=False).returncode == 0:
-            removed.append(netns)
-    return removed

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kuryr_k8s.sandbox import hostobjects, naming
 from kuryr_k8s.sandbox.components import (
     Component,
     Context,
@@ -67,17 +68,26 @@ def write_client_config(ctx: Context) -> None:
 
 
 def up(
-    settings: SandboxSettings, progress: Progress, components: list[Component] | None = None
+    settings: SandboxSettings,
+    progress: Progress,
+    components: list[Component] | None = None,
+    *,
+    reuse: bool | None = None,
 ) -> list[str]:
     """Start every enabled component that is not running. Returns those started.
 
     If one fails, the ones this call started are stopped again: nothing half-started.
+    With the product on (``kuryr``) it then verifies the demo's objects it would reuse
+    (the VM stand-in, the seed pods) and repairs the broken ones, saying so
+    (``demo.repair_reused``); ``reuse=False`` skips that (default: only when
+    ``components`` is not given).
     """
     ctx = context(settings)
     if components is None:
         _check_installed(ctx)
         components = all_components(ctx)
     ctx.paths.ensure()
+    naming.record_sandbox_id(ctx.paths.root)
     write_client_config(ctx)
     started: list[Component] = []
     try:
@@ -96,7 +106,17 @@ def up(
         if any(c.name == "ovs-vswitchd" for c in started):
             delete_leftover_taps()
         raise
-    return [c.name for c in started]
+    names = [c.name for c in started]
+    if reuse is None:
+        reuse = components is None
+    if reuse and settings.kuryr and settings.kubeconfig is None:
+        from kuryr_k8s.sandbox import demo  # demo builds on this module
+
+        demo.repair_reused(ctx, progress, settle=NODE_AGENT in names)
+    return names
+
+
+NODE_AGENT = "node-agent"
 
 
 def down(settings: SandboxSettings, progress: Progress) -> list[str]:
@@ -111,6 +131,9 @@ def down(settings: SandboxSettings, progress: Progress) -> list[str]:
     removed = delete_leftover_taps()
     if removed:
         progress(f"  removed leftover tap devices: {', '.join(removed)}")
+    host = hostobjects.remove_owned(ctx)
+    if host:
+        progress(f"  removed this sandbox's host objects: {', '.join(host)}")
     return stopped
 
 
@@ -143,12 +166,8 @@ def _forget_vms(ctx: Context, progress: Progress) -> None:
 
 def reset(settings: SandboxSettings, progress: Progress) -> None:
     """Stop everything and wipe state (databases, OVS/OVN, config); keep logs and venvs."""
-    down(settings, progress)
+    down(settings, progress)  # removes the pods' and the VM stand-in's netns
     _forget_vms(context(settings), progress)
-    from kuryr_k8s.sandbox.kuryr_components import delete_pod_namespaces
-
-    for netns in delete_pod_namespaces(context(settings)):
-        progress(f"  removed pod network namespace {netns}")
     paths = paths_for(settings)
     for d in paths.state_dirs():
         if d.exists():

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fixtures.sandbox import Sandbox
-from kuryr_k8s.sandbox import demo, hybrid, overcloud, vm
+from kuryr_k8s.sandbox import demo, hybrid, naming, overcloud, vm
 from kuryr_k8s.sandbox.openstack import hostplug
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,7 @@ def _teardown(sandbox: Sandbox) -> None:
     )
     for name in (hybrid.PLAIN_VM, *hybrid.WORKERS):
         _vm("delete", name)
-    hostplug.unplug(sandbox.ctx, demo.VM_NETNS)
+    hostplug.unplug(sandbox.ctx, demo.vm_netns(sandbox.ctx))
     net = sandbox.conn.network
     for port in net.ports(name=demo.VM_NAME):
         net.delete_port(port)
@@ -132,5 +132,7 @@ def test_hybrid_scenario_green_twice_then_nothing_left(sandbox: Sandbox) -> None
     assert trunks == [], [t.name for t in trunks]
     assert vm.machine.orphan_taps(sandbox.ctx) == []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert demo.VM_NETNS not in netns.split()
-    assert not [n for n in netns.split() if n.startswith("kuryr-default-busybox")], netns
+    assert demo.vm_netns(sandbox.ctx) not in netns.split()
+    sid = naming.sandbox_id(sandbox.ctx.paths.root)
+    pods = [n for n in naming.owned_netns(sid, netns.split()) if "_default-busybox" in n]
+    assert pods == [], netns

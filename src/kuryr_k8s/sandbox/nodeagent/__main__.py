@@ -30,7 +30,7 @@ What it does:
   * binds unscheduled pods (default scheduler) to its nodes, round-robin (--no-schedule
     turns that off when a real scheduler or another agent does it);
   * for each pod bound to its nodes: creates a network namespace
-    /var/run/netns/kuryr-<ns>-<pod>-<hash> with lo up and an empty
+    /var/run/netns/kuryr-[<owner>_]<ns>-<pod>-<hash> with lo up and an empty
     /etc/netns/<netns>/resolv.conf, runs CNI ADD of the lexicographically first
     *.conflist in --cni-conf-dir (plugins from --cni-bin-dir, CNI_IFNAME=eth0,
     K8S_POD_* in CNI_ARGS), and marks the pod Running with the IPs of the result;
@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where sandbox records survive restarts (default: %(default)s)",
     )
     p.add_argument(
+        "--netns-owner",
+        default="",
+        metavar="SANDBOX_ID",
+        help="six hex digits put into every pod netns name (kuryr-<id>_<ns>-<pod>-<hash>), "
+        "so that several sandboxes on one host never share a name (default: none)",
+    )
+    p.add_argument(
         "--no-schedule",
         dest="schedule",
         action="store_false",
@@ -133,6 +140,7 @@ def config_from(args: argparse.Namespace) -> NodeAgentConfig:
         cni_bin_dirs=tuple(args.cni_bin_dir or DEFAULT_CNI_BIN_DIRS),
         state_dir=args.state_dir,
         schedule=args.schedule,
+        netns_owner=args.netns_owner,
     )
 
 

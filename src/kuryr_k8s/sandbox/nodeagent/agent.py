@@ -278,31 +278,33 @@ class NodeAgent:
         if spec.get("hostNetwork"):
             await self._mark_running(pod, [self.config.node_ip], None)
             return
-        if mine:
-            record = mine[0]
-        else:
-            record = SandboxRecord(
-                namespace=o.namespace(pod) or "default",
-                name=o.name(pod),
-                uid=uid,
-                node=node,
-                netns=ns.netns_name(o.namespace(pod) or "default", o.name(pod), uid),
-                container_id=container_id(uid),
-            )
-            self.records.save(record)  # before the netns exists: never leak it
+        record = mine[0] if mine else self._new_record(pod, node)
         path = ns.netns_path(record.netns)
         if record.result is not None and not path.exists():
             LOG.warning("%s: netns %s vanished; recreating the sandbox", record.key, path)
             await self._cni_del(record, cached=record.result, tolerate=True)
-            record.result = None
-            record.started_at = None
-            self.records.save(record)
+            self.records.remove(record)
+            record = self._new_record(pod, node)  # named as this agent names them now
         await ns.ensure_netns(record.netns)
         if record.result is None:
             record.result = await self._cni_add(pod, record)
             record.started_at = o.timestamp(self.clock.now())
             self.records.save(record)
         await self._mark_running(pod, pod_ips(record.result), record)
+
+    def _new_record(self, pod: Obj, node: str) -> SandboxRecord:
+        uid = o.uid(pod)
+        namespace = o.namespace(pod) or "default"
+        record = SandboxRecord(
+            namespace=namespace,
+            name=o.name(pod),
+            uid=uid,
+            node=node,
+            netns=ns.netns_name(namespace, o.name(pod), uid, self.config.netns_owner),
+            container_id=container_id(uid),
+        )
+        self.records.save(record)  # before the netns exists: never leak it
+        return record
 
     async def _cni_add(self, pod: Obj, record: SandboxRecord) -> dict[str, Any]:
         rt = self._runtime_conf(record)

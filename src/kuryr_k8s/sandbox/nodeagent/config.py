@@ -43,3 +43,6 @@ class NodeAgentConfig:
     """``CNI_IFNAME`` of the pod interface."""
     labels: dict[str, str] = field(default_factory=dict)
     """Extra labels for the Node objects."""
+    netns_owner: str = ""
+    """Sandbox id put into every pod netns name (``kuryr-<owner>_...``), so the pods of
+    several sandboxes on one host never collide; empty: ``kuryr-<ns>-<pod>-<hash>``."""

@@ -1,8 +1,12 @@
 """Pod network namespaces: created with ``lo`` up and an empty resolv.conf, removed idempotently.
 
-Names are ``kuryr-<namespace>-<pod>-<hash>`` where the hash covers namespace, name and uid:
-``-`` may appear inside Kubernetes names, so without it ``a-b/c`` and ``a/b-c`` would share
-a name, and a pod re-created under the same name would reuse a netns still being torn down.
+Names are ``kuryr-<owner>_<namespace>-<pod>-<hash>`` where the hash covers namespace, name
+and uid: ``-`` may appear inside Kubernetes names, so without it ``a-b/c`` and ``a/b-c``
+would share a name, and a pod re-created under the same name would reuse a netns still
+being torn down. ``owner`` is the sandbox id of the agent (``--netns-owner``, see
+``sandbox/naming.py``), so the pods of two sandboxes on one host never share a name and
+each sandbox removes only its own; an agent without an owner (inside a VM, where the
+namespaces are the guest's) names them ``kuryr-<namespace>-<pod>-<hash>``.
 Long names are truncated before the hash (a netns name is a file name in ``/var/run/netns``).
 """
 
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
+from kuryr_k8s.sandbox import naming
 
 NETNS_DIR = Path("/var/run/netns")
 """Where ``ip netns`` keeps its bind mounts (fixed in iproute2)."""
@@ -25,11 +30,12 @@ PREFIX = "kuryr-"
 _MAX_READABLE = 40
 
 
-def netns_name(namespace: str, name: str, uid: str) -> str:
-    """The netns name of one pod incarnation (at most 55 characters)."""
+def netns_name(namespace: str, name: str, uid: str, owner: str = "") -> str:
+    """The netns name of one pod incarnation (at most 62 characters)."""
     digest = hashlib.sha256(f"{namespace}/{name}/{uid}".encode()).hexdigest()[:8]
     readable = f"{namespace}-{name}"[:_MAX_READABLE]
-    return f"{PREFIX}{readable}-{digest}"
+    prefix = naming.netns_prefix(owner) if owner else PREFIX
+    return f"{prefix}{readable}-{digest}"
 
 
 def netns_path(netns: str) -> Path:
@@ -69,11 +75,12 @@ async def delete_netns(netns: str) -> None:
     shutil.rmtree(ETC_NETNS_DIR / netns, ignore_errors=True)
 
 
-def list_netns() -> list[str]:
-    """Names of our netns on this host (any agent's)."""
+def list_netns(owner: str | None = None) -> list[str]:
+    """Names of our netns on this host: any agent's, or only those of ``owner``."""
     if not NETNS_DIR.is_dir():
         return []
-    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(PREFIX))
+    names = sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(PREFIX))
+    return names if owner is None else naming.owned_netns(owner, names)
 
 
 def exec_argv(netns: str, argv: Sequence[str]) -> list[str]:

@@ -512,7 +512,12 @@ def openstack_services(ctx: Context) -> list[Component]:
 
 
 def delete_leftover_taps() -> list[str]:
-    """With the netdev datapath, bridges stay behind as tap devices (pitfall 11)."""
+    """With the netdev datapath, bridges stay behind as tap devices (pitfall 11).
+
+    They are removed only when no ovs-vswitchd runs on the host: a running one (another
+    state directory's sandbox) owns them."""
+    if vswitchd_running():
+        return []
     removed = []
     for dev in ("br-int", "br-ex", "ovs-netdev"):
         out = run(["ip", "-d", "link", "show", dev], check=False).stdout
@@ -520,3 +525,14 @@ def delete_leftover_taps() -> list[str]:
             run(["ip", "link", "del", dev], check=False)
             removed.append(dev)
     return removed
+
+
+def vswitchd_running() -> bool:
+    """Does any ovs-vswitchd run on this host (whoever started it)?"""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "ovs-vswitchd":
+                return True
+        except OSError:
+            continue
+    return False

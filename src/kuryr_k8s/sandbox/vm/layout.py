@@ -8,13 +8,13 @@ directories on one host never collide.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from kuryr_k8s.model.errors import ConfigError
+from kuryr_k8s.sandbox import naming
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 SOCKET_PATH_MAX = 107
@@ -30,14 +30,10 @@ def validate_name(name: str) -> str:
     return name
 
 
-def sandbox_id(state_dir: Path) -> str:
-    """Six hex digits naming this state directory on the host."""
-    return hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:6]
-
-
-def tap_name(sid: str, name: str) -> str:
-    """``kv`` + sandbox id + 7 hex of the VM name: 15 characters, Linux's maximum."""
-    return "kv" + sid + hashlib.sha256(name.encode()).hexdigest()[:7]
+sandbox_id = naming.sandbox_id
+"""Six hex digits naming this state directory on the host (``sandbox/naming.py``)."""
+tap_name = naming.tap_name
+"""``kv`` + sandbox id + 7 hex of the VM name: 15 characters, Linux's maximum."""
 
 
 def vm_uuid(sid: str, name: str) -> str:

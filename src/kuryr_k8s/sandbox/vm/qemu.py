@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kuryr_k8s.sandbox import naming
 from kuryr_k8s.sandbox.process import (
     SandboxError,
     is_alive,
@@ -67,7 +68,7 @@ def argv(paths: VmPaths, image: Image, tap: str, net: GuestNet) -> list[str]:
     return [
         QEMU,
         "-name",
-        f"kuryr-vm-{net.name}",
+        naming.qemu_name(naming.link_owner(tap) or "-", net.name),
         "-M",
         "pc",
         "-accel",
