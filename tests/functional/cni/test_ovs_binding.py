@@ -150,3 +150,43 @@ def test_half_made_veth_is_found_and_removed(host: HostScope, ovsdb: Ovsdb) -> N
     assert (found.container_id, found.host_ifname, found.netns) == ("crashed", name, "")
     driver.unplug(found)
     assert driver.plugged() == []
+
+
+def test_stamps_and_a_vanished_veth_is_plugged_again(
+    host: HostScope, ovsdb: Ovsdb, neutron_vif: VifFactory, neutron: NeutronTracker
+) -> None:
+    """The row and the veth carry cluster id and network; after the host veth is deleted
+    by hand the row is reported without its link, and plugging again restores traffic."""
+    driver = OvsBinding(ovsdb, host.node, cluster_id="cluster-x")
+    vif = neutron_vif()
+    att = Attachment("cont-1", "eth0", host.netns(), "ns", "pod-a", "uid-1", network="kuryr")
+    driver.plug(att, vif)
+    iface = ovsdb.interface(vif.host_ifname)
+    assert iface is not None
+    ids = iface.external_ids
+    assert (ids["kuryr-cluster"], ids["kuryr-network"]) == ("cluster-x", "kuryr")
+    alias = links.parse_alias(links.link_alias(vif.host_ifname) or "")
+    assert alias is not None and (alias.cluster, alias.network) == ("cluster-x", "kuryr")
+    (found,) = driver.plugged()
+    assert (found.cluster, found.network, found.host_link) == ("cluster-x", "kuryr", True)
+    assert driver.lost(att, vif) is None
+    wait_ready(driver, att, vif)
+    neutron.wait_port_status(vif.port_id, "ACTIVE")
+    assert vif.default_gateway
+    assert ping(Path(att.netns).name, vif.default_gateway).returncode == 0
+
+    subprocess.run(["ip", "link", "del", vif.host_ifname], check=True)
+    (found,) = driver.plugged()
+    assert (found.host_link, found.netns, found.port_id) == (False, att.netns, vif.port_id)
+    assert links.pod_link(att.netns, "eth0") is None, "the pod end went with the veth"
+    why = driver.lost(att, vif)
+    assert why is not None and vif.host_ifname in why
+
+    driver.plug(att, vif)
+    assert driver.lost(att, vif) is None and driver.check(att, vif) == []
+    wait_ready(driver, att, vif)
+    deadline = time.monotonic() + ACTIVE_TIMEOUT
+    while (out := ping(Path(att.netns).name, vif.default_gateway)).returncode != 0:
+        assert time.monotonic() < deadline, out.stdout + out.stderr
+    driver.unplug(Plugged(att.container_id, att.ifname, vif.host_ifname, att.netns))
+    assert driver.plugged() == []
