@@ -223,14 +223,20 @@ def pod_problems(pod: Any, kp: Any | None, ctx: Context) -> list[str]:
 
 def broken_pods(ctx: Context) -> dict[str, list[str]]:
     """Seed pods that run (phase Running, not being deleted) but are broken, with why."""
-    pods, kps = _items(ctx, "pods"), _items(ctx, "kuryrports")
+    pods = _items(ctx, "pods")
+    running = [
+        pods[name]
+        for name in PODS
+        if name in pods
+        and not pods[name]["metadata"].get("deletionTimestamp")
+        and (pods[name].get("status") or {}).get("phase") == "Running"
+    ]  # a pod still starting: ensure_pods waits for it
+    if not running:
+        return {}
+    kps = _items(ctx, "kuryrports")
     broken = {}
-    for name in PODS:
-        pod = pods.get(name)
-        if pod is None or pod["metadata"].get("deletionTimestamp"):
-            continue
-        if (pod.get("status") or {}).get("phase") != "Running":
-            continue  # still starting: ensure_pods waits for it
+    for pod in running:
+        name = pod["metadata"]["name"]
         found = pod_problems(pod, kps.get(name), ctx)
         if found:
             broken[name] = found
