@@ -270,6 +270,11 @@ def conformance_transcript(
                 str(HERE / "test_differential.py"),
                 "--ignore",
                 str(HERE / "test_fuzz.py"),
+                # The recording proxy sends every request with its own (admin) credentials,
+                # so the RBAC cases, which authenticate as ServiceAccounts, cannot run
+                # through it; nothing of them was recorded on the real server either.
+                "--ignore",
+                str(HERE / "test_rbac.py"),
             ],
             cwd=HERE.parent.parent,
             env=env,

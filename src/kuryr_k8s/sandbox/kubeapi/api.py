@@ -24,6 +24,7 @@ from kuryr_k8s.sandbox.kubeapi import (
     known_fields,
     lifecycle,
     patch,
+    rbac_validation,
     schema,
     validation,
 )
@@ -193,6 +194,8 @@ class Api:
             events.core_defaults(obj)
         if rt.key == "/pods":
             _pod_ips(obj)
+        if rt.key in rbac_validation.DEFAULTERS:  # v1 defaults, applied when decoding
+            rbac_validation.DEFAULTERS[rt.key](obj)
         _check_microtimes(rt, obj)
         omit_empty_meta(obj)
         return obj

@@ -103,17 +103,20 @@ def _entries(rt: ResourceType) -> list[Obj]:
             kind, verbs = "Binding", ["create"]
         elif sub == "finalize":
             verbs = ["update"]
+        elif sub == "token":
+            kind, verbs = "TokenRequest", ["create"]
         elif sub == "scale":
             kind = "Scale"
-        out.append(
-            {
-                "name": f"{rt.plural}/{sub}",
-                "singularName": "",
-                "namespaced": rt.namespaced,
-                "kind": kind,
-                "verbs": verbs,
-            }
-        )
+        entry: Obj = {
+            "name": f"{rt.plural}/{sub}",
+            "singularName": "",
+            "namespaced": rt.namespaced,
+            "kind": kind,
+            "verbs": verbs,
+        }
+        if sub == "token":
+            entry = {**entry, "group": "authentication.k8s.io", "version": "v1"}
+        out.append(entry)
     return out
 
 
@@ -140,8 +143,8 @@ def wants_aggregated(accept: str) -> bool:
     return "as=APIGroupDiscoveryList" in first and "g=apidiscovery.k8s.io" in first
 
 
-def _kind(kind: str) -> Obj:
-    return {"group": "", "version": "", "kind": kind}
+def _kind(kind: str, group: str = "", version: str = "") -> Obj:
+    return {"group": group, "version": version, "kind": kind}
 
 
 def _discovery_resource(rt: ResourceType) -> Obj:
@@ -162,7 +165,7 @@ def _discovery_resource(rt: ResourceType) -> Obj:
             (
                 {
                     "subresource": e["name"].split("/", 1)[1],
-                    "responseKind": _kind(e["kind"]),
+                    "responseKind": _kind(e["kind"], e.get("group", ""), e.get("version", "")),
                     "verbs": e["verbs"],
                 }
                 for e in subs

@@ -98,7 +98,7 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-_NO_EMPTY_DETAILS = ("", "BadRequest", "RequestEntityTooLarge", "Expired")
+_NO_EMPTY_DETAILS = ("", "BadRequest", "RequestEntityTooLarge", "Expired", "Unauthorized")
 """Reasons whose Status has no ``details`` when there are none (others send ``{}``)."""
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from kuryr_k8s.sandbox.kubeapi import decode, discovery, errors, protobuf, routing, tables
+from kuryr_k8s.sandbox.kubeapi import auth, decode, discovery, errors, protobuf, routing, tables
 from kuryr_k8s.sandbox.kubeapi.api import Api
 from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, WriteOptions
-from kuryr_k8s.sandbox.kubeapi.resources import ResourceType
+from kuryr_k8s.sandbox.kubeapi.resources import REVIEWS, ResourceType
 from kuryr_k8s.sandbox.kubeapi.selectors import (
     SelectorError,
     parse_field_selector,
@@ -80,11 +80,24 @@ def _decode_protobuf(raw: bytes) -> Obj:
         raise errors.bad_request(f"error decoding protobuf body: {exc}") from exc
 
 
+def request_user(request: web.Request) -> auth.User:
+    """Who sent ``request`` (set by the server's authentication middleware)."""
+    user = request.get(USER_KEY)
+    return user if isinstance(user, auth.User) else auth.ADMIN
+
+
+USER_KEY = "kuryr-kubeapi-user"
+
+
 @dataclass
 class Handlers:
     api: Api
     bookmark_interval: float = 60.0
     address: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        self.tokens = auth.Tokens(self.api.store)
+        self.authorizer = auth.Authorizer(self.api.store)
 
     # ------------------------------------------------------------ entry
 
@@ -144,6 +157,8 @@ class Handlers:
         self, request: web.Request, rt: ResourceType, target: routing.Target
     ) -> web.StreamResponse:
         method, name, sub = request.method, target.name, target.subresource
+        if rt.route in REVIEWS or sub == "token":
+            return await self._review_or_token(request, rt, target)
         if rt.key == "/bindings":
             if method != "POST" or name:
                 raise errors.method_not_allowed()
@@ -173,6 +188,21 @@ class Handlers:
         if method == "DELETE" and not sub:
             return await self._delete(request, rt, target)
         raise errors.method_not_allowed()
+
+    async def _review_or_token(
+        self, request: web.Request, rt: ResourceType, target: routing.Target
+    ) -> web.Response:
+        """TokenRequest and the self reviews: create-only, answered, never stored."""
+        if request.method != "POST" or (target.name and target.subresource != "token"):
+            raise errors.method_not_allowed()
+        body = await self._body(request)
+        user = request_user(request)
+        if target.subresource == "token":
+            sa = self.api.require(rt, target.namespace or "", target.name)
+            return json_response(self.tokens.issue(sa, body), 201)
+        if rt.route == REVIEWS[0]:
+            return json_response(auth.self_subject_access_review(self.authorizer, user, body), 201)
+        return json_response(auth.self_subject_review(user), 201)
 
     # ------------------------------------------------------------ helpers
 

@@ -92,7 +92,73 @@ KINDS: dict[tuple[str, str], Schema] = {
         3: ("imagePullSecrets", ("list", _NAME_REF)),
         4: ("automountServiceAccountToken", "bool"),
     },
+    ("authentication.k8s.io/v1", "TokenRequest"): {  # kubectl create token
+        1: ("metadata", _META),
+        2: (
+            "spec",
+            {
+                1: ("audiences", ("list", "string")),
+                3: (
+                    "boundObjectRef",
+                    {
+                        1: ("kind", "string"),
+                        2: ("apiVersion", "string"),
+                        3: ("name", "string"),
+                        4: ("uid", "string"),
+                    },
+                ),
+                4: ("expirationSeconds", "int"),
+            },
+        ),
+    },
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {  # kubectl auth can-i
+        1: ("metadata", _META),
+        2: (
+            "spec",
+            {
+                1: (
+                    "resourceAttributes",
+                    {
+                        1: ("namespace", "string"),
+                        2: ("verb", "string"),
+                        3: ("group", "string"),
+                        4: ("version", "string"),
+                        5: ("resource", "string"),
+                        6: ("subresource", "string"),
+                        7: ("name", "string"),
+                    },
+                ),
+                2: ("nonResourceAttributes", {1: ("path", "string"), 2: ("verb", "string")}),
+            },
+        ),
+    },
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): {1: ("metadata", _META)},
 }
+_RULE: Schema = {
+    1: ("verbs", ("list", "string")),
+    2: ("apiGroups", ("list", "string")),
+    3: ("resources", ("list", "string")),
+    4: ("resourceNames", ("list", "string")),
+    5: ("nonResourceURLs", ("list", "string")),
+}
+_SUBJECT: Schema = {
+    1: ("kind", "string"),
+    2: ("apiGroup", "string"),
+    3: ("name", "string"),
+    4: ("namespace", "string"),
+}
+_ROLE_REF: Schema = {1: ("apiGroup", "string"), 2: ("kind", "string"), 3: ("name", "string")}
+for _kind in ("Role", "ClusterRole"):  # kubectl create role|clusterrole
+    KINDS[("rbac.authorization.k8s.io/v1", _kind)] = {
+        1: ("metadata", _META),
+        2: ("rules", ("list", _RULE)),
+    }
+for _kind in ("RoleBinding", "ClusterRoleBinding"):  # kubectl create (cluster)rolebinding
+    KINDS[("rbac.authorization.k8s.io/v1", _kind)] = {
+        1: ("metadata", _META),
+        2: ("subjects", ("list", _SUBJECT)),
+        3: ("roleRef", _ROLE_REF),
+    }
 
 
 # ---------------------------------------------------------------- wire format

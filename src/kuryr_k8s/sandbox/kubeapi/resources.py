@@ -145,7 +145,7 @@ BUILTINS: tuple[ResourceType, ...] = (
     ),
     _core("Endpoints", "endpoints", True, short_names=("ep",)),
     _core("Event", "events", True, short_names=("ev",), label_names=(*_BASE, *_EVENT_FIELDS)),
-    _core("ServiceAccount", "serviceaccounts", True, short_names=("sa",)),
+    _core("ServiceAccount", "serviceaccounts", True, short_names=("sa",), subresources=("token",)),
     _core("ConfigMap", "configmaps", True, short_names=("cm",)),
     _core("Secret", "secrets", True, label_names=(*_BASE, "type")),
     ResourceType(
@@ -170,6 +170,31 @@ BUILTINS: tuple[ResourceType, ...] = (
         storage="/events",
     ),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
+    *(
+        ResourceType("rbac.authorization.k8s.io", "v1", kind, plural, namespaced)
+        for kind, plural, namespaced in (
+            ("ClusterRoleBinding", "clusterrolebindings", False),
+            ("ClusterRole", "clusterroles", False),
+            ("RoleBinding", "rolebindings", True),
+            ("Role", "roles", True),
+        )
+    ),
+    ResourceType(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        False,
+        verbs=("create",),
+    ),
+    ResourceType(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        False,
+        verbs=("create",),
+    ),
     ResourceType(
         "apiextensions.k8s.io",
         "v1",
@@ -182,6 +207,13 @@ BUILTINS: tuple[ResourceType, ...] = (
         generation=True,
     ),
 )
+
+
+REVIEWS = (
+    "authorization.k8s.io/selfsubjectaccessreviews",
+    "authentication.k8s.io/selfsubjectreviews",
+)
+"""Create-only kinds answered from the request, never stored."""
 
 
 class Registry:

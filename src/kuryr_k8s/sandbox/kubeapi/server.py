@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from kuryr_k8s.sandbox.kubeapi import discovery
+from kuryr_k8s.sandbox.kubeapi import auth, discovery, errors
 from kuryr_k8s.sandbox.kubeapi.api import CRD_KEY, Api
 from kuryr_k8s.sandbox.kubeapi.controllers import Controllers
-from kuryr_k8s.sandbox.kubeapi.handlers import Handlers, json_response
+from kuryr_k8s.sandbox.kubeapi.handlers import USER_KEY, Handlers, error_response, json_response
 from kuryr_k8s.sandbox.kubeapi.resources import Registry, crd_resource_type
 from kuryr_k8s.sandbox.kubeapi.store import Store
 
@@ -93,8 +93,27 @@ class KubeApiServer:
 
     # ------------------------------------------------------------ lifecycle
 
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Authentication then RBAC (no ``Authorization`` header: the administrator)."""
+        header = request.headers.get("Authorization")
+        if not header:
+            response: web.StreamResponse = await handler(request)
+            return response
+        try:
+            user = self.handlers.tokens.authenticate(header)
+        except errors.ApiError as exc:
+            return error_response(exc)
+        request[USER_KEY] = user
+        attrs = auth.request_attributes(request.method, request.path, dict(request.query))
+        decision = self.handlers.authorizer.authorize(user, attrs)
+        if not decision.allowed:
+            return error_response(auth.forbidden(user, attrs, decision.reason))
+        response = await handler(request)
+        return response
+
     def _app(self) -> web.Application:
-        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[self._authorize])
         for path in ("/healthz", "/readyz", "/livez"):
             app.router.add_get(path, self._ok)
         app.router.add_get("/version", self._version)
@@ -185,6 +204,15 @@ class KubeApiServer:
                     },
                 },
             )
+        for key, defaults in (
+            (auth.CLUSTER_ROLES, auth.DEFAULT_CLUSTER_ROLES),
+            (auth.CLUSTER_ROLE_BINDINGS, auth.DEFAULT_CLUSTER_ROLE_BINDINGS),
+        ):
+            rt = self.registry.get(key)
+            assert rt is not None
+            for body in defaults:
+                if self.store.get(key, "", body["metadata"]["name"]) is None:
+                    self.api.create(rt, rt.version, "", json.loads(json.dumps(body)))
         self.controllers.run_pending()
         self.store.window_start = self.store.rv
 

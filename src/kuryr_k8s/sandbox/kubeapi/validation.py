@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from kuryr_k8s.sandbox.kubeapi import errors, schema
+from kuryr_k8s.sandbox.kubeapi import errors, rbac_validation, schema
 from kuryr_k8s.sandbox.kubeapi import validation_names as names
 from kuryr_k8s.sandbox.kubeapi.errors import Cause
 from kuryr_k8s.sandbox.kubeapi.resources import Registry, ResourceType, crd_version
@@ -28,6 +28,8 @@ def _name_rule(rt: ResourceType) -> Callable[[str], str]:
         # Services: DNS-1123 labels since RelaxedServiceNameValidation (GA in 1.34), so
         # "1abc" is accepted as on a real 1.36 server.
         return names.dns1123_label_error
+    if rt.group == rbac_validation.GROUP:
+        return lambda name: ""  # ValidateRBACName: a path segment ("system:discovery")
     return names.dns1123_subdomain_error
 
 
@@ -392,4 +394,5 @@ VALIDATORS: dict[str, Validator] = {
     "networking.k8s.io/networkpolicies": _validate_netpol,
     "coordination.k8s.io/leases": _validate_lease,
     "apiextensions.k8s.io/customresourcedefinitions": _validate_crd,
+    **rbac_validation.VALIDATORS,
 }
