@@ -409,3 +409,24 @@ async def test_requests_for_one_container_are_serialised(netns: str) -> None:
     await delete
     assert driver.host == {}, "DEL ran after ADD, so nothing stays plugged"
     assert service._locks == {}
+
+
+async def test_one_attachment_that_cannot_be_checked_does_not_stop_the_pass(
+    tmp_path: Path,
+) -> None:
+    service, vifs, driver, repairs = with_repairs()
+    pods = {}
+    for name in ("pod-a", "pod-b"):
+        ns_file = tmp_path / name
+        ns_file.write_text("")
+        vif = make_vif()
+        vifs.put(f"ns/{name}", vif)
+        req = body("ADD", str(ns_file), container=name)
+        req["args"]["K8S_POD_NAME"] = name
+        await service.handle(req)
+        pods[name] = vif
+    driver.host.clear()
+    # pod-a's VIF now asks for a driver this node does not have: its check fails
+    vifs.put("ns/pod-a", dataclasses.replace(pods["pod-a"], vif_type="vlan"))
+    assert await service.repair() == [pods["pod-b"].host_ifname]
+    assert repairs.told == [("lost", "ns/pod-b"), ("replugged", "ns/pod-b")]

@@ -353,41 +353,46 @@ class CniService:
             async with self._container(key[0]):
                 if self._records.get(key) is not record:
                     continue  # DEL (or a new ADD) came first
-                att = record.att
-                if not await asyncio.to_thread(Path(att.netns).exists):
-                    continue  # the pod is going: DEL will come
-                vif = self.vifs.current_vif(att.pod_namespace, att.pod_name, att.ifname)
-                if vif is None or vif.port_id != record.port_id:
-                    continue  # the pod has another port now (or none): not ours to redo
-                driver = self.drivers.for_vif(vif)
-                why = await asyncio.to_thread(driver.lost, att, vif)
-                if why is None:
-                    continue
-                if key not in self._down:
-                    self._down.add(key)
-                    LOG.warning(
-                        "pod %s: port %s lost its attachment (%s): plugging it again",
-                        att.pod_key,
-                        vif.port_id,
-                        why,
-                    )
-                    if self._repairs is not None:
-                        self._repairs.lost(att, vif, why)
                 try:
-                    await asyncio.to_thread(driver.plug, att, vif)
-                except KuryrError as exc:
-                    LOG.error(
-                        "pod %s: re-plugging port %s failed: %s", att.pod_key, vif.port_id, exc
-                    )
-                    if self._repairs is not None:
-                        self._repairs.failed(att, vif, str(exc))
-                    continue
-                self._down.discard(key)
-                LOG.info("pod %s: port %s plugged again", att.pod_key, vif.port_id)
-                if self._repairs is not None:
-                    self._repairs.replugged(att, vif)
-                done.append(vif.host_ifname)
+                    if replugged := await self._repair_one(key, record.att, record.port_id):
+                        done.append(replugged)
+                except KuryrError as exc:  # one attachment's trouble never stops the pass
+                    LOG.error("re-plug check of %s failed: %s", record.att.pod_key, exc)
         return done
+
+    async def _repair_one(self, key: tuple[str, str], att: Attachment, port_id: str) -> str:
+        """The host ifname plugged again, "" when nothing was (or could be) done."""
+        if not await asyncio.to_thread(Path(att.netns).exists):
+            return ""  # the pod is going: DEL will come
+        vif = self.vifs.current_vif(att.pod_namespace, att.pod_name, att.ifname)
+        if vif is None or vif.port_id != port_id:
+            return ""  # the pod has another port now (or none): not ours to redo
+        driver = self.drivers.for_vif(vif)
+        why = await asyncio.to_thread(driver.lost, att, vif)
+        if why is None:
+            return ""
+        if key not in self._down:
+            self._down.add(key)
+            LOG.warning(
+                "pod %s: port %s lost its attachment (%s): plugging it again",
+                att.pod_key,
+                vif.port_id,
+                why,
+            )
+            if self._repairs is not None:
+                self._repairs.lost(att, vif, why)
+        try:
+            await asyncio.to_thread(driver.plug, att, vif)
+        except KuryrError as exc:
+            LOG.error("pod %s: re-plugging port %s failed: %s", att.pod_key, vif.port_id, exc)
+            if self._repairs is not None:
+                self._repairs.failed(att, vif, str(exc))
+            return ""
+        self._down.discard(key)
+        LOG.info("pod %s: port %s plugged again", att.pod_key, vif.port_id)
+        if self._repairs is not None:
+            self._repairs.replugged(att, vif)
+        return vif.host_ifname
 
 
 def _live(plugged: Plugged) -> bool:
