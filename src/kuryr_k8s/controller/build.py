@@ -41,6 +41,7 @@ from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_pr
 from kuryr_k8s.controller.portstatus import PortStatusWatcher
 from kuryr_k8s.controller.service import Controller
 from kuryr_k8s.controller.subports import SubportProvider
+from kuryr_k8s.controller.takeover import Scope, Takeover, adopt_upstream
 from kuryr_k8s.controller.targets import TargetedPorts
 from kuryr_k8s.k8s import (
     KURYRPORTS,
@@ -164,9 +165,13 @@ class App:
     closers: list[Callable[[], None]] = field(default_factory=list)
     extra_crds: list[dict[str, Any]] = field(default_factory=list)
     """CRDs of optional parts (KuryrLoadBalancer when Services are on)."""
+    takeover: Takeover | None = None
+    """Adopt upstream kuryr-kubernetes's KuryrPorts and pool ports (``takeover.py``)."""
 
     async def run(self) -> None:
         await ensure_crds(self.client, [*crd_manifests(), *self.extra_crds])
+        if self.takeover is not None:
+            await self.takeover()
         if self.server is not None:
             await self.server.start()
         await self.controller.run()
@@ -428,6 +433,8 @@ async def build(
     )
     app = App(controller, client, neutron, provider, metrics, health, server, engines)
     app.closers = closers
+    scope = Scope(tagging, validated.project_id, validated.network.id, config.pool.enabled)
+    app.takeover = lambda: adopt_upstream(client, neutron, scope)
     if config.services.enabled:
         app.extra_crds = [klb_crd_manifest()]
     app.extra_crds += placement_parts.crds

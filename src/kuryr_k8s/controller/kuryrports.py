@@ -362,6 +362,7 @@ class KuryrPortReconciler:
             )
         port_status = await self._fresh_status(port)
         vif = network.vif(dataclasses.replace(port, status=port_status))
+        vif = kp_model.keep_adoption(vif, kp)  # upstream's attachment keeps its name
         now = objects.timestamp(self._clock.now())
         old_state = status.get("state")
         was_lost = _active_reason(status) == PORT_WENT_DOWN

@@ -9,6 +9,7 @@ our own plain JSON (:mod:`kuryr_k8s.model.vif`), not an os-vif versioned-object 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -94,6 +95,20 @@ def convert_upstream_vifs(
             raise InvalidVif(f"status.vifs.{ifname}: {exc}") from exc
         out[ifname] = VifEntry(ifname, bool(entry.get("default", False)), vif)
     return out
+
+
+def keep_adoption(vif: Vif, kuryrport: dict[str, Any]) -> Vif:
+    """``vif`` with the host device name and adoption mark of the VIF the KuryrPort names
+    now for the same port: an attachment upstream made keeps its name when the controller
+    re-renders the VIF, so the node can still find and unplug it."""
+    try:
+        current = parse_vifs(kuryrport)
+    except InvalidVif:
+        return vif
+    for entry in current.values():
+        if entry.vif.port_id == vif.port_id and entry.vif.adopted:
+            return dataclasses.replace(vif, host_name=entry.vif.host_name, adopted=True)
+    return vif
 
 
 def vifs_status(entries: dict[str, VifEntry]) -> dict[str, Any]:

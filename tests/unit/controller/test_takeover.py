@@ -1,0 +1,72 @@
+"""Which upstream ports a takeover may adopt: only upstream's, never another cluster's."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kuryr_k8s.controller.takeover import Scope, free_upstream_port, upstream_port_problem
+from kuryr_k8s.openstack.ports import FixedIp, NeutronPort
+from kuryr_k8s.openstack.provider import PortTagging
+
+SCOPE = Scope(PortTagging("c1", ("kuryr-upstream-bench",)), "proj", "net", pools=True)
+POD = "2b9c7a1e-0000-4000-8000-000000000001"
+# An upstream pool port as Neutron lists it (device_owner compute:kuryr, upstream's
+# resource tag, bound, an address, no device_id)
+FREE = NeutronPort(
+    id="5f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+    mac_address="fa:16:3e:12:34:56",
+    network_id="net",
+    fixed_ips=(FixedIp("sub", "10.20.1.193"),),
+    status="DOWN",
+    binding_host_id="vm",
+    security_groups=("sg",),
+    tags=("kuryr-upstream-bench",),
+    device_owner="compute:kuryr",
+    project_id="proj",
+)
+
+
+def test_upstream_pod_port_is_adoptable() -> None:
+    assert upstream_port_problem(dataclasses.replace(FREE, device_id=POD), POD, SCOPE) is None
+    assert upstream_port_problem(FREE, POD, SCOPE) is None  # pool port: no device_id
+    # already adopted (a restart): still fine
+    adopted = dataclasses.replace(FREE, tags=SCOPE.tagging.in_use(POD))
+    assert upstream_port_problem(adopted, POD, SCOPE) is None
+
+
+def test_ports_of_others_are_refused_with_why() -> None:
+    other_pod = dataclasses.replace(FREE, device_id="another-uid")
+    assert "another owner's" in (upstream_port_problem(other_pod, POD, SCOPE) or "")
+    other_cluster = dataclasses.replace(FREE, tags=("kuryr.cluster:kuryr-real",))
+    assert "kuryr.cluster:kuryr-real" in (upstream_port_problem(other_cluster, POD, SCOPE) or "")
+    vm = dataclasses.replace(FREE, device_owner="compute:nova")
+    assert "compute:nova" in (upstream_port_problem(vm, POD, SCOPE) or "")
+
+
+def test_free_pool_port_criteria() -> None:
+    assert free_upstream_port(FREE, set(), SCOPE, None)
+    refused = {
+        "named by a KuryrPort": (FREE, {FREE.id}),
+        "in use": (dataclasses.replace(FREE, device_id=POD), set()),
+        "ours": (dataclasses.replace(FREE, tags=(*FREE.tags, "kuryr.cluster:c1")), set()),
+        "another cluster's pool": (
+            dataclasses.replace(FREE, tags=(*FREE.tags, "kuryr.pool:abc")),
+            set(),
+        ),
+        "without upstream's tag": (dataclasses.replace(FREE, tags=()), set()),
+        "other project": (dataclasses.replace(FREE, project_id="x"), set()),
+        "other network": (dataclasses.replace(FREE, network_id="x"), set()),
+        "unbound": (dataclasses.replace(FREE, binding_host_id=""), set()),
+        "no address": (dataclasses.replace(FREE, fixed_ips=()), set()),
+        "trunk parent": (dataclasses.replace(FREE, trunk_parent_of="t"), set()),
+        "a VM's": (dataclasses.replace(FREE, device_owner="compute:nova"), set()),
+    }
+    for why, (port, referenced) in refused.items():
+        assert not free_upstream_port(port, referenced, SCOPE, None), why
+
+
+def test_without_resource_tags_only_ports_bound_to_our_nodes() -> None:
+    untagged = Scope(PortTagging("c1"), "proj", "net", pools=True)
+    port = dataclasses.replace(FREE, tags=())
+    assert free_upstream_port(port, set(), untagged, {"vm"})
+    assert not free_upstream_port(port, set(), untagged, {"other-node"})
