@@ -22,6 +22,7 @@ permanent: what they mean depends on the caller (a delete that finds nothing suc
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kuryr_k8s.model.errors import KuryrError, PermanentError, TemporaryError
@@ -66,7 +67,37 @@ class Unauthorized(ApiError, PermanentError):
 
 
 class Forbidden(ApiError, PermanentError):
-    """403: RBAC denies the verb on this resource."""
+    """403: RBAC denies the verb on this resource.
+
+    The server's message (``User "U" cannot VERB resource "RES" in API group "G" in the
+    namespace "NS"``) is read into ``user``, ``verb``, ``resource``, ``group`` and
+    ``namespace``; ``str()`` then adds which ServiceAccount lacks what and where to grant it.
+    """
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        ApiError.__init__(self, status, reason, message)
+        found = _DENIED.search(message)
+        self.user = found["user"] if found else ""
+        self.verb = found["verb"] if found else ""
+        self.resource = found["resource"] if found else ""
+        self.group = found["group"] if found else ""
+        self.namespace = (found["namespace"] or "") if found else ""
+        if found:
+            self.args = (f"{self.args[0]} ({self.hint()})",)
+
+    def hint(self) -> str:
+        """What to fix: the permission missing, for whom, and where to grant it."""
+        where = f'in namespace "{self.namespace}"' if self.namespace else "cluster-wide"
+        group = f' in API group "{self.group}"' if self.group else ""
+        wanted = f'"{self.verb}" on "{self.resource}"{group} {where}'
+        sa = _SA.fullmatch(self.user)
+        if sa is None:
+            return f'user "{self.user}" lacks {wanted}: grant it through RBAC'
+        role = "a Role or ClusterRole" if self.namespace else "a ClusterRole"
+        return (
+            f"ServiceAccount {sa['ns']}/{sa['name']} lacks {wanted}: add the verb to "
+            f"{role} bound to that ServiceAccount (deploy/base/rbac.yaml in our manifests)"
+        )
 
 
 class Invalid(ApiError, PermanentError):
@@ -86,6 +117,12 @@ class ServerError(ApiError, TemporaryError):
 class ApiUnreachable(TemporaryError):
     """The API server could not be reached, or the connection broke mid-request."""
 
+
+_DENIED = re.compile(
+    r'User "(?P<user>[^"]*)" cannot (?P<verb>\S+) resource "(?P<resource>[^"]*)" in API group '
+    r'"(?P<group>[^"]*)"(?: in the namespace "(?P<namespace>[^"]*)")?'
+)
+_SA = re.compile(r"system:serviceaccount:(?P<ns>[^:]+):(?P<name>[^:]+)")
 
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest,

@@ -24,6 +24,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,8 +169,9 @@ class Tokens:
     """ServiceAccount tokens: JWTs signed (HS256) with a key derived from this state's
     ``kube-system`` namespace uid, so they survive an emulator restart of the same state."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock
 
     def _key(self) -> bytes:
         ns = self.store.get("/namespaces", "", "kube-system")
@@ -204,7 +206,7 @@ class Tokens:
                 meta["name"],
                 [errors.invalid_value("spec.expirationSeconds", expiration, problem)],
             )
-        now = int(time.time())
+        now = int(self.clock())
         claims = {
             "aud": audiences,
             "exp": now + expiration,
@@ -257,7 +259,7 @@ class Tokens:
             k8s = claims["kubernetes.io"]
             ns, name = str(k8s["namespace"]), str(k8s["serviceaccount"]["name"])
             uid = str(k8s["serviceaccount"]["uid"])
-            expired = int(claims["exp"]) <= time.time()
+            expired = int(claims["exp"]) <= self.clock()
         except (ValueError, KeyError, TypeError) as exc:
             raise unauthorized() from exc
         sa = self.store.get("/serviceaccounts", ns, name)

@@ -82,11 +82,10 @@ def _decode_protobuf(raw: bytes) -> Obj:
 
 def request_user(request: web.Request) -> auth.User:
     """Who sent ``request`` (set by the server's authentication middleware)."""
-    user = request.get(USER_KEY)
-    return user if isinstance(user, auth.User) else auth.ADMIN
+    return request[USER_KEY] if USER_KEY in request else auth.ADMIN
 
 
-USER_KEY = "kuryr-kubeapi-user"
+USER_KEY = web.RequestKey("kuryr-kubeapi-user", auth.User)
 
 
 @dataclass
