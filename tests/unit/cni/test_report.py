@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from kuryr_k8s.cni.binding import Attachment, Drivers
-from kuryr_k8s.cni.daemon.report import PluggedReporter
+from kuryr_k8s.cni.daemon.report import PluggedReporter, RepairReporter
+from kuryr_k8s.cni.daemon.server import Metrics
 from kuryr_k8s.cni.daemon.service import CniService
 from kuryr_k8s.k8s import KubeClient
+from kuryr_k8s.k8s.events import EventRecorder
 from kuryr_k8s.model.kuryrport import PLUGGED_ANNOTATION
 from unit.cni.fakes import FakeDriver, FakeVifs, make_vif
 from unit.cni.test_service import FAST, body
@@ -112,3 +114,33 @@ async def test_a_report_that_cannot_be_written_is_counted_not_raised(
     await reporter.close()
     assert reporter.failures == 2
     assert (reported(api) or {}).get("container") == "c3"
+
+
+async def test_a_replug_is_told_on_the_pod_and_counted(
+    api: FakeApi, client: KubeClient, netns: str
+) -> None:
+    api.seed(
+        "/api/v1/pods",
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pod-a", "namespace": "ns"}},
+    )
+    metrics = Metrics()
+    repairs = RepairReporter(client, EventRecorder(client, "kuryr-daemon"), metrics.replugs)
+    vifs, driver = FakeVifs(), FakeDriver()
+    service = CniService(vifs, Drivers([driver]), FAST, repairs=repairs)
+    vif = make_vif()
+    vifs.put("ns/pod-a", vif)
+    await service.handle(body("ADD", netns))
+    driver.host.clear()
+    await service.repair()
+    await service.repair()  # nothing lost any more: nothing told
+    await repairs.close()
+    events = sorted(
+        api.objects.get("/api/v1/events", {}).values(), key=lambda e: e["metadata"]["name"]
+    )
+    told = [(e["type"], e["reason"], e["involvedObject"]["name"]) for e in events]
+    assert told == [("Warning", "PortDown", "pod-a"), ("Normal", "PortRecovered", "pod-a")]
+    assert vif.port_id in events[0]["message"]
+    replugs = metrics.registry.get_sample_value(
+        "kuryr_cni_replugs_total", {"vif_type": "ovs", "outcome": "replugged"}
+    )
+    assert replugs == 1
