@@ -351,3 +351,82 @@ _EMPTY_ROUTES = {
     "versioned_object.name": "RouteList",
     "versioned_object.data": {"objects": []},
 }
+
+
+def _primitive(name: str, version: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "versioned_object.name": name,
+        "versioned_object.namespace": "os_vif",
+        "versioned_object.version": version,
+        "versioned_object.data": data,
+    }
+
+
+def to_os_vif(vif: Vif, *, network_label: str = "") -> dict[str, Any]:
+    """Upstream's os-vif primitive for one of our VIFs (the rollback, inverse of
+    :func:`from_os_vif` up to what os-vif cannot hold: subnet ids). The host device is
+    the one the node made (``vif_name`` = :attr:`Vif.host_ifname`), so upstream's daemon
+    unplugs the right veth at DEL. Versions are those upstream 10.0.0 (os-vif 5.3) writes."""
+    by_cidr: dict[str, list[IpConfig]] = {}
+    for ip in vif.ips:
+        by_cidr.setdefault(ip.cidr, []).append(ip)
+    subnets = []
+    for cidr, ips in by_cidr.items():
+        data: dict[str, Any] = {
+            "cidr": cidr,
+            "dns": list(vif.dns_nameservers),
+            "ips": _primitive(
+                "FixedIPList",
+                "1.0",
+                {"objects": [_primitive("FixedIP", "1.0", {"address": i.address}) for i in ips]},
+            ),
+            "routes": _primitive(
+                "RouteList",
+                "1.0",
+                {
+                    "objects": [
+                        _primitive("Route", "1.0", {"cidr": r.destination, "gateway": r.gateway})
+                        for r in vif.routes
+                    ]
+                },
+            ),
+        }
+        if ips[0].gateway:
+            data["gateway"] = ips[0].gateway
+        subnets.append(_primitive("Subnet", "1.0", data))
+    network: dict[str, Any] = {
+        "id": vif.network_id,
+        "label": network_label,
+        "mtu": vif.mtu,
+        "multi_host": False,
+        "should_provide_bridge": False,
+        "should_provide_vlan": False,
+        "subnets": _primitive("SubnetList", "1.0", {"objects": subnets}),
+    }
+    common: dict[str, Any] = {
+        "id": vif.port_id,
+        "address": vif.mac_address,
+        "active": vif.active,
+        "has_traffic_filtering": True,
+        "preserve_on_delete": False,
+    }
+    if vif.vif_type == "ovs":
+        network["bridge"] = vif.bridge
+        return _primitive(
+            "VIFOpenVSwitch",
+            "1.0",
+            {
+                **common,
+                "network": _primitive("Network", "1.1", network),
+                "bridge_name": vif.bridge,
+                "plugin": "ovs",
+                "vif_name": vif.host_ifname,
+                "port_profile": _primitive(
+                    "VIFPortProfileOpenVSwitch", "1.4", {"interface_id": vif.port_id}
+                ),
+            },
+        )
+    raise InvalidVif(
+        f"vif {vif.port_id}: a {vif.vif_type} VIF cannot be rolled back to upstream "
+        "(nested pods: delete them before the rollback)"
+    )

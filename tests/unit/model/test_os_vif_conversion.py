@@ -8,6 +8,7 @@ upstream 10.0.0's own ``os_vif_util`` (os-vif 5.3.0), and ``kuryrport-recorded.j
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from kuryr_k8s.model.kuryrport import convert_upstream_vifs, parse_vifs, upstream_vifs, vifs_status
-from kuryr_k8s.model.vif import ADOPTED_FROM, InvalidVif, Vif, from_os_vif
+from kuryr_k8s.model.vif import ADOPTED_FROM, InvalidVif, Vif, from_os_vif, to_os_vif
 
 DATA = Path(__file__).parents[2] / "fixtures" / "upstream"
 GENERATED: dict[str, Any] = json.loads((DATA / "os-vif-primitives-generated.json").read_text())
@@ -119,3 +120,20 @@ def test_recorded_upstream_kuryrport_converts() -> None:
     assert vif.port_id == port["id"] and vif.mac_address == port["mac_address"]
     assert [ip.address for ip in vif.ips] == [ip["ip_address"] for ip in port["fixed_ips"]]
     assert vif.host_ifname == ("tap" + port["id"])[:14]
+
+
+def test_rollback_primitive_converts_back_to_the_same_vif() -> None:
+    vif = from_os_vif(GENERATED["ovs"], SUBNETS)
+    back = to_os_vif(vif, network_label="pod-net")
+    assert back["versioned_object.name"] == "VIFOpenVSwitch"
+    assert back["versioned_object.data"]["vif_name"] == "tap5f1e2d3c-4b"
+    assert from_os_vif(back, SUBNETS) == vif
+    # a VIF of ours: upstream's daemon must unplug the device our daemon made
+    ours = dataclasses.replace(vif, host_name=None, adopted=False)
+    assert to_os_vif(ours)["versioned_object.data"]["vif_name"] == "tap5f1e2d3c4b5"
+
+
+def test_rollback_refuses_nested_vifs() -> None:
+    vlan = from_os_vif(GENERATED["vlan"], SUBNETS)
+    with pytest.raises(InvalidVif, match="vlan VIF cannot be rolled back"):
+        to_os_vif(vlan)

@@ -1,0 +1,177 @@
+"""``kuryr takeover rollback``: hand a cluster back to upstream kuryr-kubernetes.
+
+Taking over needs no command: our controller does it at start (docs/migration.md). The
+way back, once every controller of ours is stopped (scaled to 0):
+
+1. refuses while a controller of ours holds the leader Lease (it would convert
+   everything again), or when a KuryrPort holds a VIF upstream cannot serve (nested
+   ``vlan`` VIFs: delete those pods first) -- before changing anything;
+2. rewrites every KuryrPort's ``status.vifs`` in upstream's os-vif format
+   (:func:`~kuryr_k8s.model.vif.to_os_vif`; ``vif_name`` is the host device the node
+   made, so upstream's daemon unplugs it at DEL), through ``/status`` while our CRD still
+   has that subresource;
+3. puts back the CRD spec our controller replaced (kept in the CRD's annotation
+   ``kuryr.openstack.org/replaced-crd-spec``; without it: ``--crd-file`` with upstream's
+   ``kuryrport.yaml``). Objects and their status stay.
+
+Neutron ports keep their ``kuryr.*`` tags (upstream ignores them); ports stay where they
+are, no pod is re-plugged. Then start upstream's controller and daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kuryr_k8s.model.errors import KuryrError
+
+EPILOG = """\
+exit codes: 0 rolled back (or nothing to do); 2 refused (the message says why and what to
+do; nothing was changed); 1 the API failed midway (run it again: it is idempotent).
+
+example:
+  kubectl -n kuryr-system scale deployment kuryr-controller --replicas=0
+  kuryr takeover rollback --kubeconfig ~/.kube/config
+  kubectl apply -f upstream-kuryr-controller.yaml     # upstream's manifests
+"""
+
+
+class Refused(Exception):
+    """The rollback must not start; the message says why and what to do."""
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "takeover",
+        help="hand the cluster back to upstream kuryr-kubernetes (rollback)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    takeover_sub = parser.add_subparsers(dest="takeover_command", metavar="COMMAND", required=True)
+    rollback = takeover_sub.add_parser(
+        "rollback",
+        help="convert KuryrPorts back to upstream's format and restore upstream's CRD",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rollback.add_argument("--kubeconfig", type=Path, metavar="PATH", help="default: $KUBECONFIG")
+    rollback.add_argument("--lease-namespace", default="kube-system")
+    rollback.add_argument("--lease-name", default="kuryr-controller")
+    rollback.add_argument(
+        "--lease-grace",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="a Lease renewed within its duration plus this many seconds counts as held",
+    )
+    rollback.add_argument("--crd-file", type=Path, metavar="PATH", help="upstream's kuryrport.yaml")
+    rollback.add_argument("--dry-run", action="store_true", help="check and report only")
+    rollback.set_defaults(handler=rollback_main)
+
+
+def rollback_main(args: argparse.Namespace) -> int:
+    try:
+        lines = asyncio.run(_rollback(args))
+    except Refused as exc:
+        print(f"kuryr takeover rollback: refused: {exc}", file=sys.stderr)
+        return 2
+    except KuryrError as exc:
+        print(f"kuryr takeover rollback: failed: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _lease_holder(lease: dict[str, Any], grace: float) -> str | None:
+    spec = lease.get("spec") or {}
+    holder = spec.get("holderIdentity")
+    renew = spec.get("renewTime")
+    if not holder or not renew:
+        return None
+    renewed = datetime.datetime.fromisoformat(str(renew).replace("Z", "+00:00"))
+    age = (datetime.datetime.now(datetime.UTC) - renewed).total_seconds()
+    duration = float(spec.get("leaseDurationSeconds") or 15)
+    return f"{holder} (renewed {age:.0f} s ago)" if age < duration + grace else None
+
+
+async def _rollback(args: argparse.Namespace) -> list[str]:
+    from kuryr_k8s.controller.crds import REPLACED_SPEC
+    from kuryr_k8s.k8s import KubeClient, NotFound, load_kubeconfig
+    from kuryr_k8s.k8s.resources import CRDS, KURYRPORTS, LEASES
+    from kuryr_k8s.model.kuryrport import parse_vifs, upstream_vifs
+    from kuryr_k8s.model.vif import InvalidVif, to_os_vif
+
+    path = args.kubeconfig or (
+        Path(os.environ["KUBECONFIG"]) if "KUBECONFIG" in os.environ else None
+    )
+    if path is None:
+        raise Refused("no --kubeconfig and no $KUBECONFIG")
+    name = "kuryrports.openstack.org"
+    async with KubeClient.from_settings(load_kubeconfig(path)) as client:
+        try:
+            lease = await client.get(LEASES, args.lease_name, args.lease_namespace)
+        except NotFound:
+            lease = {}
+        holder = _lease_holder(lease, args.lease_grace)
+        if holder is not None:
+            raise Refused(
+                f"{holder} holds the leader Lease {args.lease_namespace}/{args.lease_name}: "
+                "stop every kuryr controller of ours first (scale its Deployment to 0), "
+                "or it converts everything back at its next start"
+            )
+        crd = await client.get(CRDS, name)
+        annotations = crd["metadata"].get("annotations") or {}
+        if args.crd_file is not None:
+            docs = [d for d in yaml.safe_load_all(args.crd_file.read_text()) if d]
+            if not docs or docs[0].get("metadata", {}).get("name") != name:
+                raise Refused(f"{args.crd_file}: not a {name} CustomResourceDefinition")
+            previous = docs[0]["spec"]
+        elif REPLACED_SPEC in annotations:
+            previous = json.loads(annotations[REPLACED_SPEC])
+        elif "status" not in (crd["spec"]["versions"][0].get("subresources") or {}):
+            previous = None  # already upstream's
+        else:
+            raise Refused(
+                f"CRD {name} has no annotation {REPLACED_SPEC} (it was not upgraded from "
+                "upstream's by our controller): pass --crd-file with upstream's kuryrport.yaml"
+            )
+        kps = (await client.list_all(KURYRPORTS)).items
+        plans: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for kp in kps:
+            key = f"{kp['metadata'].get('namespace')}/{kp['metadata']['name']}"
+            if upstream_vifs(kp) or not (kp.get("status") or {}).get("vifs"):
+                continue
+            try:
+                vifs = {
+                    ifname: {"default": e.default, "vif": to_os_vif(e.vif)}
+                    for ifname, e in parse_vifs(kp).items()
+                }
+            except InvalidVif as exc:
+                raise Refused(f"KuryrPort {key}: {exc}") from exc
+            plans.append((kp, vifs))
+        lines = [f"{len(plans)} KuryrPort(s) to convert to upstream's format"]
+        if args.dry_run:
+            return [*lines, "dry run: nothing changed"]
+        for kp, vifs in plans:
+            body = copy.deepcopy(kp)
+            body["status"]["vifs"] = vifs
+            await client.replace(KURYRPORTS, body, subresource="status")
+        if previous is not None:
+            crd = await client.get(CRDS, name)
+            crd["spec"] = previous
+            crd["metadata"].get("annotations", {}).pop(REPLACED_SPEC, None)
+            await client.replace(CRDS, crd)
+            lines.append(f"CRD {name}: upstream's spec restored (no status subresource)")
+        lines.append("done: start upstream's kuryr-controller and kuryr-daemon now")
+        return lines
