@@ -96,6 +96,20 @@ class OvsBinding:
         self.ovsdb.delete_port(plugged.host_ifname)
         links.delete_link(plugged.host_ifname)
 
+    def unplug_adopted(self, att: Attachment, vif: Vif) -> bool:
+        """DEL of a pod upstream kuryr-kubernetes plugged (its VIF adopted at takeover,
+        ``Vif.adopted``): upstream's veth and OVS row carry no stamp of ours, so they are
+        named by the VIF (``hostIfname``) and removed only when the row is this VIF's port
+        (``iface-id``) and neither row nor veth carries a stamp (ours go by stamp)."""
+        iface = self.ovsdb.interface(vif.host_ifname)
+        ids = iface.external_ids if iface is not None else {}
+        if iface is not None and (ids.get("iface-id") != vif.port_id or "kuryr-owner" in ids):
+            return False
+        if links.link_alias(vif.host_ifname) is not None:
+            return False
+        self.unplug(Plugged(att.container_id, att.ifname, vif.host_ifname, att.netns))
+        return True
+
     def plugged(self) -> list[Plugged]:
         aliases = {
             name: parsed

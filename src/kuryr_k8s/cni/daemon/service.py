@@ -38,7 +38,13 @@ from typing import Any, Protocol
 from kuryr_k8s.cni import spec
 from kuryr_k8s.cni.binding import Attachment, BindingDriver, Drivers, Plugged
 from kuryr_k8s.cni.daemon.vifs import VifSource
-from kuryr_k8s.cni.errors import HostError, InvalidRequest, UnknownContainer, VifTimeout
+from kuryr_k8s.cni.errors import (
+    HostError,
+    InvalidRequest,
+    UnknownContainer,
+    UnsupportedVif,
+    VifTimeout,
+)
 from kuryr_k8s.model.errors import KuryrError
 from kuryr_k8s.model.vif import Vif
 
@@ -212,10 +218,31 @@ class CniService:
 
     async def delete(self, att: Attachment) -> None:
         self._forget(att.container_id, att.ifname)
+        found = False
         for driver, plugged in await asyncio.to_thread(self.drivers.plugged):
             if self._names(plugged, att):
                 LOG.info("DEL %s %s: unplugging %s", att.pod_key, att.ifname, plugged.host_ifname)
                 await asyncio.to_thread(driver.unplug, plugged)
+                found = True
+        if not found:
+            await self._delete_adopted(att)
+
+    async def _delete_adopted(self, att: Attachment) -> None:
+        """DEL of a pod upstream kuryr-kubernetes plugged: nothing of it is stamped, so its
+        adopted VIF (``controller/takeover.py``) names the device; the driver removes it only
+        if it is provably that port's (``OvsBinding.unplug_adopted``)."""
+        vif = self.vifs.current_vif(att.pod_namespace, att.pod_name, att.ifname)
+        if vif is None or not vif.adopted:
+            return
+        with contextlib.suppress(UnsupportedVif):
+            unplug = getattr(self.drivers.for_vif(vif), "unplug_adopted", None)
+            if unplug is not None and await asyncio.to_thread(unplug, att, vif):
+                LOG.info(
+                    "DEL %s %s: unplugged %s (plugged by upstream kuryr-kubernetes)",
+                    att.pod_key,
+                    att.ifname,
+                    vif.host_ifname,
+                )
 
     async def check(self, att: Attachment, config: dict[str, Any]) -> None:
         mine = [p for _, p in await asyncio.to_thread(self.drivers.plugged) if self._names(p, att)]
