@@ -170,9 +170,19 @@ async def _adopt_kuryrport(
     kp: dict[str, Any],
     report: TakeoverReport,
 ) -> None:
+    """Check everything first (ports, conversion), then tag the ports and write the
+    status: a refused KuryrPort leaves nothing changed."""
     key = objects.key(kp)
     uid = str((kp.get("spec") or {}).get("podUid") or "")
+    kinds = {str(e["vif"].get("versioned_object.name")) for e in upstream_vifs(kp).values()}
+    if kinds - {"VIFOpenVSwitch"}:
+        report.refused.append(
+            f"KuryrPort {key}: {', '.join(sorted(kinds))}: only side-by-side pods "
+            "(VIFOpenVSwitch) are taken over; delete and recreate this pod"
+        )
+        return
     subnet_ids: dict[str, str] = {}
+    ports: list[NeutronPort] = []
     for port_id in sorted(_port_ids(kp)):
         port = await neutron.get_port(port_id)
         if port is None:
@@ -186,17 +196,18 @@ async def _adopt_kuryrport(
             report.refused.append(f"KuryrPort {key}: port {port_id} not adopted: {problem}")
             return
         subnet_ids.update({ip.ip_address: ip.subnet_id for ip in port.fixed_ips})
-        want = sorted(set(port.tags) | set(scope.tagging.in_use(uid)))
-        if sorted(port.tags) != want:
-            await neutron.set_tags(port, want)
+        ports.append(port)
     try:
         entries = convert_upstream_vifs(kp, subnet_ids)
     except InvalidVif as exc:
         report.refused.append(f"KuryrPort {key}: not converted: {exc}")
         return
-    await _write_status(
-        client, kp, vifs_status(entries), all(e.vif.active for e in entries.values())
-    )
+    for port in ports:
+        want = sorted(set(port.tags) | set(scope.tagging.in_use(uid)))
+        if sorted(port.tags) != want:
+            await neutron.set_tags(port, want)
+    active = all(e.vif.active for e in entries.values())
+    await _write_status(client, kp, vifs_status(entries), active)
     report.converted.append(key)
     LOG.info("takeover: KuryrPort %s converted to our VIF format (pod %s)", key, uid)
 
