@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kuryr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from kuryr_k8s.cli import cni_cmd, config_cmd, controller_cmd, sandbox_cmd
+    from kuryr_k8s.cli import cni_cmd, config_cmd, controller_cmd, deploy_cmd, sandbox_cmd
     from kuryr_k8s.cli import takeover_cmd as takeover
 
     sandbox_cmd.register(sub)
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     controller_cmd.register(sub)
     config_cmd.register(sub)
     takeover.register(sub)
+    deploy_cmd.register(sub)
     return parser
 
 

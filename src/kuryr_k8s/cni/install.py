@@ -31,6 +31,10 @@ class InstallSettings:
     timeout: float = 300.0
     """Seconds the plugin waits for the daemon (keep above the daemon's VIF timeout)."""
     python: str = sys.executable
+    launcher: str | None = None
+    """Text of ``<bin_dir>/kuryr-cni``; None: :func:`launcher` for ``python`` (this
+    machine's interpreter and package: the sandbox). The manifests' init container
+    passes a self-contained bundle's launcher (:mod:`kuryr_k8s.cni.bundle`)."""
 
 
 def launcher(python: str) -> str:
@@ -69,7 +73,7 @@ def install(settings: InstallSettings) -> list[Path]:
     """Write the plugin and the conflist; returns the paths written."""
     plugin = settings.bin_dir / PLUGIN_NAME
     conf = settings.conf_dir / CONFLIST_NAME
-    _write_atomic(plugin, launcher(settings.python), 0o755)
+    _write_atomic(plugin, settings.launcher or launcher(settings.python), 0o755)
     _write_atomic(conf, json.dumps(conflist(settings), indent=2) + "\n", 0o644)
     return [plugin, conf]
 

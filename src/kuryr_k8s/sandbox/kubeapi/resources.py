@@ -170,6 +170,29 @@ BUILTINS: tuple[ResourceType, ...] = (
         storage="/events",
     ),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
+    # Stored and served only (no controller makes their pods): deploy/ is applied here.
+    ResourceType(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        True,
+        short_names=("deploy",),
+        categories=("all",),
+        subresources=("status",),
+        generation=True,
+    ),
+    ResourceType(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        True,
+        short_names=("ds",),
+        categories=("all",),
+        subresources=("status",),
+        generation=True,
+    ),
     *(
         ResourceType("rbac.authorization.k8s.io", "v1", kind, plural, namespaced)
         for kind, plural, namespaced in (

@@ -1,0 +1,1 @@
+"""deploy layer: the manifests (deploy/) and what the sandbox shares with them."""
