@@ -143,6 +143,12 @@ def test_the_configmap_kuryr_conf_is_valid_for_both_components() -> None:
     assert conf.get_str("kubernetes", "leader_lease_namespace") == spec.NAMESPACE
 
 
+def test_config_check_accepts_the_configmaps_kuryr_conf(capsys: Any) -> None:
+    assert kuryr(["config", "check", "--config-file", str(DEPLOY / "kuryr.conf")]) == 0
+    out = capsys.readouterr().out
+    assert "leader_lease_namespace" in out and "ignored" not in out
+
+
 def test_clouds_template_holds_no_credentials() -> None:
     clouds = yaml.safe_load((DEPLOY / "clouds.yaml").read_text())
     auth = clouds["clouds"][spec.CLOUD]["auth"]
