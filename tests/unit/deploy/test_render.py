@@ -164,3 +164,12 @@ def test_image_tag_matches_the_manifests() -> None:
             pod = doc["spec"]["template"]["spec"]
             for c in [*pod.get("initContainers", []), *pod["containers"]]:
                 assert c["image"] == spec.IMAGE
+
+
+def test_image_entry_point_is_what_the_manifests_call() -> None:
+    containerfile = (DEPLOY / "image" / "Containerfile").read_text()
+    (entry,) = [ln for ln in containerfile.splitlines() if ln.startswith("ENTRYPOINT")]
+    assert yaml.safe_load(entry.removeprefix("ENTRYPOINT")) == [spec.KURYR]
+    build = (DEPLOY / "image" / "build").read_text()
+    assert f'ln -sf /opt/kuryr/bin/kuryr "$1{spec.KURYR}"' in build
+    assert f"{spec.KURYR} --version" in build  # the build runs it once inside the image
