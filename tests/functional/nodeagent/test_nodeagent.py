@@ -100,7 +100,8 @@ async def test_pod_lifecycle(
     # The CNI calls, as a runtime makes them. Under load an ADD may fail and be retried (a
     # runtime must DEL every plugin of the list before it retries): allow that, and nothing
     # else, before the pair that succeeded.
-    calls = cni.calls()
+    # Only this pod's calls: on a shared API the agent also runs other pods left pending.
+    calls = _calls_of(cni, namespace, "web")
     commands = [(c["command"], c["stdin"]["type"]) for c in calls]
     assert len(calls) >= 2, commands
     *earlier, add_veth, add_pass = calls
@@ -140,7 +141,7 @@ async def test_pod_lifecycle(
     await kube.delete(PODS, "web", namespace)
     await eventually(lambda: _gone(kube, "web", namespace), what="pod deleted")
     await eventually(lambda: _async(netns not in netns_list()), what="netns removed")
-    del_pass, del_veth = cni.calls()[len(calls) :]
+    del_pass, del_veth = _calls_of(cni, namespace, "web")[len(calls) :]
     assert (del_pass["command"], del_pass["stdin"]["type"]) == ("DEL", "kuryr-test-passthrough")
     assert (del_veth["command"], del_veth["stdin"]["type"]) == ("DEL", "kuryr-test-veth")
     assert del_veth["stdin"]["prevResult"] == veth_result
@@ -168,8 +169,9 @@ async def test_cni_failure_is_an_event_and_retried(
     assert "the network is not ready yet" in ev["message"]
     assert "kuryr-test-veth" in ev["message"]
     # The failed ADD was cleaned up with DEL of the whole list, in reverse.
-    await eventually(lambda: _async(len(cni.calls()) >= 3), what="the DEL after the failed ADD")
-    commands = [(c["command"], c["stdin"]["type"]) for c in cni.calls()[:3]]
+    flaky = partial(_calls_of, cni, namespace, "flaky")
+    await eventually(lambda: _async(len(flaky()) >= 3), what="the DEL after the failed ADD")
+    commands = [(c["command"], c["stdin"]["type"]) for c in flaky()[:3]]
     assert commands == [
         ("ADD", "kuryr-test-veth"),
         ("DEL", "kuryr-test-passthrough"),
@@ -213,14 +215,16 @@ async def test_restart_keeps_running_pods_and_collects_vanished_ones(
     # While the agent is down, "vanish" is deleted for good (no one finishes it otherwise).
     await kube.delete(PODS, "vanish", namespace, grace_period_seconds=0)
     await eventually(lambda: _gone(kube, "vanish", namespace), what="vanish deleted")
-    adds_before = sum(1 for c in cni.calls() if c["command"] == "ADD")
+    ours = [c for n in ("keep", "vanish") for c in _calls_of(cni, namespace, n)]
+    adds_before = sum(1 for c in ours if c["command"] == "ADD")
 
     await agents.start()
     await eventually(lambda: _async(vanish_ns not in netns_list()), what="vanished netns removed")
     assert netns_inode(keep_ns) == keep_inode
     assert addresses_in(keep_ns) == [keep_ip]
     assert await running(kube, "keep", namespace)
-    assert sum(1 for c in cni.calls() if c["command"] == "ADD") == adds_before
+    ours = [c for n in ("keep", "vanish") for c in _calls_of(cni, namespace, n)]
+    assert sum(1 for c in ours if c["command"] == "ADD") == adds_before
     await kube.delete(PODS, "keep", namespace)
     await eventually(lambda: _async(keep_ns not in netns_list()), what="keep netns removed")
 
@@ -323,3 +327,11 @@ async def _exists(kube: KubeClient, node: str) -> bool:
     except NotFound:
         return False
     return True
+
+
+def _calls_of(cni: CniSetup, namespace: str, name: str) -> list[dict[str, Any]]:
+    def pod(call: dict[str, Any]) -> tuple[str, str]:
+        args = dict(kv.split("=", 1) for kv in call["env"]["CNI_ARGS"].split(";"))
+        return args["K8S_POD_NAMESPACE"], args["K8S_POD_NAME"]
+
+    return [c for c in cni.calls() if pod(c) == (namespace, name)]
