@@ -21,6 +21,7 @@ from kuryr_k8s.deploy import spec
 from kuryr_k8s.k8s import NAMESPACES, AlreadyExists, KubeClient, load_kubeconfig
 from kuryr_k8s.sandbox import naming
 from kuryr_k8s.sandbox.components import Component, Context, http_ok
+from kuryr_k8s.sandbox.kubeapi.accounts import component_kubeconfig
 from kuryr_k8s.sandbox.openstack import hostplug, topology
 from kuryr_k8s.sandbox.process import run
 
@@ -177,8 +178,15 @@ class _KuryrService(_KuryrComponent):
             str(kubeconfig),
         ]
 
+    service_account = ""
+    """The manifests' ServiceAccount (kuryr-system) the service runs as, with the RBAC of
+    deploy/base/rbac.yaml and a kubeconfig of its own; empty: the administrator's."""
+
     def launch(self) -> None:
-        self.spawn(kuryr_argv(*self.args(self.kubeconfig)), self.name, pidfile=self.pidfile)
+        kubeconfig = self.kubeconfig
+        if self.service_account:
+            kubeconfig = component_kubeconfig(kubeconfig, self.ctx.paths.kube, self.service_account)
+        self.spawn(kuryr_argv(*self.args(kubeconfig)), self.name, pidfile=self.pidfile)
 
     def probe(self) -> bool:
         return http_ok(f"http://{self.health}/readyz")
@@ -190,6 +198,7 @@ class _KuryrService(_KuryrComponent):
 class KuryrController(_KuryrService):
     name = "kuryr-controller"
     subcommand = "controller"
+    service_account = "kuryr-controller"
     health = CONTROLLER_HEALTH
     ready_timeout = 120.0
 
@@ -213,6 +222,7 @@ class KuryrController(_KuryrService):
 class KuryrDaemon(_KuryrService):
     name = "kuryr-daemon"
     subcommand = "daemon"
+    service_account = "kuryr-daemon"
     health = DAEMON_HEALTH
     ready_timeout = 60.0
 
