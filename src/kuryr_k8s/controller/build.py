@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kuryr_k8s.controller import settings as s
-from kuryr_k8s.controller.crds import ensure_crds
+from kuryr_k8s.controller.crds import ensure_crds, upgrade_crds
 from kuryr_k8s.controller.engine import Engine, EngineSettings
 from kuryr_k8s.controller.gc import GarbageCollector
 from kuryr_k8s.controller.health import HealthServer, HealthState
@@ -41,7 +41,7 @@ from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_pr
 from kuryr_k8s.controller.portstatus import PortStatusWatcher
 from kuryr_k8s.controller.service import Controller
 from kuryr_k8s.controller.subports import SubportProvider
-from kuryr_k8s.controller.takeover import Scope, Takeover, adopt_upstream
+from kuryr_k8s.controller.takeover import Scope, adopt_upstream
 from kuryr_k8s.controller.targets import TargetedPorts
 from kuryr_k8s.k8s import (
     KURYRPORTS,
@@ -165,13 +165,9 @@ class App:
     closers: list[Callable[[], None]] = field(default_factory=list)
     extra_crds: list[dict[str, Any]] = field(default_factory=list)
     """CRDs of optional parts (KuryrLoadBalancer when Services are on)."""
-    takeover: Takeover | None = None
-    """Adopt upstream kuryr-kubernetes's KuryrPorts and pool ports (``takeover.py``)."""
 
     async def run(self) -> None:
         await ensure_crds(self.client, [*crd_manifests(), *self.extra_crds])
-        if self.takeover is not None:
-            await self.takeover()
         if self.server is not None:
             await self.server.start()
         await self.controller.run()
@@ -405,6 +401,13 @@ async def build(
     async def statuses_on() -> None:
         statuses.start()
 
+    scope = Scope(tagging, validated.project_id, validated.network.id, config.pool.enabled)
+
+    async def take_over() -> None:
+        """Leader only, before the pools' rebuild: upstream's CRD and state (takeover.py)."""
+        await upgrade_crds(client, crd_manifests())
+        await adopt_upstream(client, neutron, scope)
+
     engines += placement_parts.engines
     caches += placement_parts.caches
     controller = Controller(
@@ -413,7 +416,13 @@ async def build(
         elector=elector,
         health=health,
         resync_period=k.watch_reconcile_period,
-        startup=[lead_gauge_on, *placement_parts.startup, provider.start, statuses_on],
+        startup=[
+            lead_gauge_on,
+            take_over,
+            *placement_parts.startup,
+            provider.start,
+            statuses_on,
+        ],
         background=background,
         shutdown=[statuses.stop, provider.stop, lead_gauge_off],
         caches=caches,
@@ -433,8 +442,6 @@ async def build(
     )
     app = App(controller, client, neutron, provider, metrics, health, server, engines)
     app.closers = closers
-    scope = Scope(tagging, validated.project_id, validated.network.id, config.pool.enabled)
-    app.takeover = lambda: adopt_upstream(client, neutron, scope)
     if config.services.enabled:
         app.extra_crds = [klb_crd_manifest()]
     app.extra_crds += placement_parts.crds

@@ -8,7 +8,8 @@ object is deleted or rewritten: the API server keeps each stored object whole, s
 ``status`` upstream wrote through the main resource is still there and is served; from then
 on writes to the main resource leave ``status`` alone and ``/status`` writes change only it
 (Kubernetes' ``CustomResourceSubresourceStatus`` semantics; the emulator does the same,
-tests/e2e/upstream/test_crd_upgrade.py). Rollback: docs/migration.md.
+tests/e2e/upstream/test_crd_upgrade.py). Only the leader upgrades (:func:`upgrade_crds`, a
+startup step of leadership); rollback: docs/migration.md.
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ def upgrade_reason(installed: dict[str, Any], manifest: dict[str, Any]) -> str |
     return None
 
 
+async def upgrade_crds(client: KubeClient, manifests: list[dict[str, Any]]) -> None:
+    """:func:`upgrade_crd` for each; run by the leader only (a standby, or a controller
+    started while another holds the Lease, leaves an installed CRD alone)."""
+    for manifest in manifests:
+        await upgrade_crd(client, manifest)
+
+
 async def upgrade_crd(client: KubeClient, manifest: dict[str, Any]) -> str | None:
     """Give the installed CRD our spec if :func:`upgrade_reason` says so; returns the
     reason it was upgraded (None: left as it was). Retries a lost update race."""
@@ -101,15 +109,13 @@ async def ensure_crds(
     establish_within: float = 60.0,
     clock: Clock | None = None,
 ) -> None:
-    """Create each CRD that does not exist, upgrade one that cannot serve us as it is
-    (upstream's: :func:`upgrade_crd`; other differences are left to the operator), then
-    wait until all are Established."""
+    """Create each CRD that does not exist (an existing one is upgraded by the leader:
+    :func:`upgrade_crds`), then wait until all are Established."""
     clock = clock or SystemClock()
     for manifest in manifests:
         name = objects.name(manifest)
         try:
             await client.get(CRDS, name)
-            await upgrade_crd(client, manifest)
             continue
         except NotFound:
             pass

@@ -320,6 +320,9 @@ class KuryrPortReconciler:
         if pod is None or objects.uid(pod) != uid or objects.is_deleting(pod):
             await self._delete_if_orphan(kp, uid)
             return Result()
+        if kp_model.upstream_vifs(kp):  # upstream's, refused by the takeover: left alone
+            LOG.warning("KuryrPort %s is upstream kuryr-kubernetes's (not taken over)", key)
+            return Result()
         return await self._ensure(kp, pod)
 
     # -- live ------------------------------------------------------------------------

@@ -7,22 +7,24 @@ KuryrPort already in our format and a port already tagged are left alone, so a r
 or a second replica doing the same at the same time, changes nothing more.
 
 **KuryrPorts** whose ``status.vifs`` hold os-vif primitives: the port each names is read
-from Neutron and must be upstream's for this pod (device owner ``compute:kuryr``, no
-cluster tag of ours or of another cluster, ``device_id`` empty or the pod's uid); it gets
-our in-use tags (``kuryr.cluster:<id>``, ``kuryr.owner:<pod uid>``, resource tags), and
-the status is rewritten in our format through ``/status`` (:func:`convert_upstream_vifs`:
-the host device upstream made is kept in the VIF, so the node can unplug it at DEL). No
-port is created or deleted and nothing on the node changes: the pod keeps its address
-and its traffic.
+from Neutron and must be upstream's (device owner ``compute:kuryr``, no ``kuryr.*`` tag of
+another cluster or pod; its ``device_id`` proves nothing, see
+:func:`upstream_port_problem`); it gets the pod's uid as ``device_id`` and our in-use tags
+(``kuryr.cluster:<id>``, ``kuryr.owner:<pod uid>``, resource tags), and the status is
+rewritten in our format through ``/status`` (:func:`convert_upstream_vifs`: the host
+device upstream made is kept in the VIF, so the node can unplug it at DEL). No port is
+created or deleted and nothing on the node changes: the pod keeps its address and its
+traffic. A KuryrPort that is refused is left exactly as upstream wrote it (the reconciler
+leaves upstream-format KuryrPorts alone).
 
 **Upstream's free pool ports**: what upstream's own pool would recover at its start
 (device owner ``compute:kuryr``, carrying its ``[neutron_defaults] resource_tags``, bound
 to a host, with an address, named by no KuryrPort), restricted further for safety: no
-tag of ours (``kuryr.*``), ``device_id`` empty, in our project and on our pod network, and
--- when ``resource_tags`` is empty and tags cannot tell this cluster's from another's --
-bound to a node of this cluster. With pools on they get our cluster and pool tags (the
-rebuild puts them into their pools); with pools off they are deleted (we keep no free
-ports). Anything else is left alone and logged.
+tag of ours (``kuryr.*``), in our project and on our pod network, and -- when
+``resource_tags`` is empty and tags cannot tell this cluster's from another's -- bound to
+a node of this cluster. With pools on they get our cluster and pool tags and an empty
+``device_id`` (the rebuild puts them into their pools); with pools off they are deleted
+(we keep no free ports). Anything else is left alone and logged.
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ def upstream_port_problem(port: NeutronPort, owner_uid: str, scope: Scope) -> st
     that pod, or None when it can be adopted."""
     if port.device_owner != DEVICE_OWNER:
         return f"device_owner is {port.device_owner!r}, not {DEVICE_OWNER!r}"
-    if port.device_id not in ("", owner_uid):
-        return f"device_id is {port.device_id!r}, another owner's"
+    # No device_id test: with port_debug off (its default) upstream bulk-creates pool
+    # ports with device_id = the uid of the pod that triggered the refill, for every port
+    # of the batch, and never changes it; like ours, it owns by the KuryrPort.
     foreign = [
         t
         for t in port.tags
@@ -93,7 +96,6 @@ def free_upstream_port(
     tags = set(port.tags)
     return (
         port.device_owner == DEVICE_OWNER
-        and not port.device_id
         and port.id not in referenced
         and not any(t.startswith(OUR_TAG_PREFIX) for t in tags)
         and set(scope.tagging.resource_tags) <= tags
@@ -127,6 +129,8 @@ async def adopt_upstream(client: KubeClient, neutron: Neutron, scope: Scope) -> 
             continue
         if scope.pools:
             tags = sorted(set(port.tags) | set(scope.tagging.free(pool_key_of(port))))
+            if port.device_id:  # upstream's meaningless one (see upstream_port_problem)
+                port = await neutron.update_port(port.id, device_id="")
             await neutron.set_tags(port, tags)
             report.pool_adopted.append(port.id)
         else:
@@ -203,6 +207,8 @@ async def _adopt_kuryrport(
         report.refused.append(f"KuryrPort {key}: not converted: {exc}")
         return
     for port in ports:
+        if port.device_id != uid:  # our marks: device_id and the owner tag name the pod
+            port = await neutron.update_port(port.id, device_id=uid)
         want = sorted(set(port.tags) | set(scope.tagging.in_use(uid)))
         if sorted(port.tags) != want:
             await neutron.set_tags(port, want)

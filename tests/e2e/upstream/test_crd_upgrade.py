@@ -24,7 +24,7 @@ import yaml
 
 from fixtures.kubeapi import KubeApi, create_namespace
 from fixtures.kubeapi import KubeClient as SyncClient
-from kuryr_k8s.controller.crds import REPLACED_SPEC, ensure_crds, upgrade_reason
+from kuryr_k8s.controller.crds import REPLACED_SPEC, ensure_crds, upgrade_crds, upgrade_reason
 from kuryr_k8s.k8s import KubeClient
 from kuryr_k8s.k8s.config import load_kubeconfig
 from kuryr_k8s.k8s.errors import NotFound
@@ -109,7 +109,10 @@ async def test_upgrade_keeps_objects_and_upstream_status_then_rolls_back(
         "version v1 has no status subresource"
     )
 
+    # every replica's start (ensure_crds) leaves an installed CRD alone; the leader upgrades
     await ensure_crds(client, crd_manifests())
+    assert upgrade_reason(await client.get(CRDS, NAME), crd_manifests()[0]) is not None
+    await upgrade_crds(client, crd_manifests())
 
     crd = await client.get(CRDS, NAME)
     assert upgrade_reason(crd, crd_manifests()[0]) is None
@@ -129,7 +132,7 @@ async def test_upgrade_keeps_objects_and_upstream_status_then_rolls_back(
     kp = await client.replace(KURYRPORTS, kp, subresource="status")
     assert kp["status"] == {"vifs": {}, "state": "Active"}
     # a second start finds nothing to do
-    await ensure_crds(client, crd_manifests())
+    await upgrade_crds(client, crd_manifests())
     assert (await client.get(CRDS, NAME))["metadata"]["resourceVersion"] == crd["metadata"][
         "resourceVersion"
     ]

@@ -19,7 +19,7 @@ import pytest
 from fixtures.kubeapi import KubeApi, create_namespace
 from fixtures.kubeapi import KubeClient as SyncClient
 from kuryr_k8s.cli.main import main
-from kuryr_k8s.controller.crds import REPLACED_SPEC, ensure_crds
+from kuryr_k8s.controller.crds import REPLACED_SPEC, upgrade_crds
 from kuryr_k8s.k8s import KubeClient
 from kuryr_k8s.k8s.config import load_kubeconfig
 from kuryr_k8s.k8s.errors import NotFound
@@ -104,7 +104,7 @@ async def test_rollback_refuses_then_converts_back(
 ) -> None:
     ns = create_namespace(kube_client, "kuryr-rollback")
     await client.create(CRDS, _upstream_crd())
-    await ensure_crds(client, crd_manifests())  # what our controller does at start
+    await upgrade_crds(client, crd_manifests())  # what our leader does at start
     await _served(client, ns)
     ours = from_os_vif(GENERATED["ovs"], SUBNETS).to_dict()
     await _kuryrport(client, ns, "pod-a", ours)

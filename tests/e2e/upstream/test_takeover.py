@@ -39,6 +39,7 @@ import pytest
 
 from fixtures.sandbox import Sandbox
 from kuryr_k8s.k8s import PODS, KubeClient, NotFound, load_kubeconfig
+from kuryr_k8s.k8s.leader import LeaderElectionConfig, LeaderElector
 from kuryr_k8s.k8s.resources import CRDS, KURYRPORTS, NAMESPACES
 from kuryr_k8s.model.kuryrport import parse_vifs, upstream_vifs
 from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX, OWNER_TAG_PREFIX
@@ -208,6 +209,39 @@ def _named_ports(kp: dict[str, Any]) -> set[str]:
     return out
 
 
+class LeaseHold:
+    """Hold a ``kuryr-controller`` Lease so that a controller of ours started meanwhile
+    (another session's ``kuryr sandbox up``) stays a standby: it then neither upgrades the
+    CRD nor takes over upstream's state, which only the leader does."""
+
+    def __init__(self, client: KubeClient, namespace: str) -> None:
+        self.elector = LeaderElector(
+            client,
+            LeaderElectionConfig(
+                namespace=namespace,
+                name="kuryr-controller",
+                identity=f"takeover-e2e-{uuid.uuid4().hex[:8]}",
+            ),
+        )
+        self.acquired = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def _hold(self) -> None:
+        self.acquired.set()
+        await asyncio.Event().wait()
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.elector.run(self._hold))
+        await asyncio.wait_for(self.acquired.wait(), 60)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+            self.task = None
+
+
 # -- the test -----------------------------------------------------------------------------
 
 
@@ -230,12 +264,23 @@ async def test_takeover_from_upstream_and_rollback(sandbox: Sandbox, tmp_path: P
     conf = tmp_path / "kuryr.conf"
     ours = OurController(conf, ctx.paths.kubeconfig, ctx.paths.logfile("takeover-controller"))
     pingers: list[Pinger] = []
+    holds: list[LeaseHold] = []
     up_runs: list[PodRun] = []
     bin_dir, conf_dir = cni_dirs(ctx)
     our_kubelet = Kubelet(node, conf_dir, bin_dir)
     try:
         async with KubeClient.from_settings(load_kubeconfig(ctx.paths.kubeconfig)) as client:
             await guard.wait_quiet(120)
+            # the sandbox's controllers lead on kuryr-system (deploy/), ours here on
+            # kube-system (upstream's kuryr.conf sets no lease): hold both while upstream
+            # runs, and the sandbox's for the whole test
+            sandbox_lease, our_lease = (
+                LeaseHold(client, "kuryr-system"),
+                LeaseHold(client, "kube-system"),
+            )
+            holds += [sandbox_lease, our_lease]
+            await sandbox_lease.start()
+            await our_lease.start()
             await client.create(NAMESPACES, {"metadata": {"name": ns}})
 
             # 1. upstream wires two pods
@@ -283,6 +328,7 @@ async def test_takeover_from_upstream_and_rollback(sandbox: Sandbox, tmp_path: P
             check = kuryr("config", "check", "--config-file", str(conf))
             assert check.returncode == 0, check.stdout + check.stderr
             assert "ignored upstream option [cni_daemon] bind_address" in check.stdout
+            await our_lease.stop()
             ours.start()
 
             async def converted() -> bool:
@@ -402,7 +448,9 @@ async def test_takeover_from_upstream_and_rollback(sandbox: Sandbox, tmp_path: P
         print(f"-- deleted {removed} ports of the test's resource tag")
         for run in [*up_runs, *our_kubelet.pods]:
             await netns.delete_netns(run.netns)
+        for hold in holds:
+            await hold.stop()
         guarding.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await guarding
-        manager.up(sandbox.settings, lambda m: None)
+        await asyncio.to_thread(manager.up, sandbox.settings, lambda m: None)
