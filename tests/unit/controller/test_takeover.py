@@ -76,3 +76,25 @@ def test_without_resource_tags_only_ports_bound_to_our_nodes() -> None:
     port = dataclasses.replace(FREE, tags=())
     assert free_upstream_port(port, set(), untagged, {"vm"})
     assert not free_upstream_port(port, set(), untagged, {"other-node"})
+
+
+def test_recorded_upstream_port_is_adoptable_despite_its_device_id() -> None:
+    """Recorded on the sandbox: upstream 10.0.0 (pools on, port_debug off) gave pod up-0 a
+    pool port whose device_id is up-1's uid (the pod that triggered the bulk create)."""
+    import json
+    from pathlib import Path
+
+    data = Path(__file__).parents[2] / "fixtures" / "upstream" / "kuryrport-recorded.json"
+    recorded = json.loads(data.read_text())
+    kp, raw = recorded["kuryrport"], recorded["neutronPort"]
+    port = dataclasses.replace(
+        FREE,
+        id=raw["id"],
+        device_id=raw["device_id"],
+        tags=tuple(raw["tags"]),
+        device_owner=raw["device_owner"],
+    )
+    uid = kp["spec"]["podUid"]
+    assert port.device_id != uid  # the quirk, as recorded
+    scope = Scope(PortTagging("c1", tuple(raw["tags"])), "proj", "net", pools=True)
+    assert upstream_port_problem(port, uid, scope) is None
