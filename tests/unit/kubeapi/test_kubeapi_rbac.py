@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,67 @@ async def test_component_kubeconfig_runs_as_the_manifests_service_account(
 async def _in_thread(fn: Any, *args: Any) -> Any:
     """Run a blocking helper (it talks HTTP to the in-process server) off the loop."""
     return await asyncio.to_thread(fn, *args)
+
+
+async def _kubectl(kubeconfig: Path, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl",
+        f"--kubeconfig={kubeconfig}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    return int(proc.returncode or 0), out.decode()
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not on PATH")
+async def test_kubectl_as_a_service_account_over_the_tls_listener(tmp_path: Path) -> None:
+    """kubectl sends a bearer token only over TLS: the optional HTTPS listener."""
+    async with KubeApiServer(tls_port=0) as srv, httpx.AsyncClient(base_url=srv.url) as c:
+        token = await _token(c, "t1", "sa")
+        assert srv.tls_url is not None
+        kubeconfig = tmp_path / "sa"
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "e", "cluster": {"server": srv.tls_url, "insecure-skip-tls-verify": True}}
+            ],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [
+                {"name": "sa", "context": {"cluster": "e", "user": "sa", "namespace": "t1"}}
+            ],
+            "current-context": "sa",
+        }
+        kubeconfig.write_text(yaml.safe_dump(doc))
+        code, out = await _kubectl(
+            kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"
+        )
+        assert (code, out) == (0, "system:serviceaccount:t1:sa")
+        code, out = await _kubectl(
+            kubeconfig, "api-resources", "--api-group=rbac.authorization.k8s.io", "-o", "name"
+        )
+        assert code == 0 and "roles.rbac.authorization.k8s.io" in out, out
+        code, out = await _kubectl(kubeconfig, "get", "pods")
+        assert code == 1
+        assert (
+            'pods is forbidden: User "system:serviceaccount:t1:sa" cannot list resource "pods" in '
+            'API group "" in the namespace "t1"'
+        ) in out
+        assert (await _kubectl(kubeconfig, "auth", "can-i", "list", "pods"))[1].strip() == "no"
+        role = {
+            "metadata": {"name": "r"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+        }
+        binding = {
+            "metadata": {"name": "r"},
+            "roleRef": {"kind": "Role", "name": "r"},
+            "subjects": [{"kind": "ServiceAccount", "name": "sa"}],
+        }
+        rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/t1"
+        assert (await c.post(f"{rbac}/roles", json=role)).status_code == 201
+        assert (await c.post(f"{rbac}/rolebindings", json=binding)).status_code == 201
+        assert (await _kubectl(kubeconfig, "auth", "can-i", "list", "pods"))[1].strip() == "yes"
+        code, out = await _kubectl(kubeconfig, "get", "pods")
+        assert code == 0, out

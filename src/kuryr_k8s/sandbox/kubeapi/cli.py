@@ -37,6 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=40.0,
         help="seconds before pods bound to a missing node are force-deleted",
     )
+    parser.add_argument(
+        "--tls-port",
+        type=int,
+        default=None,
+        help="also serve HTTPS (self-signed) here, 0 for a free port: kubectl sends "
+        "ServiceAccount tokens only over TLS",
+    )
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -49,6 +56,7 @@ async def serve(args: argparse.Namespace) -> None:
         history=args.history,
         bookmark_interval=args.bookmark_interval,
         orphan_pod_quarantine=args.orphan_pod_quarantine,
+        tls_port=args.tls_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -57,6 +65,8 @@ async def serve(args: argparse.Namespace) -> None:
     async with server:
         if args.kubeconfig_out:
             server.write_kubeconfig(args.kubeconfig_out)
+        if server.tls_url:
+            print(f"listening on {server.tls_url}", flush=True)
         print(f"listening on {server.url}", flush=True)
         await stop.wait()
 

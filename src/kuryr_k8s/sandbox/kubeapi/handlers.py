@@ -82,7 +82,8 @@ def _decode_protobuf(raw: bytes) -> Obj:
 
 def request_user(request: web.Request) -> auth.User:
     """Who sent ``request`` (set by the server's authentication middleware)."""
-    return request[USER_KEY] if USER_KEY in request else auth.ADMIN
+    user = request.get(USER_KEY)
+    return user if isinstance(user, auth.User) else auth.ADMIN
 
 
 USER_KEY = web.RequestKey("kuryr-kubeapi-user", auth.User)

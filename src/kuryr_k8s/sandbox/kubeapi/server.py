@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from kuryr_k8s.sandbox.kubeapi import auth, discovery, errors
+from kuryr_k8s.sandbox.kubeapi import auth, discovery, errors, rootca
 from kuryr_k8s.sandbox.kubeapi.api import CRD_KEY, Api
 from kuryr_k8s.sandbox.kubeapi.controllers import Controllers
 from kuryr_k8s.sandbox.kubeapi.handlers import USER_KEY, Handlers, error_response, json_response
@@ -75,8 +75,12 @@ class KubeApiServer:
         bookmark_interval: float = 60.0,
         flush_interval: float = 0.2,
         orphan_pod_quarantine: float = 40.0,
+        tls_port: int | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.tls_port = tls_port
+        """Also serve HTTPS here (0: a free port), self-signed: kubectl sends bearer tokens
+        only over TLS, so a ServiceAccount's kubectl needs this listener."""
         self.persist_path = Path(persist_path) if persist_path else None
         self.store = Store(history=history)
         self.registry = Registry()
@@ -90,6 +94,10 @@ class KubeApiServer:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def tls_url(self) -> str | None:
+        return None if self.tls_port is None else f"https://{self.host}:{self.tls_port}"
 
     # ------------------------------------------------------------ lifecycle
 
@@ -133,6 +141,16 @@ class KubeApiServer:
         await site.start()
         if self.port == 0:
             self.port = int(self._runner.addresses[0][1])
+        if self.tls_port is not None:
+            tls = web.TCPSite(
+                self._runner,
+                self.host,
+                self.tls_port,
+                ssl_context=rootca.self_signed_server_context(self.host),
+            )
+            await tls.start()
+            if self.tls_port == 0:
+                self.tls_port = int(self._runner.addresses[1][1])
         self.handlers.address = f"{self.host}:{self.port}"
         self._publish_endpoints()
         self._tasks.append(asyncio.create_task(self.controllers.run()))
