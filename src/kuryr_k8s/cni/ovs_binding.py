@@ -105,7 +105,7 @@ class OvsBinding:
         ids = iface.external_ids if iface is not None else {}
         if iface is not None and (ids.get("iface-id") != vif.port_id or "kuryr-owner" in ids):
             return False
-        if links.link_alias(vif.host_ifname) is not None:
+        if links.link_alias(vif.host_ifname):  # "" (no alias) or None (no link) are fine
             return False
         self.unplug(Plugged(att.container_id, att.ifname, vif.host_ifname, att.netns))
         return True
