@@ -394,3 +394,57 @@ def test_default_discovery_roles_exist(kube_client: KubeClient) -> None:
         crb = ok(kube_client.get(f"{RBAC}/clusterrolebindings/{name}"))
         groups = [s["name"] for s in crb["subjects"]]
         assert "system:authenticated" in groups
+
+
+# ---------------------------------------------------------------- escalation
+
+
+def test_no_escalation_through_roles_and_bindings(
+    kube_client: KubeClient, account: Account
+) -> None:
+    """A user may write only Roles and bindings that grant what they hold themselves, or
+    hold ``escalate``/``bind`` (kube-apiserver's rbac policybased storages)."""
+    ns = account.ns
+    rbac_writer = rule(["roles", "rolebindings"], ["create"], "rbac.authorization.k8s.io")
+    make(kube_client, role(ns, "delegate", rbac_writer, rule(["pods"], ["get"])))
+    make(kube_client, binding(ns, "delegate", "Role", "delegate", sa_subject(account)))
+    roles = f"{RBAC}/namespaces/{ns}/roles"
+    held = {"metadata": {"name": "held"}, "rules": [rule(["pods"], ["get"])]}
+    eventually(
+        lambda: account.client.post(roles, held).status_code == 201, TIMEOUT, "create allowed"
+    )
+    too_much = {
+        "metadata": {"name": "too-much"},
+        "rules": [rule(["pods"], ["get", "list"]), rule(["configmaps"], ["get"])],
+    }
+    body = status_of(account.client.post(roles, too_much), 403, "Forbidden")
+    groups = f'["system:serviceaccounts" "system:serviceaccounts:{ns}" "system:authenticated"]'
+    assert body["message"] == (
+        f'roles.rbac.authorization.k8s.io "too-much" is forbidden: user "{account.user}" '
+        f"(groups={groups}) is attempting to grant RBAC permissions not currently held:\n"
+        '{APIGroups:[""], Resources:["configmaps"], Verbs:["get"]}\n'
+        '{APIGroups:[""], Resources:["pods"], Verbs:["list"]}'
+    )
+    assert body["details"] == {
+        "name": "too-much",
+        "group": "rbac.authorization.k8s.io",
+        "kind": "roles",
+    }
+    # bindings: to a role whose rules it holds, yes; to one with more, not without "bind"
+    make(kube_client, (roles, too_much))
+    bindings = f"{RBAC}/namespaces/{ns}/rolebindings"
+    _, ok_binding = binding(ns, "to-held", "Role", "held", sa_subject(account))
+    created(account.client.post(bindings, ok_binding))
+    _, bad_binding = binding(ns, "to-too-much", "Role", "too-much", sa_subject(account))
+    body = status_of(account.client.post(bindings, bad_binding), 403, "Forbidden")
+    assert body["message"].startswith(
+        'rolebindings.rbac.authorization.k8s.io "to-too-much" is forbidden: user '
+    )
+    binder = rule(["roles"], ["bind"], "rbac.authorization.k8s.io", resourceNames=["too-much"])
+    make(kube_client, role(ns, "binder", binder))
+    make(kube_client, binding(ns, "binder", "Role", "binder", sa_subject(account)))
+    eventually(
+        lambda: account.client.post(bindings, bad_binding).status_code == 201,
+        TIMEOUT,
+        "the bind verb to allow the binding",
+    )

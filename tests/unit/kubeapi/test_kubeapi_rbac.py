@@ -20,6 +20,7 @@ from kuryr_k8s.sandbox.kubeapi.accounts import (
     service_account_kubeconfig,
 )
 from kuryr_k8s.sandbox.kubeapi.auth import Attributes, request_attributes, rule_allows
+from kuryr_k8s.sandbox.kubeapi.escalation import compact, compact_string, uncovered
 
 Obj = dict[str, Any]
 
@@ -262,3 +263,31 @@ async def test_kubectl_as_a_service_account_over_the_tls_listener(tmp_path: Path
         assert (await _kubectl(kubeconfig, "auth", "can-i", "list", "pods"))[1].strip() == "yes"
         code, out = await _kubectl(kubeconfig, "get", "pods")
         assert code == 0, out
+
+
+def test_escalation_coverage() -> None:
+    owner = [
+        {"apiGroups": [""], "resources": ["pods", "*/status"], "verbs": ["get", "list"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["a"]},
+        {"nonResourceURLs": ["/apis/*"], "verbs": ["get"]},
+    ]
+    assert not uncovered(
+        owner, [{"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get"]}]
+    )
+    assert not uncovered(owner, [{"nonResourceURLs": ["/apis/x"], "verbs": ["get"]}])
+    named = {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["get"],
+        "resourceNames": ["a"],
+    }
+    assert not uncovered(owner, [named])
+    assert uncovered(owner, [{**named, "resourceNames": []}])  # all names: more than "a"
+    missing = uncovered(
+        owner,
+        [{"apiGroups": ["", "apps"], "resources": ["pods"], "verbs": ["get", "watch", "list"]}],
+    )
+    assert sorted(compact_string(r) for r in compact(missing)) == [
+        '{APIGroups:[""], Resources:["pods"], Verbs:["watch"]}',
+        '{APIGroups:["apps"], Resources:["pods"], Verbs:["get" "watch" "list"]}',
+    ]

@@ -24,7 +24,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,7 +343,9 @@ class Authorizer:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def _rules(self, ref: Obj, namespace: str) -> tuple[list[Obj], str]:
+    def role_rules(self, ref: Obj, namespace: str) -> tuple[list[Obj], str]:
+        """The rules of the role ``ref`` names (a RoleBinding's Role is in ``namespace``),
+        or the error a real server's role getter gives."""
         kind, name = ref.get("kind"), ref.get("name", "")
         if kind == "ClusterRole":
             role = self.store.get(CLUSTER_ROLES, "", name)
@@ -357,17 +359,15 @@ class Authorizer:
             return [], missing
         return list(role.get("rules") or []), ""
 
-    def authorize(self, user: User, attrs: Attributes) -> Decision:
-        if user.privileged:
-            return Decision(True)
-        problems: list[str] = []
+    def _bound(self, user: User, namespace: str) -> Iterator[tuple[str, list[Obj], str]]:
+        """For each binding of ``user`` (ClusterRoleBindings, then RoleBindings in
+        ``namespace``): its description, its role's rules, and the error getting them."""
         sources: list[tuple[Obj, str, str]] = [
             (b, "", "ClusterRoleBinding") for b in self.store.iter(CLUSTER_ROLE_BINDINGS)
         ]
-        if attrs.namespace:
+        if namespace:
             sources += [
-                (b, attrs.namespace, "RoleBinding")
-                for b in self.store.iter(ROLE_BINDINGS, attrs.namespace)
+                (b, namespace, "RoleBinding") for b in self.store.iter(ROLE_BINDINGS, namespace)
             ]
         for binding, ns, kind in sources:
             ref = binding.get("roleRef") or {}
@@ -375,17 +375,31 @@ class Authorizer:
                 who = _subject_applies(subject, user, ns)
                 if not who:
                     continue
-                rules, problem = self._rules(ref, ns)
-                if problem and problem not in problems:
-                    problems.append(problem)
-                if any(rule_allows(r, attrs) for r in rules):
-                    shown = binding["metadata"]["name"] + (f"/{ns}" if ns else "")
-                    return Decision(
-                        True,
-                        f'RBAC: allowed by {kind} "{shown}" of {ref.get("kind")} '
-                        f'"{ref.get("name")}" to {who}',
-                    )
+                rules, problem = self.role_rules(ref, ns)
+                shown = binding["metadata"]["name"] + (f"/{ns}" if ns else "")
+                source = f'{kind} "{shown}" of {ref.get("kind")} "{ref.get("name")}" to {who}'
+                yield source, rules, problem
                 break  # one matching subject per binding is enough
+
+    def user_rules(self, user: User, namespace: str) -> tuple[list[Obj], list[str]]:
+        """Every rule granted to ``user`` in ``namespace``, and the resolution errors."""
+        rules: list[Obj] = []
+        problems: list[str] = []
+        for _, granted, problem in self._bound(user, namespace):
+            rules += granted
+            if problem:
+                problems.append(problem)
+        return rules, problems
+
+    def authorize(self, user: User, attrs: Attributes) -> Decision:
+        if user.privileged:
+            return Decision(True)
+        problems: list[str] = []
+        for source, rules, problem in self._bound(user, attrs.namespace):
+            if problem and problem not in problems:
+                problems.append(problem)
+            if any(rule_allows(r, attrs) for r in rules):
+                return Decision(True, f"RBAC: allowed by {source}")
         if not problems:
             return Decision(False)
         joined = problems[0] if len(problems) == 1 else f"[{', '.join(problems)}]"

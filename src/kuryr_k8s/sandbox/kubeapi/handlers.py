@@ -9,7 +9,16 @@ from typing import Any
 
 from aiohttp import web
 
-from kuryr_k8s.sandbox.kubeapi import auth, decode, discovery, errors, protobuf, routing, tables
+from kuryr_k8s.sandbox.kubeapi import (
+    auth,
+    decode,
+    discovery,
+    errors,
+    escalation,
+    protobuf,
+    routing,
+    tables,
+)
 from kuryr_k8s.sandbox.kubeapi.api import Api
 from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, WriteOptions
 from kuryr_k8s.sandbox.kubeapi.resources import REVIEWS, ResourceType
@@ -204,6 +213,15 @@ class Handlers:
             return json_response(auth.self_subject_access_review(self.authorizer, user, body), 201)
         return json_response(auth.self_subject_review(user), 201)
 
+    def _no_escalation(
+        self, request: web.Request, rt: ResourceType, target: routing.Target, body: Any
+    ) -> None:
+        """RBAC objects may not grant more than their writer holds (create and update)."""
+        if rt.group == auth.RBAC_GROUP:
+            escalation.check(
+                self.authorizer, request_user(request), rt.plural, target.namespace or "", body
+            )
+
     # ------------------------------------------------------------ helpers
 
     async def _raw(self, request: web.Request) -> bytes:
@@ -260,6 +278,7 @@ class Handlers:
         if rt.namespaced and target.namespace is None:
             raise errors.method_not_allowed()
         body = await self._body(request)
+        self._no_escalation(request, rt, target, body)
         opts = self._write_options(request)
         obj = self.api.create(rt, target.version, target.namespace or "", body, opts)
         return self._object_response(request, rt, target.version, obj, 201, opts.warnings)
@@ -271,6 +290,7 @@ class Handlers:
         if target.subresource == "finalize":
             obj = self.api.finalize_namespace(target.name, body)
             return self._object_response(request, rt, target.version, obj)
+        self._no_escalation(request, rt, target, body)
         opts = self._write_options(request)
         existed = self.api.store.get(rt.key, target.namespace or "", target.name) is not None
         obj = self.api.replace(
