@@ -345,6 +345,7 @@ async def test_takeover_from_upstream_and_rollback(sandbox: Sandbox, tmp_path: P
             for p in pingers:
                 p.stop()
             for p in pingers:
+                print(f"-- {p.netns}: {len(p.replies)} replies, longest gap {p.max_gap:.3f} s")
                 assert len(p.replies) > 20, f"{p.netns}: {len(p.replies)} replies"
                 assert p.max_gap <= MAX_GAP, f"{p.netns}: a {p.max_gap:.2f} s gap in replies"
             crd = await client.get(CRDS, upstream_peer.KURYRPORTS_CRD)
