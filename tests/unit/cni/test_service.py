@@ -430,3 +430,28 @@ async def test_one_attachment_that_cannot_be_checked_does_not_stop_the_pass(
     vifs.put("ns/pod-a", dataclasses.replace(pods["pod-a"], vif_type="vlan"))
     assert await service.repair() == [pods["pod-b"].host_ifname]
     assert repairs.told == [("lost", "ns/pod-b"), ("replugged", "ns/pod-b")]
+
+
+async def test_a_newer_sandbox_of_the_pod_is_not_undone_by_replug(tmp_path: Path) -> None:
+    """A second ADD of the pod (a new sandbox) took its port: the old container's record
+    must not plug the port back into the old sandbox."""
+    service, vifs, driver, repairs = with_repairs()
+    vif = make_vif()
+    vifs.put("ns/pod-a", vif)
+    old_ns, new_ns = tmp_path / "old", tmp_path / "new"
+    old_ns.write_text("")
+    new_ns.write_text("")
+    await service.handle(body("ADD", str(old_ns), container="old"))
+    await service.handle(body("ADD", str(new_ns), container="new"))
+    await service.handle(body("DEL", container="new"))
+    assert await service.repair() == [] and driver.host == {} and repairs.told == []
+
+
+async def test_add_refuses_a_network_name_the_spec_does_not_allow(netns: str) -> None:
+    service, vifs, driver = make()
+    vifs.put("ns/pod-a", make_vif())
+    for name in ("two words", "-x", ""):
+        req = body("ADD", netns)
+        req["config"]["name"] = name
+        assert await code_of(service, req) == spec.INVALID_NETWORK_CONFIG
+    assert driver.host == {}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ from kuryr_k8s.model.errors import KuryrError
 from kuryr_k8s.model.vif import Vif
 
 LOG = logging.getLogger(__name__)
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+"""What the CNI spec allows as a network name (it is stamped on host interfaces)."""
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,10 @@ class CniService:
                 driver.unplug, Plugged(att.container_id, att.ifname, vif.host_ifname, att.netns)
             )
             raise
+        for key, record in list(self._records.items()):
+            if record.port_id == vif.port_id:  # an older sandbox of the pod: replaced
+                self._forget(*key)
         self._records[(att.container_id, att.ifname)] = _Record(att, vif.port_id)
-        self._down.discard((att.container_id, att.ifname))
         if self._on_added is not None:
             self._on_added(att, time.monotonic() - started)
         return spec.convert_result(result(att, vif), cni_version)
@@ -202,15 +207,11 @@ class CniService:
             await self._sleep(self.settings.poll_interval)
 
     def _names(self, plugged: Plugged, att: Attachment) -> bool:
-        """``plugged`` is this request's attachment: same (container, ifname), and not
-        stamped by another cluster or for another network."""
+        """``plugged`` is this request's attachment: same (container, ifname) — an ifname
+        is unique in a container whatever the network — and not another cluster's."""
         if (plugged.container_id, plugged.ifname) != (att.container_id, att.ifname):
             return False
-        if plugged.cluster is None:
-            return True  # legacy: the container id is all we have
-        return self._mine(plugged) and (
-            not plugged.network or not att.network or plugged.network == att.network
-        )
+        return plugged.cluster is None or self._mine(plugged)  # legacy: the id is all we have
 
     def _forget(self, container_id: str, ifname: str) -> None:
         self._records.pop((container_id, ifname), None)
@@ -507,6 +508,14 @@ def _attachment(req: dict[str, Any]) -> Attachment:
             raise InvalidRequest("CNI_NETNS is required")
         if not namespace or not name:
             raise InvalidRequest("CNI_ARGS must carry K8S_POD_NAMESPACE and K8S_POD_NAME")
+    if req["command"] == "ADD" and not _NETWORK_NAME.fullmatch(
+        str(req["config"].get("name") or "")
+    ):
+        raise InvalidRequest(
+            f"network name {req['config'].get('name')!r} is not a CNI network name (a letter or "
+            "digit, then letters, digits, '_', '.' or '-'): fix the network configuration",
+            spec.INVALID_NETWORK_CONFIG,
+        )
     return Attachment(
         container_id=str(fields["containerId"]),
         ifname=str(fields["ifname"]),
