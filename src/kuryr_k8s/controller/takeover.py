@@ -30,7 +30,6 @@ a node of this cluster. With pools on they get our cluster and pool tags and an 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +240,3 @@ async def _write_status(
                 return
         except NotFound:
             return
-
-
-Takeover = Callable[[], Awaitable[TakeoverReport]]
