@@ -883,23 +883,30 @@ class SandboxGuard:
 async def holding_our_lease(
     client: KubeClient, phase: Coroutine[Any, Any, list[Scenario]]
 ) -> list[Scenario]:
-    """Run an upstream phase holding our controllers' leader Lease, so that a controller
-    of ours started meanwhile (by another session) stays a follower and leaves upstream's
-    pods alone."""
-    elector = LeaderElector(
-        client,
-        LeaderElectionConfig(
-            namespace="kube-system",
-            name="kuryr-controller",
-            identity=f"pod-wiring-benchmark-upstream-{uuid.uuid4().hex[:8]}",
-        ),
-    )
+    """Run an upstream phase holding our controllers' leader Leases (``kuryr-system``,
+    where the sandbox's controller leads as deploy/ configures it, and ``kube-system``, the
+    built-in default), so that a controller of ours started meanwhile (by another
+    session) stays a follower and leaves upstream's pods and CRD alone."""
+    electors = [
+        LeaderElector(
+            client,
+            LeaderElectionConfig(
+                namespace=namespace,
+                name="kuryr-controller",
+                identity=f"pod-wiring-benchmark-upstream-{uuid.uuid4().hex[:8]}",
+            ),
+        )
+        for namespace in ("kuryr-system", "kube-system")
+    ]
     out: list[Scenario] = []
 
     async def lead() -> None:
         out.extend(await phase)
 
-    await elector.run(lead)
+    async def inner() -> None:
+        await electors[1].run(lead)
+
+    await electors[0].run(inner)
     return out
 
 

@@ -65,7 +65,13 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rollback.add_argument("--kubeconfig", type=Path, metavar="PATH", help="default: $KUBECONFIG")
-    rollback.add_argument("--lease-namespace", default="kube-system")
+    rollback.add_argument(
+        "--lease-namespace",
+        action="append",
+        metavar="NS",
+        help="where our controllers' leader Lease lives (repeatable); default: both "
+        "kuryr-system (deploy/'s kuryr.conf) and kube-system (the built-in default)",
+    )
     rollback.add_argument("--lease-name", default="kuryr-controller")
     rollback.add_argument(
         "--lease-grace",
@@ -119,17 +125,18 @@ async def _rollback(args: argparse.Namespace) -> list[str]:
         raise Refused("no --kubeconfig and no $KUBECONFIG")
     name = "kuryrports.openstack.org"
     async with KubeClient.from_settings(load_kubeconfig(path)) as client:
-        try:
-            lease = await client.get(LEASES, args.lease_name, args.lease_namespace)
-        except NotFound:
-            lease = {}
-        holder = _lease_holder(lease, args.lease_grace)
-        if holder is not None:
-            raise Refused(
-                f"{holder} holds the leader Lease {args.lease_namespace}/{args.lease_name}: "
-                "stop every kuryr controller of ours first (scale its Deployment to 0), "
-                "or it converts everything back at its next start"
-            )
+        for lease_ns in args.lease_namespace or ("kuryr-system", "kube-system"):
+            try:
+                lease = await client.get(LEASES, args.lease_name, lease_ns)
+            except NotFound:
+                lease = {}
+            holder = _lease_holder(lease, args.lease_grace)
+            if holder is not None:
+                raise Refused(
+                    f"{holder} holds the leader Lease {lease_ns}/{args.lease_name}: "
+                    "stop every kuryr controller of ours first (scale its Deployment to 0), "
+                    "or it converts everything back at its next start"
+                )
         crd = await client.get(CRDS, name)
         annotations = crd["metadata"].get("annotations") or {}
         if args.crd_file is not None:

@@ -39,6 +39,7 @@ from kuryr_k8s.model.errors import ResourceNotReady
 from kuryr_k8s.openstack.neutron import Neutron, SdkTransport
 from kuryr_k8s.openstack.security import SecurityApi
 from kuryr_k8s.sandbox.openstack import hostplug, topology
+from kuryr_k8s.sandbox.process import run
 from netpol_truth import Endpoint
 
 T = TypeVar("T")
@@ -396,6 +397,47 @@ class PolicyEnv:
                 for (dst, _, proto, port), ok in zip(targets, out, strict=True):
                     results[(name, dst, proto, port)] = ok
         return results
+
+    def recompute_ovn_flows(self) -> None:
+        """Make ovn-controller recompute every flow from the southbound DB: the way round a
+        stale incremental update (OVN 23.03 kept flows of a port group change for minutes
+        while NB and SB were right; docs/design/network-policy.md, "Known issues")."""
+        run_dir = self.sandbox.ctx.paths.run
+        pid = (run_dir / "ovn-controller.pid").read_text().strip()
+        run(["ovn-appctl", "-t", str(run_dir / f"ovn-controller.{pid}.ctl"), "recompute"])
+
+    def explain(self, src: str, dst: str) -> str:
+        """What Neutron, OVN and conntrack hold for one pair (for a failure message)."""
+        net = self.sandbox.conn.network
+        ctx = self.sandbox.ctx
+        a, b = self.members[src], self.members[dst]
+        lines = [f"{src} {a.endpoint.ip} -> {dst} {b.endpoint.ip}:"]
+        for m in (a, b):
+            port = net.get_port(m.port.id)
+            lines.append(f"  {m.endpoint.name} port {port.id} SGs {port.security_group_ids}")
+            for sg_id in port.security_group_ids:
+                for r in net.security_group_rules(security_group_id=sg_id):
+                    lines.append(
+                        f"    {sg_id[:8]} {r.direction} {r.protocol} "
+                        f"{r.port_range_min}-{r.port_range_max} {r.remote_ip_prefix} "
+                        f"group={r.remote_group_id} ag={getattr(r, 'remote_address_group_id', '')}"
+                    )
+            iface = ctx.vsctl("--columns=name,external_ids", "find", "Interface",
+                              f"external_ids:iface-id={port.id}")  # fmt: skip
+            lines.append(f"  OVS: {' '.join(iface.split())}")
+            nbctl = ["ovn-nbctl", f"--db=unix:{ctx.paths.nb_sock}", "--bare"]
+            lsp = run([*nbctl, "--columns=_uuid", "find", "Logical_Switch_Port",
+                       f"name={port.id}"], check=False).stdout.strip()  # fmt: skip
+            pgs = run([*nbctl, "--columns=name", "find", "Port_Group", f"ports{{>=}}{lsp}"],
+                      check=False).stdout.split()  # fmt: skip
+            lines.append(f"  OVN port groups: {pgs}")
+        ct = run(
+            ["ovs-appctl", "-t", str(ctx.paths.run / "ovs-vswitchd.ctl"), "dpctl/dump-conntrack"],
+            check=False,
+        ).stdout
+        ips = (a.endpoint.ip, b.endpoint.ip)
+        lines += [f"  ct: {c}" for c in ct.splitlines() if all(f"={ip}," in c for ip in ips)][:20]
+        return "\n".join(lines)
 
     def endpoints(self) -> list[Endpoint]:
         return [m.endpoint for m in self.members.values()]

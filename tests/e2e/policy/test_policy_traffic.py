@@ -62,9 +62,21 @@ def env(sandbox: Sandbox, kube_api: KubeApi) -> Iterator[PolicyEnv]:
         assert not leaks, f"left in Neutron: {leaks}"
 
 
-FLOW_LAG = 30.0
+FLOW_LAG = 15.0
 """Seconds a difference may persist after Neutron converged: OVN compiles the ACL change
 into flows on every chassis (about a second here; several on a loaded 2-core CI host)."""
+
+
+def _reprobe(
+    env: PolicyEnv, policies: list[dict[str, Any]], observed: dict[Any, bool], wrong: list[str]
+) -> list[str]:
+    pairs: dict[str, set[str]] = {}
+    for src, dst, _, _ in observed:
+        if any(row.startswith(f"{src} -> {dst} ") for row in wrong):
+            pairs.setdefault(src, set()).add(dst)
+    for src, dsts in pairs.items():
+        observed.update(env.observe(only=(src, dsts)))
+    return diff(env, policies, observed)
 
 
 def check(env: PolicyEnv, policies: list[dict[str, Any]], what: str) -> None:
@@ -77,17 +89,31 @@ def check(env: PolicyEnv, policies: list[dict[str, Any]], what: str) -> None:
         # flows may lag right after a change: probe the differing pairs again until they
         # agree with the model or the allowance runs out
         time.sleep(1.0)
-        pairs: dict[str, set[str]] = {}
-        for src, dst, _, _ in observed:
-            if any(row.startswith(f"{src} -> {dst} ") for row in wrong):
-                pairs.setdefault(src, set()).add(dst)
-        for src, dsts in pairs.items():
-            observed.update(env.observe(only=(src, dsts)))
-        wrong = diff(env, policies, observed)
-    lag = f", flows agreed {time.monotonic() - t0:.1f} s later" if time.monotonic() > t0 + 1 else ""
+        wrong = _reprobe(env, policies, observed, wrong)
+    lag = time.monotonic() - t0
+    note = f", flows agreed {lag:.1f} s later" if lag > 1 else ""
+    if wrong:
+        # Seen on OVN 23.03: Neutron and the OVN northbound DB hold the right port groups
+        # and ACLs, yet ovn-controller's incrementally computed flows keep a previous
+        # state. A full recompute is not something the product does; it tells an OVN lag
+        # (below us) from a wrong translation (ours). Reported in the output either way.
+        before = "\n".join(wrong)
+        env.recompute_ovn_flows()
+        time.sleep(2.0)
+        wrong = _reprobe(env, policies, observed, wrong)
+        if not wrong:
+            note += "; OVN FLOWS WERE STALE, a recompute fixed them:\n" + before
     denied = sum(1 for ok in observed.values() if not ok)
-    print(f"{what}: enforced in {took:.2f} s{lag}; {len(observed)} probes, {denied} closed")
-    assert not wrong, f"{what}: {len(wrong)} of {len(observed)} differ:\n" + "\n".join(wrong[:30])
+    print(f"{what}: enforced in {took:.2f} s{note}; {len(observed)} probes, {denied} closed")
+    if wrong:
+        pairs = sorted({tuple(row.split(" ", 3)[::2][:2]) for row in wrong})[:3]
+        why = "\n".join(env.explain(src, dst) for src, dst in pairs)
+        raise AssertionError(
+            f"{what}: {len(wrong)} of {len(observed)} differ:\n"
+            + "\n".join(wrong[:30])
+            + "\n"
+            + why
+        )
 
 
 def run_case(env: PolicyEnv, policies: list[dict[str, Any]], what: str) -> None:
