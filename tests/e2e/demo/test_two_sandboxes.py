@@ -113,11 +113,16 @@ def _neutron_port_ids(ctx: Context) -> set[str]:
 
 
 def _plant(default_sid: str) -> tuple[str, str]:
-    """A netns and a link named for the default sandbox: the second must leave them."""
+    """A netns and a link (a veth whose peer is in that netns) named for the default
+    sandbox: the second must leave them."""
     netns = naming.stand_in_netns(default_sid, "probe")
-    link = naming.veth_name(default_sid, "probe")
+    link = naming.veth_name(default_sid, netns)
     subprocess.run(["ip", "netns", "add", netns], check=True, capture_output=True)
-    subprocess.run(["ip", "link", "add", link, "type", "dummy"], check=True, capture_output=True)
+    subprocess.run(
+        ["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", netns],
+        check=True,
+        capture_output=True,
+    )
     return netns, link
 
 
@@ -129,8 +134,8 @@ def test_two_state_dirs_share_no_name_and_down_removes_only_its_own(
     sid, default_sid = naming.sandbox_id(second), naming.sandbox_id(DEFAULT_STATE_DIR)
     assert sid != default_sid
     default_files = sorted(str(p) for p in DEFAULT_STATE_DIR.glob("nodeagent/sandboxes/*"))
-    planted = _plant(default_sid)
     try:
+        planted = _plant(default_sid)
         before = snapshot()
 
         first, _ = demo_cli("--side-by-side", "--neutron", flavour, state_dir=second)
@@ -180,5 +185,10 @@ def test_two_state_dirs_share_no_name_and_down_removes_only_its_own(
             default_files
         )
     finally:
-        subprocess.run(["ip", "netns", "del", planted[0]], check=False, capture_output=True)
-        subprocess.run(["ip", "link", "del", planted[1]], check=False, capture_output=True)
+        netns = naming.stand_in_netns(default_sid, "probe")
+        subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
+        subprocess.run(
+            ["ip", "link", "del", naming.veth_name(default_sid, netns)],
+            check=False,
+            capture_output=True,
+        )

@@ -20,6 +20,7 @@ from kuryr_k8s.sandbox.components import (
 from kuryr_k8s.sandbox.openstack import configs
 from kuryr_k8s.sandbox.process import (
     SandboxError,
+    is_alive,
     owned_pid,
     run,
     spawn,
@@ -531,8 +532,8 @@ def vswitchd_running() -> bool:
     """Does any ovs-vswitchd run on this host (whoever started it)?"""
     for comm in Path("/proc").glob("[0-9]*/comm"):
         try:
-            if comm.read_text().strip() == "ovs-vswitchd":
-                return True
+            if comm.read_text().strip() == "ovs-vswitchd" and is_alive(int(comm.parent.name)):
+                return True  # (a stopped one may linger a moment as a zombie)
         except OSError:
             continue
     return False
