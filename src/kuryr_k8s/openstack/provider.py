@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from kuryr_k8s.model.errors import ResourceNotReady
-from kuryr_k8s.openstack.batching import CreateBatcher
 from kuryr_k8s.openstack.neutron import Neutron, PortSpec
 from kuryr_k8s.openstack.ownership import Ledger, load_ledger
 from kuryr_k8s.openstack.ports import (
@@ -178,8 +177,7 @@ class PlainPortProvider:
 
     The owner look-up is the :class:`~kuryr_k8s.openstack.ownership.Ledger`, loaded at
     :meth:`start` from one list of our ports and the KuryrPorts' references, so a pod
-    costs one ``POST`` and one ``DELETE``, no look-up ``GET``; the ``POST`` of concurrent pods
-    is one bulk request (:class:`~kuryr_k8s.openstack.batching.CreateBatcher`)."""
+    costs one ``POST`` and one ``DELETE``, no look-up ``GET``."""
 
     def __init__(
         self,
@@ -196,12 +194,6 @@ class PlainPortProvider:
         self._live_refs = live_refs
         self.ledger = Ledger()
         self._ready = False
-        self._creates = CreateBatcher(neutron, on_created=self._created)
-
-    def _created(self, spec: PortSpec, port: NeutronPort) -> None:
-        """Every port made for an owner is in the ledger, even if its acquire was cancelled
-        while the create was in flight (the next acquire finds it)."""
-        self.ledger.assign(spec.device_id, port)
 
     @property
     def ready(self) -> bool:
@@ -218,8 +210,7 @@ class PlainPortProvider:
         self._ready = True
 
     async def stop(self) -> None:
-        """Wait for the creates already sent to Neutron (their ports reach the ledger)."""
-        await self._creates.close()
+        """Nothing runs in the background."""
         self._ready = False
 
     def _check_ready(self) -> None:
@@ -238,8 +229,10 @@ class PlainPortProvider:
                     self.ledger.update(port)
                 return port
             spec = spec_for(request, self.tagging.in_use(owner_uid), owner_uid=owner_uid, name=name)
-            # concurrent acquires share bulk POSTs (docs/design/pool-ownership.md, cold path)
-            return await self._creates.create(spec)
+            # one POST per pod, never a bulk: see docs/design/pool-ownership.md, decision 11
+            (port,) = await self.neutron.create_ports([spec])
+            self.ledger.assign(owner_uid, port)
+            return port
 
     async def release(self, port_id: str, owner_uid: str) -> None:
         self._check_ready()
