@@ -180,7 +180,18 @@ def test_two_state_dirs_share_no_name_and_down_removes_only_its_own(
         left += sorted((new_netns | new_links) & (after.netns | after.links))
         assert not left, f"the second sandbox's down left: {left}"
         assert planted[0] in after.netns and planted[1] in after.links, "down touched the default's"
-        assert (before.netns | before.links) - BRIDGE_DEVICES <= after.netns | after.links
+        # Everything else that was there before stays. The second sandbox's own objects may
+        # have been there already (a state dir that ran before: its `up` plugs its pods
+        # again), and those go with its `down`.
+        seconds = {n for n in before.netns if naming.netns_owner(n) == sid}
+        seconds |= {n for n in before.links if naming.link_owner(n) == sid}
+        seconds |= {
+            name
+            for name, row in rows.items()
+            if naming.link_owner(name) is None and row.get("iface-id") in ports
+        }
+        kept = (before.netns | before.links) - BRIDGE_DEVICES - seconds
+        assert kept <= after.netns | after.links, sorted(kept - (after.netns | after.links))
         assert sorted(str(p) for p in DEFAULT_STATE_DIR.glob("nodeagent/sandboxes/*")) == (
             default_files
         )
