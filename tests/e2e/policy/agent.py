@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -44,8 +45,12 @@ def serve(tcp: list[int], udp: list[int]) -> None:
 
 
 def _tcp(ip: str, port: int) -> bool:
+    # A random source port: Linux picks nearly sequential ports per destination, so a probe
+    # of a later case could reuse the 5-tuple of one from an earlier case, which OVS
+    # conntrack (TIME_WAIT on the server side) then treats as the old, allowed connection.
+    source = ("0.0.0.0", random.randint(20000, 60999))
     try:
-        with socket.create_connection((ip, port), timeout=TCP_TIMEOUT) as c:
+        with socket.create_connection((ip, port), timeout=TCP_TIMEOUT, source_address=source) as c:
             c.settimeout(TCP_TIMEOUT)
             return c.recv(2) == b"ok"
     except OSError:

@@ -146,8 +146,10 @@ async def test_pod_lifecycle(
     assert (del_veth["command"], del_veth["stdin"]["type"]) == ("DEL", "kuryr-test-veth")
     assert del_veth["stdin"]["prevResult"] == veth_result
     assert resolv_conf(netns) is None
-    assert json.loads((cni.data_dir / "ips.json").read_text()) == {}
-    assert agent.records.all() == []
+    # the test plugin's IPAM keeps no address of this pod (others' pods may hold some)
+    held = json.loads((cni.data_dir / "ips.json").read_text())
+    assert add_veth["env"]["CNI_CONTAINERID"] not in held.values(), held
+    assert not [r for r in agent.records.all() if r.name == "web" and r.namespace == namespace]
 
 
 async def test_cni_failure_is_an_event_and_retried(
