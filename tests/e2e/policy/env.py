@@ -398,14 +398,6 @@ class PolicyEnv:
                     results[(name, dst, proto, port)] = ok
         return results
 
-    def recompute_ovn_flows(self) -> None:
-        """Make ovn-controller recompute every flow from the southbound DB: the way round a
-        stale incremental update (OVN 23.03 kept flows of a port group change for minutes
-        while NB and SB were right; docs/design/network-policy.md, "Known issues")."""
-        run_dir = self.sandbox.ctx.paths.run
-        pid = (run_dir / "ovn-controller.pid").read_text().strip()
-        run(["ovn-appctl", "-t", str(run_dir / f"ovn-controller.{pid}.ctl"), "recompute"])
-
     def explain(self, src: str, dst: str) -> str:
         """What Neutron, OVN and conntrack hold for one pair (for a failure message)."""
         net = self.sandbox.conn.network

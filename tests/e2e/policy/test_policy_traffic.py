@@ -92,17 +92,6 @@ def check(env: PolicyEnv, policies: list[dict[str, Any]], what: str) -> None:
         wrong = _reprobe(env, policies, observed, wrong)
     lag = time.monotonic() - t0
     note = f", flows agreed {lag:.1f} s later" if lag > 1 else ""
-    if wrong:
-        # Seen on OVN 23.03: Neutron and the OVN northbound DB hold the right port groups
-        # and ACLs, yet ovn-controller's incrementally computed flows keep a previous
-        # state. A full recompute is not something the product does; it tells an OVN lag
-        # (below us) from a wrong translation (ours). Reported in the output either way.
-        before = "\n".join(wrong)
-        env.recompute_ovn_flows()
-        time.sleep(2.0)
-        wrong = _reprobe(env, policies, observed, wrong)
-        if not wrong:
-            note += "; OVN FLOWS WERE STALE, a recompute fixed them:\n" + before
     denied = sum(1 for ok in observed.values() if not ok)
     print(f"{what}: enforced in {took:.2f} s{note}; {len(observed)} probes, {denied} closed")
     if wrong:
