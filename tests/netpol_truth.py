@@ -18,6 +18,8 @@ independent reading of the spec:
 * Ports: absent/empty = all. An entry = its protocol (default TCP) and its port: absent =
   every port, a number (up to ``endPort``), or a name resolved on the destination pod's
   container ports (same protocol); a name on a non-pod destination matches nothing.
+* Services: a connection to a Service's clusterIP is a connection to the one backend it
+  lands on (on its target port), judged as above with that pod as the destination.
 """
 
 from __future__ import annotations
@@ -141,12 +143,7 @@ def allowed(
     port: int,
 ) -> bool:
     """Does Kubernetes allow ``src`` → ``dst`` on ``proto``/``port`` (ICMP: port ignored)?"""
-    egress = _selecting(policies, src, "Egress")
-    if egress and not any(
-        _rule_allows(r, "to", p["metadata"]["namespace"], dst, dst, proto, port, ns_labels)
-        for p in egress
-        for r in p["spec"].get("egress") or []
-    ):
+    if not egress_allows(policies, ns_labels, src, dst, proto, port):
         return False
     ingress = _selecting(policies, dst, "Ingress")
     return not ingress or any(
@@ -154,3 +151,32 @@ def allowed(
         for p in ingress
         for r in p["spec"].get("ingress") or []
     )
+
+
+def egress_allows(
+    policies: list[dict[str, Any]],
+    ns_labels: dict[str, dict[str, str]],
+    src: Endpoint,
+    dst: Endpoint,
+    proto: str,
+    port: int,
+) -> bool:
+    """The source's side alone: do ``src``'s egress policies allow ``dst``/``port``?"""
+    egress = _selecting(policies, src, "Egress")
+    return not egress or any(
+        _rule_allows(r, "to", p["metadata"]["namespace"], dst, dst, proto, port, ns_labels)
+        for p in egress
+        for r in p["spec"].get("egress") or []
+    )
+
+
+def via_service(
+    policies: list[dict[str, Any]],
+    ns_labels: dict[str, dict[str, str]],
+    src: Endpoint,
+    backends: list[tuple[Endpoint, int]],
+    proto: str,
+) -> dict[str, bool]:
+    """``src`` → a Service's clusterIP: per backend (name), is a connection that lands on
+    it (on its target port) allowed?"""
+    return {b.name: allowed(policies, ns_labels, src, b, proto, port) for b, port in backends}

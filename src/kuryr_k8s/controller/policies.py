@@ -40,7 +40,13 @@ from kuryr_k8s.k8s.errors import AlreadyExists, NotFound
 from kuryr_k8s.k8s.events import EventRecorder
 from kuryr_k8s.k8s.informer import Informer, Store
 from kuryr_k8s.k8s.objects import Obj
-from kuryr_k8s.k8s.resources import KURYRNETWORKPOLICIES, NAMESPACES, NETWORKPOLICIES
+from kuryr_k8s.k8s.resources import (
+    ENDPOINTSLICES,
+    KURYRNETWORKPOLICIES,
+    NAMESPACES,
+    NETWORKPOLICIES,
+    SERVICES,
+)
 from kuryr_k8s.model import netpolicy as np_model
 from kuryr_k8s.model.errors import ResourceNotReady
 from kuryr_k8s.model.kuryrnetwork import KNP_FINALIZER, POLICY_LABEL
@@ -92,6 +98,10 @@ class PolicyWorld:
     namespaces: Store
     kuryrports: Store | None = None
     synced: Callable[[], bool] = lambda: True
+    services: Store | None = None
+    slices: Store | None = None
+    """Services and EndpointSlices: an egress policy also allows the clusterIP of the
+    Services whose endpoints it allows (None: no Services considered)."""
 
     def check_synced(self) -> None:
         if not self.synced():
@@ -103,6 +113,11 @@ class PolicyWorld:
     def namespace_labels(self) -> dict[str, dict[str, str]]:
         return {objects.name(ns): dict(objects.labels(ns)) for ns in self.namespaces.items()}
 
+    def service_ports(self) -> list[np_model.ServicePort]:
+        if self.services is None or self.slices is None:
+            return []
+        return np_model.service_ports(self.services.items(), self.slices.items())
+
     def plan(self, policy: Obj, unsupported: Collection[str]) -> np_model.PolicyPlan:
         return np_model.plan_policy(
             policy,
@@ -110,6 +125,7 @@ class PolicyWorld:
             self.namespace_labels(),
             unsupported_protocols=unsupported,
             ips_of=ips_from(self.kuryrports),
+            services=self.service_ports() if np_model.policy_types(policy)[1] else (),
         )
 
     def active_policies(self, namespace: str) -> list[Obj]:
@@ -573,15 +589,19 @@ def build_policy_parts(
     engine_settings: EngineSettings | None = None,
     unsupported_protocols: Collection[str] = (),
     address_groups: bool = False,
+    services: bool = True,
 ) -> PolicyParts:
     """NetworkPolicy enforcement, wired: NetworkPolicy/KNP changes queue their key; pod,
-    namespace and KuryrPort changes queue every policy (they may change any peer set; the
-    reconciler then costs nothing unless an address group really changed)."""
+    namespace, KuryrPort, Service and EndpointSlice changes queue every policy (they may
+    change any peer set; the reconciler then costs nothing unless an address group really
+    changed). ``services``: watch Services/EndpointSlices so egress policies also allow
+    the clusterIPs of the Services they allow (docs/design/network-policy.md)."""
     nps = Informer(client, NETWORKPOLICIES)
     knps = Informer(client, KURYRNETWORKPOLICIES)
     nss = namespaces or Informer(client, NAMESPACES)
-    caches = [nps, knps] + ([nss] if namespaces is None else [])
-    informers = [nps, knps, pods, nss, *([kuryrports] if kuryrports is not None else [])]
+    svcs = [Informer(client, SERVICES), Informer(client, ENDPOINTSLICES)] if services else []
+    caches = [nps, knps] + ([nss] if namespaces is None else []) + svcs
+    informers = [nps, knps, pods, nss, *([kuryrports] if kuryrports is not None else []), *svcs]
     world = PolicyWorld(
         nps.store,
         knps.store,
@@ -589,6 +609,8 @@ def build_policy_parts(
         nss.store,
         kuryrports.store if kuryrports is not None else None,
         synced=lambda: all(i.synced for i in informers),
+        services=svcs[0].store if svcs else None,
+        slices=svcs[1].store if svcs else None,
     )
     reconciler = PolicyReconciler(
         client,
@@ -610,7 +632,7 @@ def build_policy_parts(
 
     nps.add_handler(policy_changed)
     knps.add_handler(policy_changed)
-    for informer in (pods, nss, kuryrports):
+    for informer in (pods, nss, kuryrports, *svcs):
         if informer is not None:
             informer.add_handler(peers_changed)
     cluster = ClusterSecurityGroups(api, cluster_id, project_id)

@@ -22,6 +22,13 @@ Translation (Kubernetes semantics, stateful Neutron SGs, allow-only rules, union
   protocol) allows nothing.
 * What Neutron cannot express (``unsupported_protocols``) is dropped from the allow list
   (deny side) and reported in :attr:`PolicyPlan.problems`.
+* Services: a client reaches a Service through its clusterIP, which OVN's load balancer
+  rewrites to a backend only *after* the client port's egress ACLs ran (they see the
+  clusterIP). So an egress policy also allows ``clusterIP:port`` of every Service port
+  whose ready endpoints are **all** allowed by the policy (address and target port); a
+  Service with some endpoints outside the policy stays denied (the safe side: the client
+  side cannot tell which backend the load balancer will pick). Backends' ingress ACLs run
+  after the rewrite and see the client's own address: nothing to add there.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from kuryr_k8s.model import kuryrloadbalancer as klb_model
 
 Obj = dict[str, Any]
 
@@ -146,6 +155,56 @@ def ipblock_cidrs(block: Mapping[str, Any]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------
+# Services (what a clusterIP leads to)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class ServicePort:
+    """One balanced port of a Service: (``protocol``, ``port``) on ``cluster_ip`` goes to
+    one of ``endpoints`` (ready address, target port), as its load balancer has them."""
+
+    service: str
+    cluster_ip: str
+    protocol: str
+    port: int
+    endpoints: frozenset[tuple[str, int]]
+
+
+_ANY_SUBNET = klb_model.ServiceLbSettings(
+    provider="ovn", project_id="", subnet_id="", subnet_cidr="0.0.0.0/0"
+)
+
+
+def service_ports(services: Iterable[Obj], slices: Iterable[Obj]) -> list[ServicePort]:
+    """The balanced ports of ``services`` with their ready endpoints, from the same
+    translation the load balancers are built from (``klb_spec`` + ``desired_lb``)."""
+    by_service: dict[tuple[str, str], list[Obj]] = defaultdict(list)
+    for sl in slices:
+        name = (_meta(sl).get("labels") or {}).get(klb_model.SERVICE_NAME_LABEL)
+        if name:
+            by_service[(_ns(sl), str(name))].append(sl)
+    out: list[ServicePort] = []
+    for svc in services:
+        if not klb_model.handled(svc):
+            continue
+        key = (_ns(svc), str(_meta(svc).get("name") or ""))
+        spec, _ = klb_model.klb_spec(svc, by_service.get(key, []), _ANY_SUBNET)
+        lb = klb_model.desired_lb(spec, lambda _address: "")
+        try:
+            if ipaddress.ip_address(lb.vip).version != 4:
+                continue
+        except ValueError:
+            continue
+        for listener in lb.listeners:
+            members = frozenset((m.address, m.port) for m in listener.members)
+            if members:
+                name = f"{key[0]}/{key[1]}"
+                out.append(ServicePort(name, lb.vip, listener.protocol, listener.port, members))
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------------------
 # The plan
 # --------------------------------------------------------------------------------------
 
@@ -193,6 +252,7 @@ class _Ctx:
     """namespace name -> labels."""
     unsupported: frozenset[str]
     ips_of: Any
+    services: Sequence[ServicePort] = ()
     problems: list[str] = field(default_factory=list)
     groups: dict[str, set[str]] = field(default_factory=dict)
 
@@ -346,6 +406,63 @@ def _egress_rules(ctx: _Ctx) -> set[SgRule]:
     return rules
 
 
+def _allows_endpoint(
+    ctx: _Ctx,
+    rule: Mapping[str, Any],
+    nets: Sequence[Any] | None,
+    by_ip: Mapping[str, Obj],
+    endpoint: tuple[str, int],
+    proto: str,
+) -> bool:
+    """Whether one egress rule (its peers as ``nets``, None: anyone) allows a Service
+    endpoint ``(address, target port)`` over ``proto``."""
+    address, port = endpoint
+    if nets is not None and not any(ipaddress.ip_address(address) in n for n in nets):
+        return False
+    ports = rule.get("ports") or []
+    if not ports:
+        return True
+    for entry in ports:
+        if str(entry.get("protocol") or "TCP") != proto or proto in ctx.unsupported:
+            continue
+        number = entry.get("port")
+        if number is None:
+            return True
+        if isinstance(number, str):
+            pod = by_ip.get(address)
+            if pod is not None and named_port(pod, number, proto) == port:
+                return True
+            continue
+        low, high = _numeric_range(entry)
+        if low is not None and high is not None and low <= port <= high:
+            return True
+    return False
+
+
+def _service_rules(ctx: _Ctx) -> set[SgRule]:
+    """Egress to the clusterIP of every Service port all of whose endpoints the policy's
+    egress rules allow (the client's ACLs see the clusterIP, not the backend)."""
+    rules_spec = (ctx.policy.get("spec") or {}).get("egress") or []
+    if not ctx.services or any(not r.get("to") and not r.get("ports") for r in rules_spec):
+        return set()  # no Services, or an allow-all rule already lets every clusterIP in
+    by_ip = {ip: pod for pod in ctx.pods for ip in ctx.ips_of(pod)}
+    peers = [
+        (r, [ipaddress.ip_network(c) for c in _peer_cidrs(ctx, r["to"])] if r.get("to") else None)
+        for r in rules_spec
+    ]
+    rules: set[SgRule] = set()
+    for sp in ctx.services:
+        if sp.protocol in ctx.unsupported:
+            continue
+        if all(
+            any(_allows_endpoint(ctx, r, nets, by_ip, ep, sp.protocol) for r, nets in peers)
+            for ep in sp.endpoints
+        ):
+            key = _group(ctx, f"svc{sp.protocol.lower()}{sp.port}", {host_cidr(sp.cluster_ip)})
+            rules.update(_rules(EGRESS, sp.protocol, sp.port, sp.port, key))
+    return rules
+
+
 def plan_policy(
     policy: Obj,
     pods: Sequence[Obj],
@@ -353,18 +470,20 @@ def plan_policy(
     *,
     unsupported_protocols: Iterable[str] = (),
     ips_of: Any = pod_ips,
+    services: Sequence[ServicePort] = (),
 ) -> PolicyPlan:
     """The SGs, address groups and per-pod SG variants that enforce ``policy``.
 
     ``pods``: every pod of the cluster that has (or will have) a port, with labels and
-    container ports; ``namespaces``: name -> labels; ``ips_of(pod)``: its addresses.
+    container ports; ``namespaces``: name -> labels; ``ips_of(pod)``: its addresses;
+    ``services``: the cluster's balanced Service ports (:func:`service_ports`).
     """
     ingress, egress = policy_types(policy)
-    ctx = _Ctx(policy, pods, namespaces, frozenset(unsupported_protocols), ips_of)
+    ctx = _Ctx(policy, pods, namespaces, frozenset(unsupported_protocols), ips_of, services)
     selected = [p for p in pods if selects(policy, p)]
     variants: dict[str, str] = {}
     sgs: dict[str, frozenset[SgRule]] = {}
-    egress_rules = _egress_rules(ctx) if egress else set()
+    egress_rules = (_egress_rules(ctx) | _service_rules(ctx)) if egress else set()
     signatures: dict[str, dict[tuple[int, int], int | None]] = {BASE_VARIANT: {}}
     for pod in selected:
         key = variant_key(policy, pod)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ from kuryr_k8s.controller.policies import (
 from kuryr_k8s.k8s.informer import Store
 from kuryr_k8s.model import netpolicy as m
 from kuryr_k8s.model.errors import ResourceNotReady
-from netpol_truth import Endpoint, allowed
+from netpol_truth import Endpoint, allowed, egress_allows, via_service
 
 NAMESPACES = {"alpha": {"team": "a"}, "beta": {"team": "b", "env": "prod"}, "gamma": {}}
 PROBES = [
@@ -240,6 +241,9 @@ SCENARIOS: dict[str, list[dict[str, Any]]] = {
 ALL_OPEN = {"no policy", "allow all ingress (empty rule)"}
 
 
+Side = Callable[[Endpoint, str, str, str, int], bool]
+
+
 def _simulate(
     endpoints: list[Endpoint],
     policies: list[dict[str, Any]],
@@ -248,8 +252,28 @@ def _simulate(
 ) -> dict[tuple[str, str, str, int], bool]:
     """Neutron rule bodies as the reconciler writes them (address groups, or one
     ``remote_ip_prefix`` rule per peer), evaluated like stateful SGs."""
+    side = _enforce(endpoints, policies, PolicyWorld(Store(), Store(), Store(), Store()),
+                    unsupported, address_groups)  # fmt: skip
+    out = {}
+    for src, dst in itertools.permutations(endpoints, 2):
+        for proto, port in PROBES:
+            ok = side(src, "egress", dst.ip, proto, port) and side(
+                dst, "ingress", src.ip, proto, port
+            )
+            out[(src.name, dst.name, proto, port)] = ok
+    return out
+
+
+def _enforce(
+    endpoints: list[Endpoint],
+    policies: list[dict[str, Any]],
+    world: PolicyWorld,
+    unsupported: tuple[str, ...] = (),
+    address_groups: bool = True,
+) -> Side:
+    """Plans, placement and Neutron's stateful SGs: ``side(endpoint, direction, remote
+    address, protocol, port)`` says whether that endpoint's SGs let it through."""
     pods = [_pod_obj(e) for e in endpoints if e.is_pod]
-    world = PolicyWorld(Store(), Store(), Store(), Store())
     for pod in pods:
         world.pods.put(pod)
     for ns, labels in NAMESPACES.items():
@@ -305,21 +329,16 @@ def _simulate(
             return any(ip in ipaddress.ip_network(c) for c in cidrs)
         return True
 
-    def side(e: Endpoint, direction: str, remote: Endpoint, proto: str, port: int) -> bool:
+    def side(e: Endpoint, direction: str, remote: str, proto: str, port: int) -> bool:
         if not e.is_pod:
             return True
         return any(
-            rule_allows(r, direction, remote.ip, proto, port)
+            rule_allows(r, direction, remote, proto, port)
             for sg in sgs_of[e.name]
             for r in rules_of[sg]
         )
 
-    out = {}
-    for src, dst in itertools.permutations(endpoints, 2):
-        for proto, port in PROBES:
-            ok = side(src, "egress", dst, proto, port) and side(dst, "ingress", src, proto, port)
-            out[(src.name, dst.name, proto, port)] = ok
-    return out
+    return side
 
 
 @pytest.mark.parametrize("address_groups", [True, False], ids=["address-groups", "ip-prefixes"])
@@ -377,3 +396,141 @@ def test_ipblock_except() -> None:
         "10.0.0.128/26"
     ]
     assert m.ipblock_cidrs({"cidr": "10.0.0.0/24", "except": ["10.0.0.0/16"]}) == []
+
+
+# ---- Services: a clusterIP under egress/ingress policies ------------------------------
+
+SVC_WEB = ("alpha", "web", "10.96.0.10")
+SVC_B = ("beta", "bweb", "10.96.0.20")
+SERVICE_PORTS: list[tuple[tuple[str, str, str], str, int, list[tuple[str, int]]]] = [
+    # (service, protocol, port, backends (pod, target port) as its EndpointSlices say)
+    (SVC_WEB, "TCP", 80, [("a-web", 80), ("a-alt", 8080)]),  # targetPort "http"
+    (SVC_B, "TCP", 8000, [("b-web", 80)]),
+    (SVC_B, "UDP", 53, [("b-web", 53)]),
+]
+
+
+def _service_objects() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ips = {e.name: e.ip for e in _pods()}
+    services, slices = [], []
+    for ns, name, ip in (SVC_WEB, SVC_B):
+        mine = [sp for sp in SERVICE_PORTS if sp[0][:2] == (ns, name)]
+        ports = [
+            {"name": f"p{port}", "protocol": proto, "port": port} for _, proto, port, _ in mine
+        ]
+        services.append(
+            {"metadata": {"namespace": ns, "name": name}, "spec": {"clusterIP": ip, "ports": ports}}
+        )
+        for _, proto, port, backends in mine:
+            for pod, target in backends:
+                slices.append(
+                    {
+                        "metadata": {
+                            "namespace": ns,
+                            "name": f"{name}-{pod}-{port}",
+                            "labels": {"kubernetes.io/service-name": name},
+                        },
+                        "endpoints": [{"addresses": [ips[pod]]}],
+                        "ports": [{"name": f"p{port}", "protocol": proto, "port": target}],
+                    }
+                )
+    return services, slices
+
+
+WEB_ANYWHERE = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}
+SERVICE_SCENARIOS: dict[str, list[dict[str, Any]]] = {
+    "egress to all web pods by named port": [
+        _policy(
+            "beta",
+            "eg",
+            {
+                "podSelector": {"matchLabels": {"app": "client"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [WEB_ANYWHERE], "ports": [{"port": "http"}]}],
+            },
+        )
+    ],
+    "egress to some of a Service's backends (port 80 only)": [
+        _policy(
+            "beta",
+            "eg80",
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"namespaceSelector": {}}], "ports": [{"port": 80}]}],
+            },
+        )
+    ],
+    "egress by port only (no peers)": [
+        _policy(
+            "gamma",
+            "eg-port",
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [{"ports": [{"port": 8080}, {"port": 53, "protocol": "UDP"}]}],
+            },
+        )
+    ],
+    "deny all egress": [_policy("beta", "deny", {**ALL, "policyTypes": ["Egress"]})],
+    "ingress on the backends by client identity": [
+        _policy(
+            "alpha",
+            "from-b",
+            {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}}}]}],
+            },
+        )
+    ],
+    "egress and ingress together": [
+        _policy(
+            "beta",
+            "eg",
+            {
+                "podSelector": {"matchLabels": {"app": "client"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+            },
+        ),
+        _policy("beta", "in", {**ALL, "ingress": [{"from": [{"podSelector": {}}]}]}),
+    ],
+}
+
+
+@pytest.mark.parametrize("address_groups", [True, False], ids=["address-groups", "ip-prefixes"])
+@pytest.mark.parametrize("scenario", list(SERVICE_SCENARIOS))
+def test_clusterip_under_policies(scenario: str, address_groups: bool) -> None:
+    """Client → clusterIP: the client's SGs see the clusterIP (egress), the backend's see
+    the client (ingress). Each backend's outcome must be what Kubernetes says for a
+    connection landing on it, except where the client's egress allows only some backends:
+    then every connection is denied (the documented safe side)."""
+    policies = SERVICE_SCENARIOS[scenario]
+    endpoints = _pods()
+    world = PolicyWorld(Store(), Store(), Store(), Store(), services=Store(), slices=Store())
+    services, slices = _service_objects()
+    for obj in services:
+        world.services.put(obj)  # type: ignore[union-attr]
+    for obj in slices:
+        world.slices.put(obj)  # type: ignore[union-attr]
+    side = _enforce(endpoints, policies, world, (), address_groups)
+    by_name = {e.name: e for e in endpoints}
+    wrong, outcomes = [], set()
+    for client in endpoints:
+        for (_, _, vip), proto, port, backends in SERVICE_PORTS:
+            targets = [(by_name[b], t) for b, t in backends]
+            want = via_service(policies, NAMESPACES, client, targets, proto)
+            egress_ok = {
+                egress_allows(policies, NAMESPACES, client, b, proto, t) for b, t in targets
+            }
+            if len(egress_ok) > 1:
+                want = dict.fromkeys(want, False)
+            for b, t in targets:
+                got = side(client, "egress", vip, proto, port) and side(
+                    b, "ingress", client.ip, proto, t
+                )
+                outcomes.add(got)
+                if got != want[b.name]:
+                    wrong.append(f"{client.name} -> {vip}:{port}/{proto} via {b.name}: {got}")
+    assert not wrong, wrong
+    assert outcomes == {True, False}, "the scenario must allow some and deny some"
