@@ -45,6 +45,7 @@ from kuryr_k8s.controller.poolset import (
 )
 from kuryr_k8s.controller.settings import VifPoolSettings
 from kuryr_k8s.model.errors import KuryrError, ResourceNotReady
+from kuryr_k8s.openstack.addresses import AddressBudget
 from kuryr_k8s.openstack.neutron import Neutron, NeutronNotFound
 from kuryr_k8s.openstack.ownership import Ledger, MarkWriter, load_ledger, with_marks
 from kuryr_k8s.openstack.ports import NeutronPort, PortRequest
@@ -83,9 +84,12 @@ class PooledPortProvider(PoolSet):
         *,
         live_refs: LiveRefs = no_refs,
         mark_delay: float = 20.0,
+        budget: AddressBudget | None = None,
     ) -> None:
         super().__init__(settings)
         self.neutron = neutron
+        self.budget = budget if budget is not None else AddressBudget(neutron)
+        """Sizes every bulk so it never runs the subnet dry (``openstack/addresses.py``)."""
         self.tagging = tagging
         self._live_owners = live_owners
         self._live_refs = live_refs
@@ -351,19 +355,16 @@ class PooledPortProvider(PoolSet):
     ) -> list[NeutronPort]:
         """``count`` new ports (one bulk call); the first ``len(owners)`` are made for
         those (uid, name) owners (marked: ``device_id``, name, owner tags), the rest free.
-        Never fewer than the owners (a cap by free addresses keeps the first owner's)."""
-        count = min(count, MAX_BULK)
-        if count > 1:
-            # A bulk that runs out of addresses fails as a whole *and* leaks the addresses
-            # it had allocated until the subnet is deleted (seen on Neutron Zed), so never
-            # ask for more than the subnet has left.
-            free = await self.neutron.free_ips(pool.key[2], pool.subnet_id)
-            if free is not None:
-                count = max(1, min(count, free))
-        specs = [spec_for(pool.request, self.tagging.free(pool.key))] * count
-        for i, (uid, name) in enumerate((owners or [])[:count]):
-            specs[i] = spec_for(pool.request, self.tagging.in_use(uid), owner_uid=uid, name=name)
-        created = await self.neutron.create_ports(specs)
+        Fewer when the subnet has not clearly room for them all (a bulk that runs out of
+        addresses loses them for good on Neutron Zed: the budget sizes it, down to a
+        single create); the first owner's port always comes first."""
+        async with self.budget.bulk(pool.key[2], pool.subnet_id, min(count, MAX_BULK)) as n:
+            specs = [spec_for(pool.request, self.tagging.free(pool.key))] * n
+            for i, (uid, name) in enumerate((owners or [])[:n]):
+                specs[i] = spec_for(
+                    pool.request, self.tagging.in_use(uid), owner_uid=uid, name=name
+                )
+            created = await self.neutron.create_ports(specs)
         LOG.info("created %d ports for pool %s", len(created), pool.key)
         return created
 

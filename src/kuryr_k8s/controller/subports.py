@@ -56,6 +56,7 @@ from kuryr_k8s.controller.poolset import (
 )
 from kuryr_k8s.controller.settings import VifPoolSettings
 from kuryr_k8s.model.errors import KuryrError, PermanentError, ResourceNotReady, TemporaryError
+from kuryr_k8s.openstack.addresses import AddressBudget
 from kuryr_k8s.openstack.neutron import (
     Neutron,
     NeutronNotFound,
@@ -123,6 +124,8 @@ class SubportProvider(PoolSet):
     ) -> None:
         super().__init__(settings)
         self.neutron = neutron
+        self.budget = AddressBudget(neutron)
+        """Sizes every bulk so it never runs the subnet dry (``openstack/addresses.py``)."""
         self.tagging = tagging
         self.pooled = settings.enabled
         self._live_owners = live_owners
@@ -427,19 +430,19 @@ class SubportProvider(PoolSet):
         ``add_subports``), ``vlan_id`` set; with ``owner`` = (uid, name) the first one
         carries the owner's tag and name (not its ``device_id``: see the module doc).
         On failure the ports are detached and deleted before the error is raised."""
-        count = max(1, min(count, MAX_BULK))
-        if count > 1:
-            free = await self.neutron.free_ips(request.network_id, request.subnet_id)
-            if free is not None:
-                count = max(1, min(count, free))
         key = request.pool_key
         node_less = dataclasses.replace(request, node="")
-        specs = [spec_for(node_less, self.tagging.free(key, request.trunk_id))] * count
-        if owner is not None:
-            uid, name = owner
-            specs[0] = spec_for(node_less, self.tagging.in_use(uid, request.trunk_id), name=name)
         with self._working_on(request.trunk_id):
-            created = await self.neutron.create_ports(specs)
+            wanted = max(1, min(count, MAX_BULK))
+            # never a bulk that could run the subnet dry (it would leak: addresses.py)
+            async with self.budget.bulk(request.network_id, request.subnet_id, wanted) as n:
+                specs = [spec_for(node_less, self.tagging.free(key, request.trunk_id))] * n
+                if owner is not None:
+                    uid, name = owner
+                    specs[0] = spec_for(
+                        node_less, self.tagging.in_use(uid, request.trunk_id), name=name
+                    )
+                created = await self.neutron.create_ports(specs)
             try:
                 attached = await self._attach_fresh(request.trunk_id, created)
             except BaseException:

@@ -16,6 +16,12 @@ subport is 409 ``PortInUseAsSubPort`` and of a trunk parent 409
 kept), 404 ``SubPortNotFound`` for a port that is not attached; deleting a trunk (its
 parent unbound) detaches its subports. Parent ports carry ``trunk_details``.
 
+A bulk ``POST /ports`` refused for lack of addresses leaks like Neutron Zed's ML2
+``create_port_bulk`` (verified in its code and on the sandbox, ``openstack/addresses.py``):
+the addresses the ports before the refused one got stay allocated, no port holds them,
+``network-ip-availabilities`` counts them as free and no create can have them
+(:attr:`FakeNeutron.lost_ips`; ``bulk_leaks=False`` for a Neutron without the bug).
+
 Failures can be injected with :meth:`FakeNeutron.fail_next`. It is deliberately small: a
 request it does not know is a 400, so a test never passes on a silently ignored call.
 """
@@ -55,8 +61,12 @@ class FakeNeutron:
         *,
         port_quota: int = 500,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        bulk_leaks: bool = True,
     ) -> None:
         self.now = now
+        self.bulk_leaks = bulk_leaks
+        self.lost_ips: dict[str, list[str]] = {}
+        """Subnet id -> addresses leaked by refused bulk creates (as on Neutron Zed)."""
         self.port_quota = port_quota
         self.networks: dict[str, dict[str, Any]] = {}
         self.subnets: dict[str, dict[str, Any]] = {}
@@ -188,11 +198,12 @@ class FakeNeutron:
                     for ip in p["fixed_ips"]
                     if ip["subnet_id"] == sub["id"]
                 )
+                lost = len(self.lost_ips.get(sub["id"], ()))  # counted free, as on Zed
                 subs.append(
                     {
                         "subnet_id": sub["id"],
                         "used_ips": used,
-                        "total_ips": used + len(sub["_free"]),
+                        "total_ips": used + len(sub["_free"]) + lost,
                     }
                 )
         return 200, {"network_ip_availability": {"subnet_ip_availability": subs}}
@@ -412,8 +423,13 @@ class FakeNeutron:
         for item in items:
             status, result = self._one_port(item)
             if status != 201:
+                leak = bulk and self.bulk_leaks and _kind(result) == "IpAddressGenerationFailure"
                 for port in made:  # bulk create is all-or-nothing
-                    self._free_ips(port)
+                    if leak:  # Zed: the allocations made before the refusal stay
+                        for ip in port["fixed_ips"]:
+                            self.lost_ips.setdefault(ip["subnet_id"], []).append(ip["ip_address"])
+                    else:
+                        self._free_ips(port)
                     del self.ports[port["id"]]
                 return status, result
             made.append(result)
@@ -472,6 +488,10 @@ class FakeNeutron:
             subnet = self.subnets.get(ip["subnet_id"])
             if subnet is not None:
                 subnet["_free"].append(ip["ip_address"])
+
+
+def _kind(result: Any) -> str:
+    return str(result.get("NeutronError", {}).get("type", "")) if isinstance(result, dict) else ""
 
 
 def _copy_trunk(trunk: dict[str, Any]) -> dict[str, Any]:

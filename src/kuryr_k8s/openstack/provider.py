@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from kuryr_k8s.model.errors import ResourceNotReady
+from kuryr_k8s.openstack.addresses import AddressBudget
+from kuryr_k8s.openstack.batching import CreateBatcher
 from kuryr_k8s.openstack.neutron import Neutron, PortSpec
 from kuryr_k8s.openstack.ownership import Ledger, load_ledger
 from kuryr_k8s.openstack.ports import (
@@ -177,7 +179,9 @@ class PlainPortProvider:
 
     The owner look-up is the :class:`~kuryr_k8s.openstack.ownership.Ledger`, loaded at
     :meth:`start` from one list of our ports and the KuryrPorts' references, so a pod
-    costs one ``POST`` and one ``DELETE``, no look-up ``GET``."""
+    costs one ``POST`` and one ``DELETE``, no look-up ``GET``; the ``POST`` of concurrent pods
+    is one bulk request where the subnet has room for it
+    (:class:`~kuryr_k8s.openstack.batching.CreateBatcher`)."""
 
     def __init__(
         self,
@@ -186,6 +190,7 @@ class PlainPortProvider:
         *,
         live_owners: Callable[[], Awaitable[Collection[str]]] | None = None,
         live_refs: LiveRefs = no_refs,
+        budget: AddressBudget | None = None,
     ) -> None:
         self.neutron = neutron
         self.tagging = tagging
@@ -194,6 +199,12 @@ class PlainPortProvider:
         self._live_refs = live_refs
         self.ledger = Ledger()
         self._ready = False
+        self.creates = CreateBatcher(neutron, budget=budget, on_created=self._created)
+
+    def _created(self, spec: PortSpec, port: NeutronPort) -> None:
+        """Every port made for an owner is in the ledger, even if its acquire was cancelled
+        while the create was in flight (the next acquire finds it)."""
+        self.ledger.assign(spec.device_id, port)
 
     @property
     def ready(self) -> bool:
@@ -210,7 +221,8 @@ class PlainPortProvider:
         self._ready = True
 
     async def stop(self) -> None:
-        """Nothing runs in the background."""
+        """Wait for the creates already sent to Neutron (their ports reach the ledger)."""
+        await self.creates.close()
         self._ready = False
 
     def _check_ready(self) -> None:
@@ -229,10 +241,9 @@ class PlainPortProvider:
                     self.ledger.update(port)
                 return port
             spec = spec_for(request, self.tagging.in_use(owner_uid), owner_uid=owner_uid, name=name)
-            # one POST per pod, never a bulk: see docs/design/pool-ownership.md, decision 11
-            (port,) = await self.neutron.create_ports([spec])
-            self.ledger.assign(owner_uid, port)
-            return port
+            # concurrent acquires share bulk POSTs where the subnet has room
+            # (docs/design/pool-ownership.md, decision 11)
+            return await self.creates.create(spec)
 
     async def release(self, port_id: str, owner_uid: str) -> None:
         self._check_ready()
