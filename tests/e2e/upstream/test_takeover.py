@@ -252,6 +252,21 @@ async def test_takeover_from_upstream_and_rollback(sandbox: Sandbox, tmp_path: P
     crds = upstream_peer.ensure_crds()
     node = ctx.settings.hostname
     ns = f"takeover-{uuid.uuid4().hex[:6]}"
+    async with KubeClient.from_settings(load_kubeconfig(ctx.paths.kubeconfig)) as client:
+        ours_format = [
+            f"{kp['metadata']['namespace']}/{kp['metadata']['name']}"
+            for kp in (await client.list_all(KURYRPORTS)).items
+            if (kp.get("status") or {}).get("vifs") and not upstream_vifs(kp)
+        ]
+    if ours_format:
+        # upstream 10.0.0 cannot parse them: its KuryrPort handler fails on each and its
+        # controller then never answers its own pods (seen: CNIKuryrPortTimeout). A real
+        # takeover starts from a cluster upstream ran alone.
+        pytest.skip(
+            f"{len(ours_format)} KuryrPorts in our format exist ({', '.join(ours_format[:3])}"
+            "...): upstream 10.0.0 stalls on them; run on a sandbox without our pods "
+            "(kuryr sandbox up, not after the demo)"
+        )
     guard = SandboxGuard(ctx)
     guard.stop_all()
     # the daemon runs this tree's code (DEL of adopted attachments)
@@ -401,11 +416,15 @@ async def test_takeover_from_upstream_and_rollback(sandbox: Sandbox, tmp_path: P
             assert refused.returncode == 2, refused.stdout + refused.stderr
             assert "holds the leader Lease" in refused.stderr
             ours.stop()
+            # the test itself holds kuryr-system's Lease (the sandbox's controller must
+            # stay a standby): name the Lease of the controller that was just stopped
             back = kuryr(
                 "takeover",
                 "rollback",
                 "--kubeconfig",
                 str(ctx.paths.kubeconfig),
+                "--lease-namespace",
+                "kube-system",
                 "--lease-grace",
                 "0",
             )
