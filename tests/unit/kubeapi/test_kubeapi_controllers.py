@@ -9,30 +9,13 @@ import pytest
 from kuryr_k8s.sandbox.kubeapi.api import Api
 from kuryr_k8s.sandbox.kubeapi.controllers import Controllers
 from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions
-from kuryr_k8s.sandbox.kubeapi.resources import Registry, ResourceType
-from kuryr_k8s.sandbox.kubeapi.store import Store
+from unit.kubeapi.conftest import rt_of
 
 pytestmark = pytest.mark.unit
 Obj = dict[str, Any]
 
 
-@pytest.fixture
-def api() -> Api:
-    return Api(Store(), Registry())
-
-
-@pytest.fixture
-def ctl(api: Api) -> Controllers:
-    ctl = Controllers(api, orphan_quarantine=40.0)
-    api.create(_rt(api, "/namespaces"), "v1", "", {"metadata": {"name": "ns"}})
-    ctl.run_pending()
-    return ctl
-
-
-def _rt(api: Api, key: str) -> ResourceType:
-    rt = api.registry.get(key)
-    assert rt is not None
-    return rt
+_rt = rt_of
 
 
 def _pod(name: str, node: str = "") -> Obj:

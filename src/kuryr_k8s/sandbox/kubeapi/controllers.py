@@ -9,7 +9,8 @@ Only the ones whose effects API clients observe, and never kubelet or scheduler 
 * service accounts: a ``default`` ServiceAccount in every new namespace;
 * root CA publisher: the ``kube-root-ca.crt`` ConfigMap in every new namespace;
 * pod GC: pods bound to a node that does not exist are force-deleted after a quarantine
-  (40 s, like the kube-controller-manager), so pods of a vanished node agent go away.
+  (40 s, like the kube-controller-manager), so pods of a vanished node agent go away;
+* EndpointSlices of Services with a selector (``endpointslices.py``).
 
 Work is queued from store events and done by one asyncio task (or by :meth:`run_pending`
 when the server is starting), so nothing runs inside another request.
@@ -24,11 +25,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from kuryr_k8s.sandbox.kubeapi import endpointslices as eps
 from kuryr_k8s.sandbox.kubeapi import errors, rootca
 from kuryr_k8s.sandbox.kubeapi.api import CRD_KEY, Api
 from kuryr_k8s.sandbox.kubeapi.defaults import NOT_READY_TAINT, crd_established_status, node_ready
 from kuryr_k8s.sandbox.kubeapi.lifecycle import CRD_FINALIZER
-from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, timestamp
+from kuryr_k8s.sandbox.kubeapi.options import DeleteOptions, WriteOptions, timestamp
 from kuryr_k8s.sandbox.kubeapi.resources import ResourceType, crd_resource_type
 from kuryr_k8s.sandbox.kubeapi.store import Event, Ref
 
@@ -102,6 +104,8 @@ class Controllers:
             self._enqueue(f"owner/{meta['uid']}", lambda: self.process_owner(meta["uid"]))
         if ev.type == "DELETED":
             self._on_removed(ev)
+        if ev.key in ("/services", "/pods", "/nodes", eps.SLICES_KEY):
+            self._on_endpoints_input(ev)
 
     def _on_namespace(self, ev: Event) -> None:
         name = ev.obj["metadata"]["name"]
@@ -128,6 +132,28 @@ class Controllers:
                 if crd["metadata"].get("deletionTimestamp"):
                     name = crd["metadata"]["name"]
                     self._enqueue(f"crd/{name}", self._crd_later(name))
+
+    def _on_endpoints_input(self, ev: Event) -> None:
+        """Queue the Services whose EndpointSlices this change may alter."""
+        meta = ev.obj["metadata"]
+        if ev.key == "/services" and ev.type != "DELETED":
+            self._sync_slices_later(ev.namespace, meta["name"])
+        elif ev.key == "/pods":
+            old = (ev.old or {}).get("metadata", {}).get("labels")
+            for svc in self.api.store.iter("/services", ev.namespace):
+                if eps.selects(svc, meta.get("labels")) or eps.selects(svc, old):
+                    self._sync_slices_later(ev.namespace, svc["metadata"]["name"])
+        elif ev.key == "/nodes" and ev.type != "MODIFIED":
+            for svc in self.api.store.iter("/services"):
+                if eps.selector_of(svc) is not None:
+                    self._sync_slices_later(svc["metadata"]["namespace"], svc["metadata"]["name"])
+        elif ev.key == eps.SLICES_KEY:
+            labels = meta.get("labels") or {}
+            if labels.get(eps.MANAGED_BY) == eps.CONTROLLER_NAME and labels.get(eps.SERVICE_NAME):
+                self._sync_slices_later(ev.namespace, str(labels[eps.SERVICE_NAME]))
+
+    def _sync_slices_later(self, namespace: str, name: str) -> None:
+        self._enqueue(f"eps/{namespace}/{name}", lambda: self.sync_endpoint_slices(namespace, name))
 
     def _check_later(self, ref: Ref) -> Callable[[], None]:
         return lambda: self.check_dependent(ref)
@@ -249,6 +275,49 @@ class Controllers:
         if not kept:
             del new["spec"]["taints"]
         self.api.commit_update(rt, node, new)
+
+    # ------------------------------------------------------------ EndpointSlices
+
+    def sync_endpoint_slices(self, namespace: str, name: str) -> None:
+        """Converge the EndpointSlices of one Service (see ``endpointslices.py``)."""
+        rt = self._type(eps.SLICES_KEY)
+        svc = self.api.store.get("/services", namespace, name)
+        if rt is None or svc is None or svc["metadata"].get("deletionTimestamp"):
+            return  # the garbage collector deletes the slices of a deleted Service
+        if eps.selector_of(svc) is None:
+            return  # selector-less Services get their slices from their users
+        managed = sorted(
+            (s for s in self.api.store.iter(rt.key, namespace) if eps.is_managed(s, svc)),
+            key=lambda s: str(s["metadata"]["name"]),
+        )
+        pool: dict[str, list[Obj]] = {}
+        for stale in managed:
+            if eps.owned_by(stale, svc):
+                pool.setdefault(eps.ports_key(stale.get("ports")), []).append(stale)
+            else:
+                self._delete(rt, stale)
+        pods = [
+            p
+            for p in self.api.store.iter("/pods", namespace)
+            if eps.selects(svc, p["metadata"].get("labels"))
+        ]
+        nodes = {str(n["metadata"]["name"]): n for n in self.api.store.iter("/nodes")}
+        groups, trigger = eps.desired_groups(svc, pods, nodes)
+        plan: list[tuple[list[Obj] | None, list[Obj], Obj | None]] = []
+        for ports, endpoints in groups:
+            same_ports = pool.get(eps.ports_key(ports)) or []
+            plan.append((ports, endpoints, same_ports.pop(0) if same_ports else None))
+        # like the real reconciler: a create becomes an update of a slice otherwise deleted
+        spare = [stale for left in pool.values() for stale in left]
+        for ports, endpoints, base in plan:
+            base = base or (spare.pop(0) if spare else None)
+            wanted = eps.build_slice(svc, ports, endpoints, trigger, base)
+            if base is None:
+                self.api.create(rt, rt.version, namespace, wanted)
+            elif not eps.same_content(base, wanted):
+                self.api.update(rt, base, wanted, "", WriteOptions())
+        for stale in spare:
+            self._delete(rt, stale)
 
     # ------------------------------------------------------------ namespaces
 
