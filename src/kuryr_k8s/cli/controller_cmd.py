@@ -47,7 +47,8 @@ minimal kuryr.conf (the sandbox: keystone-less Neutron on 127.0.0.1:9696):
   project = <project id>                        # owns the pod ports
   pod_subnet = <subnet id>                      # pods' addresses come from here
   pod_security_groups = <sg id>[,<sg id>...]
-  cluster_id = <unique name>                    # tag on every port; GC relies on it
+  # cluster_id = <unique name>                  # tag on every port; GC relies on it
+  #                                             # (default: k8s-<kube-system's uid>)
   ovs_bridge = br-int
   # network_device_mtu = 0                      # 0: the network's MTU
 

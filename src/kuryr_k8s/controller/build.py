@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,7 +59,7 @@ from kuryr_k8s.k8s import (
 )
 from kuryr_k8s.model import kuryrnetwork
 from kuryr_k8s.model.config import ConfigFile
-from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
+from kuryr_k8s.model.errors import ConfigError, KuryrError, ResourceNotReady, TemporaryError
 from kuryr_k8s.model.kuryrloadbalancer import crd_manifest as klb_crd_manifest
 from kuryr_k8s.model.kuryrport import crd_manifests
 from kuryr_k8s.openstack.connection import NeutronSettings
@@ -182,6 +182,43 @@ class App:
         self.neutron.close()
 
 
+CLUSTER_ID_NAMESPACE = "kube-system"
+"""Its uid names the cluster when ``kuryr.conf`` has no ``[neutron_defaults] cluster_id``:
+every cluster has it, it never changes during the cluster's life, and two clusters never
+share it (the convention other network plugins use for a cluster's identity)."""
+
+
+async def resolve_cluster_id(client: KubeClient, configured: str) -> str:
+    """``configured`` if set, else ``k8s-<uid of the kube-system namespace>``."""
+    if configured:
+        return configured
+    try:
+        ns = await client.get(NAMESPACES, CLUSTER_ID_NAMESPACE)
+    except KuryrError as exc:
+        raise ConfigError(
+            "[neutron_defaults] cluster_id is not set and the controller could not read "
+            f"namespace {CLUSTER_ID_NAMESPACE} to derive it from its uid ({exc}): set "
+            "cluster_id = <a name unique among the clusters sharing the Neutron project>, "
+            "or allow get on that namespace"
+        ) from exc
+    uid = str(objects.meta(ns).get("uid") or "")
+    if not uid:
+        raise ConfigError(
+            f"[neutron_defaults] cluster_id is not set and namespace {CLUSTER_ID_NAMESPACE} "
+            "has no uid to derive it from: set cluster_id"
+        )
+    cluster_id = f"k8s-{uid}"
+    LOG.warning(
+        "no [neutron_defaults] cluster_id: using %s (the uid of namespace %s); every port "
+        "is tagged kuryr.cluster:%s. Set it in kuryr.conf to keep the id if the cluster "
+        "is ever rebuilt from scratch",
+        cluster_id,
+        CLUSTER_ID_NAMESPACE,
+        cluster_id,
+    )
+    return cluster_id
+
+
 async def build(
     config: ControllerConfig,
     kube: KubeSettings,
@@ -205,6 +242,12 @@ async def build(
         bridge=config.defaults.ovs_bridge,
     )
     client = KubeClient.from_settings(kube)
+    try:
+        cluster_id = await resolve_cluster_id(client, config.defaults.cluster_id)
+    except ConfigError:
+        await client.aclose()
+        raise
+    config = replace(config, defaults=replace(config.defaults, cluster_id=cluster_id))
     pods = Informer(client, PODS)
     kps = Informer(client, KURYRPORTS)
 

@@ -54,7 +54,9 @@ class NeutronDefaults:
     cluster_id: str
     """Our extension: tags every port ``kuryr.cluster:<cluster_id>``. Garbage collection
     deletes ports with this tag whose owner is gone, so it must be unique per cluster
-    sharing a Neutron project. Required."""
+    sharing a Neutron project. Empty in the file (upstream has no such option): the
+    controller derives ``k8s-<uid of the kube-system namespace>`` at start
+    (:func:`kuryr_k8s.controller.build.resolve_cluster_id`)."""
     ovs_bridge: str = "br-int"
     """The integration bridge the node plugs pod ports into (published in the VIF)."""
     network_device_mtu: int = 0
@@ -130,9 +132,7 @@ def load_neutron_defaults(cfg: ConfigFile) -> NeutronDefaults:
         project=cfg.get_required(section, "project", "the project id owning pod ports"),
         pod_subnet=cfg.get_required(section, "pod_subnet", "the subnet id for pod addresses"),
         pod_security_groups=tuple(sorted(set(sgs))),
-        cluster_id=cfg.get_required(
-            section, "cluster_id", "a unique name for this cluster, tagged on every port"
-        ),
+        cluster_id=cfg.get_str(section, "cluster_id", ""),
         ovs_bridge=cfg.get_str(section, "ovs_bridge", "br-int"),
         network_device_mtu=cfg.get_int(section, "network_device_mtu", 0, minimum=0),
         resource_tags=tuple(cfg.get_list(section, "resource_tags")),

@@ -88,9 +88,9 @@ def test_the_cli_refuses_a_missing_required_option(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     conf = tmp_path / "kuryr.conf"
-    conf.write_text(GOOD.replace("cluster_id = c1\n", ""))
+    conf.write_text(GOOD.replace("pod_subnet = s1\n", ""))
     assert main(["controller", "--config-file", str(conf)]) == 2
-    assert "[neutron_defaults] cluster_id is required" in capsys.readouterr().err
+    assert "[neutron_defaults] pod_subnet is required" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

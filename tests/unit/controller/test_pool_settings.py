@@ -46,7 +46,7 @@ def test_neutron_defaults_are_typed_and_sorted() -> None:
     assert defaults.ovs_bridge == "br-int"
 
 
-@pytest.mark.parametrize("missing", ["project", "pod_subnet", "cluster_id", "pod_security_groups"])
+@pytest.mark.parametrize("missing", ["project", "pod_subnet", "pod_security_groups"])
 def test_required_neutron_defaults_are_named(missing: str) -> None:
     world = make_world()
     text = "\n".join(

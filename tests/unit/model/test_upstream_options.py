@@ -170,10 +170,18 @@ def test_config_check_fails_on_a_bad_value_naming_file_and_option(tmp_path: Path
     assert errors == [f"controller: {path}: [vif_pool] ports_pool_min = 'five': not an integer"]
 
 
-def test_config_check_says_what_an_unchanged_upstream_file_lacks(tmp_path: Path) -> None:
-    _, errors = report(_write(tmp_path, UPSTREAM_CONF))
-    assert any("[neutron_defaults] cluster_id is required" in e for e in errors)
-    assert any(e.startswith("hint: upstream kuryr-kubernetes has no cluster id") for e in errors)
+def test_an_unchanged_upstream_file_is_accepted_and_the_cluster_id_explained(
+    tmp_path: Path,
+) -> None:
+    lines, errors = report(_write(tmp_path, UPSTREAM_CONF))
+    assert errors == []
+    assert any(
+        line.startswith("(not set) [neutron_defaults] cluster_id")
+        and "k8s-<uid of the kube-system namespace>" in line
+        for line in lines
+    )
+    lines, _ = report(_write(tmp_path, WITH_CLUSTER))
+    assert not any("[neutron_defaults] cluster_id:" in line for line in lines)
 
 
 def test_config_check_on_a_missing_file(tmp_path: Path) -> None:
