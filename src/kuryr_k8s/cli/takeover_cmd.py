@@ -22,17 +22,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import datetime
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kuryr_k8s.model.errors import KuryrError
+
+if TYPE_CHECKING:
+    from kuryr_k8s.k8s import KubeClient
 
 EPILOG = """\
 exit codes: 0 rolled back (or nothing to do); 2 refused (the message says why and what to
@@ -97,6 +101,32 @@ def rollback_main(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+async def _rollback_namespace_networks(client: KubeClient) -> list[str]:
+    """KuryrNetworks get upstream's finalizer back; CRDs our controller upgraded from
+    upstream's (``kuryrnetworks``, ``kuryrnetworkpolicies``) get their previous spec."""
+    from kuryr_k8s.controller.crds import REPLACED_SPEC
+    from kuryr_k8s.controller.takeover_networks import restore_upstream_finalizers
+    from kuryr_k8s.k8s import NotFound
+    from kuryr_k8s.k8s.resources import CRDS
+
+    lines = []
+    with contextlib.suppress(NotFound):  # no KuryrNetwork CRD: nothing to give back
+        for key in await restore_upstream_finalizers(client):
+            lines.append(f"KuryrNetwork {key}: upstream's finalizer restored")
+    for name in ("kuryrnetworks.openstack.org", "kuryrnetworkpolicies.openstack.org"):
+        try:
+            crd = await client.get(CRDS, name)
+        except NotFound:
+            continue
+        annotations = crd["metadata"].get("annotations") or {}
+        if REPLACED_SPEC not in annotations:
+            continue
+        crd["spec"] = json.loads(annotations.pop(REPLACED_SPEC))
+        await client.replace(CRDS, crd)
+        lines.append(f"CRD {name}: upstream's spec restored")
+    return lines
 
 
 def _lease_holder(lease: dict[str, Any], grace: float) -> str | None:
@@ -180,5 +210,6 @@ async def _rollback(args: argparse.Namespace) -> list[str]:
             crd["metadata"].get("annotations", {}).pop(REPLACED_SPEC, None)
             await client.replace(CRDS, crd)
             lines.append(f"CRD {name}: upstream's spec restored (no status subresource)")
+        lines += await _rollback_namespace_networks(client)
         lines.append("done: start upstream's kuryr-controller and kuryr-daemon now")
         return lines

@@ -42,6 +42,7 @@ from kuryr_k8s.controller.portstatus import PortStatusWatcher
 from kuryr_k8s.controller.service import Controller
 from kuryr_k8s.controller.subports import SubportProvider
 from kuryr_k8s.controller.takeover import Scope, adopt_upstream
+from kuryr_k8s.controller.takeover_networks import NetworkScope, adopt_upstream_networks
 from kuryr_k8s.controller.targets import TargetedPorts
 from kuryr_k8s.k8s import (
     KURYRPORTS,
@@ -65,7 +66,7 @@ from kuryr_k8s.model.kuryrport import crd_manifests
 from kuryr_k8s.openstack.connection import NeutronSettings
 from kuryr_k8s.openstack.metrics import NeutronCollector
 from kuryr_k8s.openstack.neutron import Neutron, NeutronSubnet
-from kuryr_k8s.openstack.ports import NeutronPort
+from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX, NeutronPort
 from kuryr_k8s.openstack.provider import PlainPortProvider, PortTagging
 from kuryr_k8s.openstack.security import SecurityApi
 
@@ -448,8 +449,14 @@ async def build(
 
     async def take_over() -> None:
         """Leader only, before the pools' rebuild: upstream's CRD and state (takeover.py)."""
-        await upgrade_crds(client, crd_manifests())
+        await upgrade_crds(client, [*crd_manifests(), *placement_parts.crds])
         await adopt_upstream(client, neutron, scope)
+        if config.placement.subnets_driver == "namespace":
+            await adopt_upstream_networks(
+                client,
+                neutron,
+                NetworkScope(CLUSTER_TAG_PREFIX + config.defaults.cluster_id, scope.project_id),
+            )
 
     engines += placement_parts.engines
     caches += placement_parts.caches
