@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kuryr_k8s.model.errors import ResourceNotReady
-from kuryr_k8s.sandbox import manager, naming, process
+from kuryr_k8s.sandbox import demo_namespaces, manager, naming, process
 from kuryr_k8s.sandbox.components import Context
 from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
 from kuryr_k8s.sandbox.nodeagent import exec_in_pod, find_sandbox
@@ -382,6 +382,8 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
     checks = run_checks(ctx, vm, pods)
     progress("")
     progress(format_inventory(vm, pods))
+    progress("")
+    progress(demo_namespaces.show(settings, ctx))
     progress("")
     progress(format_checks(checks))
     ok = all(c.ok for c in checks)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kuryr_k8s.sandbox import demo, manager, naming, overcloud
+from kuryr_k8s.sandbox import demo, demo_namespaces, manager, naming, overcloud
 from kuryr_k8s.sandbox.components import Context
 from kuryr_k8s.sandbox.demo import Check, Endpoint
 from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
@@ -440,6 +440,8 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
     checks = run_checks(ctx, vms, plain_vm, bm_pods, nested)
     progress("")
     progress(format_inventory(inventory(ctx, plain_vm, stand_in, workers, bm_pods, nested)))
+    progress("")
+    progress(demo_namespaces.show(settings, ctx))
     progress("")
     progress(demo.format_checks(checks))
     ok = all(c.ok for c in checks)
