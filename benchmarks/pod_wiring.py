@@ -160,7 +160,20 @@ class BenchController:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        wait_for(lambda: http_ok(f"http://{CONTROLLER_HEALTH}/readyz"), 120, "controller ready")
+        wait_for(
+            lambda: self.alive() and http_ok(f"http://{CONTROLLER_HEALTH}/readyz"),
+            120,
+            "controller ready",
+        )
+
+    def alive(self) -> bool:
+        """True while our controller runs; exits the benchmark when it died (e.g. its
+        health port was taken by a sandbox controller another session restarted, whose
+        answers would otherwise be taken for ours)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            log = self.ctx.paths.logfile(f"bench-controller-{self.mode}")
+            raise SystemExit(f"our controller exited ({self.proc.returncode}): see {log}")
+        return True
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -172,6 +185,7 @@ class BenchController:
                 self.proc.wait()
 
     def pool_free(self) -> float:
+        self.alive()
         text = urllib.request.urlopen(f"http://{CONTROLLER_HEALTH}/metrics", timeout=5).read()
         total = 0.0
         for line in text.decode().splitlines():
@@ -803,7 +817,8 @@ async def main_async(args: argparse.Namespace) -> int:
             await guarding
         removed = delete_free_pool_ports(conn)
         print(f"-- removed {removed} free pool ports; restarting the sandbox's controller")
-        manager.up(settings, lambda m: None)  # it refills its pool to its own minimum
+        # it refills its pool to its own minimum (up runs its own event loop: a thread)
+        await asyncio.to_thread(manager.up, settings, lambda m: None)
         conn.close()
     return report(settings, floor_samples, scenarios, mem, tol, guard)
 
@@ -980,8 +995,11 @@ def report(
         line = f"floor: one bulk create of {n} ports + plug + all ACTIVE: {samples[0]:.2f} s"
         ours = cold.get(f"burst {n}")
         if ours is not None and ours.totals:
-            total = statistics.median(ours.totals)
-            line += f"; ours pools off, burst {n} total {total:.2f} s = {total / samples[0]:.2f}x"
+            cold_total = statistics.median(ours.totals)
+            line += (
+                f"; ours pools off, burst {n} total {cold_total:.2f} s"
+                f" = {cold_total / samples[0]:.2f}x"
+            )
             line += " (target <= 1.5x)"
         print(line)
     failed = 0

@@ -163,7 +163,9 @@ class AddressBudget:
             await self._read(network_id, subnet_id, sub)
             if sub.free is None:
                 return
-            # our creates still in flight may hold addresses the read did not see as used
+            # our creates still in flight may hold addresses the read did not see as used;
+            # the count only grows (a port deleted between the refusal and the read may be
+            # taken for lost: bulks get smaller, single creates still use every address)
             phantom = max(0, sub.free - sub.in_flight)
             if phantom > sub.lost:
                 LOG.error(
@@ -177,4 +179,4 @@ class AddressBudget:
                     sub.free,
                     phantom,
                 )
-            sub.lost = phantom
+                sub.lost = phantom
