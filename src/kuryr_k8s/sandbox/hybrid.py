@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kuryr_k8s.sandbox import demo, demo_namespaces, manager, naming, overcloud
+from kuryr_k8s.sandbox import demo, demo_namespaces, demo_service, manager, naming, overcloud
 from kuryr_k8s.sandbox.components import Context
 from kuryr_k8s.sandbox.demo import Check, Endpoint
 from kuryr_k8s.sandbox.kuryr_components import nodeagent_state
@@ -366,6 +366,11 @@ def run_checks(
     servers = HttpServers(naming.sandbox_id(ctx.paths.root))
     try:
         checks += http_checks(ctx, bm, n1, w1, servers)
+        for pod in bm_pods[1:]:  # bm serves already: the Service's backends are bm_pods
+            servers.in_host_pod(demo_service.pod_netns(ctx, pod.name), pod.name, pod.ip)
+        host_client = (bm.name, demo_service.pod_netns(ctx, bm.name))
+        nested_client = (w1, n1.endpoint.name, nested_netns(n1))
+        checks += demo_service.checks(ctx, bm_pods, host_client, nested_client)
     finally:
         servers.stop()
     return checks
@@ -424,6 +429,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
         stand_in = demo.ensure_vm(ctx, conn, topo, progress)
         demo.repair_pods(ctx, progress, settle=manager.NODE_AGENT in started)
         bm_pods = demo.ensure_pods(ctx, progress)
+        demo_service.ensure_service(ctx, bm_pods, progress)
         progress(f"[4/7] VMs (QEMU): {PLAIN_VM} on net0, {', '.join(WORKERS)} on trunks")
         vms = ensure_vms(ctx, topo, progress)
         workers = {name: vms[name] for name in WORKERS}
@@ -436,7 +442,7 @@ def run(settings: SandboxSettings, progress: Progress) -> tuple[bool, str]:
         nested = with_trunks(conn, ensure_nested_pods(ctx, progress), workers)
     finally:
         conn.close()
-    progress("[7/7] connectivity checks (ICMP and HTTP)")
+    progress("[7/7] connectivity checks (ICMP, HTTP, a ClusterIP Service)")
     checks = run_checks(ctx, vms, plain_vm, bm_pods, nested)
     progress("")
     progress(format_inventory(inventory(ctx, plain_vm, stand_in, workers, bm_pods, nested)))
@@ -465,6 +471,7 @@ Look around (kuryr is .venv/bin/kuryr in a checkout):
   eval "$(kuryr sandbox env)"                       # KUBECONFIG (undercloud), OS_CLOUD, OVS_RUNDIR
   kubectl get pods,kuryrports -o wide               # bare-metal pods
   kubectl --kubeconfig {okube} get pods,kuryrports -o wide   # nested pods
+  kubectl get service,endpointslices,kuryrloadbalancers       # the Service and its Octavia LB
   openstack network trunk show {trunk}              # the worker's subports and VLAN ids
   kuryr sandbox vm list
   kuryr sandbox vm exec worker0 -- ip -d link       # the VLAN devices live in pod netns

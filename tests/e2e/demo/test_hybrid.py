@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fixtures.sandbox import Sandbox
-from kuryr_k8s.sandbox import demo, hybrid, naming, overcloud, vm
+from kuryr_k8s.sandbox import demo, demo_service, hybrid, naming, overcloud, vm
 from kuryr_k8s.sandbox.openstack import hostplug
 
 pytestmark = pytest.mark.e2e
@@ -67,6 +67,9 @@ def _teardown(sandbox: Sandbox) -> None:
         "--ignore-not-found",
         *hybrid.NESTED_PODS,
     )
+    # The Service first: its finalizer holds it until its Octavia LB is deleted.
+    _kubectl(sandbox.ctx.paths.kubeconfig, "delete", "service", "--wait=true",
+             "--timeout=180s", "--ignore-not-found", demo_service.SERVICE)  # fmt: skip
     _kubectl(
         sandbox.ctx.paths.kubeconfig,
         "delete",
@@ -93,7 +96,7 @@ def test_hybrid_scenario_green_twice_then_nothing_left(sandbox: Sandbox) -> None
         out = first.stdout
         assert first.returncode == 0, out[-4000:] + first.stderr[-4000:]
         checks = [line for line in out.splitlines() if " -> " in line and "ok" in line.split()]
-        assert len(checks) == 11, out[-4000:]
+        assert len(checks) == 13, out[-4000:]  # 11 ICMP/HTTP + the Service from 2 clients
         assert "all checks passed" in out
         vlans = json.loads(re.search(r"nested VLAN ids (\[[^\]]*\])", out).group(1))  # type: ignore[union-attr]
         assert len(vlans) == 3 and all(isinstance(v, int) for v in vlans), vlans
