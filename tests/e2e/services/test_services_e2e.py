@@ -5,8 +5,9 @@ Three pods of the shared sandbox (kuryr CNI, bare-metal node) run a small HTTP s
 (OVN provider) load balancers: by the sandbox's controller when its kuryr.conf turns
 Services on, else by a controller of our own (its own cluster id and lease, only the
 ``service,endpoints,kuryrloadbalancer`` handlers, so the shared one is not disturbed).
-The Services have no selector: the emulator has no EndpointSlice controller, so the test
-writes the EndpointSlice as that controller would (pod IPs, readiness).
+The first test's Services have no selector: the test writes their EndpointSlices (pod IPs,
+readiness) to drive every change; the second's has one, and the API emulator's
+EndpointSlice controller writes them.
 
 Checked with traffic, from a client pod and from a VM stand-in (a Neutron port on net0
 plugged from a netns): the ClusterIP reaches all 3 pods; endpoints down to 1 and back;
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -387,16 +390,18 @@ def world(sandbox: Sandbox) -> Iterator[World]:
                 "--wait=true",
                 "--timeout=120s",
             )
-        if ctl is not None:
-            ctl.stop()
-            _cleanup_shared(w)
-        else:
-            wait_for("the namespace's load balancers to be gone", lambda: not w.octavia_lbs(), WAIT)
-        w.k("delete", "namespace", w.ns, "--wait=true", "--timeout=180s")
-        if w.vm_netns:
-            hostplug.unplug(sandbox.ctx, w.vm_netns)
-        if vm_port is not None:
-            sandbox.conn.network.delete_port(vm_port)
+        try:
+            if ctl is not None:
+                ctl.stop()
+                _cleanup_shared(w)
+            else:
+                wait_for("the namespace's LBs to be gone", lambda: not w.octavia_lbs(), WAIT)
+        finally:  # what the test made goes even when the wait above failed
+            w.k("delete", "namespace", w.ns, "--wait=true", "--timeout=180s")
+            if w.vm_netns:
+                hostplug.unplug(sandbox.ctx, w.vm_netns)
+            if vm_port is not None:
+                sandbox.conn.network.delete_port(vm_port)
 
 
 def _wait_responders(
@@ -512,3 +517,109 @@ def test_cluster_ip_udp_scaling_readiness_floating_ip_and_cleanup(world: World) 
     ]
     assert not vip_ports
     assert not list(w.sb.conn.network.ips(floating_ip_address=fip))
+
+
+def test_selector_service_follows_the_emulators_endpointslices(world: World) -> None:
+    """A Service with a selector: the API emulator's EndpointSlice controller writes its
+    slices (no test-made slice), the controller makes the LB from them; a pod relabelled
+    out of the selector leaves the slice and stops getting traffic, and comes back."""
+    w = world
+    spec = service("web-sel")
+    spec["spec"]["selector"] = {"app": "web"}
+    w.apply(spec)
+    svc = w.get("service", "web-sel")
+    assert svc is not None
+    vip = svc["spec"]["clusterIP"]
+
+    def slices() -> list[dict[str, Any]]:
+        selector = "kubernetes.io/service-name=web-sel"
+        out = w.k("get", "endpointslices", "-n", w.ns, "-l", selector, "-o", "json")
+        items: list[dict[str, Any]] = json.loads(out)["items"]
+        return items
+
+    def slice_ips() -> set[str]:
+        return {
+            a
+            for es in slices()
+            for ep in es.get("endpoints") or []
+            if (ep.get("conditions") or {}).get("ready")
+            for a in ep["addresses"]
+        }
+
+    members = {w.ips[p] for p in SERVERS}
+    wait_for("the emulator's slices list the 3 pods", lambda: slice_ips() == members, 60)
+    [es] = slices()
+    assert es["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == (
+        "endpointslice-controller.k8s.io"
+    )
+    assert {p["port"] for p in es["ports"]} == {8080, 8081}
+    counts = _wait_responders(w, w.netns["client"], vip, 80, set(SERVERS))
+    print(f"selector Service: pod -> {vip}:80: {counts}")
+
+    w.k("label", "pod", "web-2", "-n", w.ns, "app=elsewhere", "--overwrite")
+    wait_for("web-2 out of the slices", lambda: slice_ips() == members - {w.ips["web-2"]}, 60)
+    _wait_responders(w, w.netns["client"], vip, 80, {"web-0", "web-1"})
+    w.k("label", "pod", "web-2", "-n", w.ns, "app=web", "--overwrite")
+    _wait_responders(w, w.netns["client"], vip, 80, set(SERVERS))
+
+    w.k("delete", "service", "web-sel", "-n", w.ns, "--wait=true", "--timeout=180s")
+    wait_for("the selector Service's slices collected", lambda: not slice_ips(), 60)
+    wait_for("its load balancer gone", lambda: not w.octavia_lbs(), WAIT)
+
+
+def _kill_server(netns: str) -> None:
+    """SIGKILL the test's HTTP server in ``netns`` (found among the netns' processes)."""
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True,
+                          check=True).stdout.split()  # fmt: skip
+    killed = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if "ThreadingHTTPServer" in Path(f"/proc/{pid}/cmdline").read_text():
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+    assert killed == 1, f"{killed} servers killed in {netns}"
+
+
+def test_ovn_health_monitor_takes_a_dead_backend_out(world: World) -> None:
+    """Does the sandbox's ovn provider run health monitors? The controller's LB for a
+    Service gets the TCP monitor ``[octavia_defaults] health_monitors = true`` would add
+    (delay 5, timeout 3, max_retries 3; added here through Octavia because the shared
+    sandbox's controller runs with them off); a backend whose server stops, while its
+    endpoint stays ready, must go ERROR in Octavia and stop getting connections."""
+    w = world
+    all_ready = dict.fromkeys(SERVERS, True)
+    w.apply(service("web-hm"))
+    w.apply(endpoint_slice("web-hm-1", "web-hm", all_ready, w.ips))
+    wait_for("KuryrLoadBalancer web-hm Ready", lambda: _klb_ready(w, "web-hm") is not None, WAIT)
+    klb = _klb_ready(w, "web-hm")
+    assert klb is not None
+    vip = klb["status"]["loadbalancer"]["ip"]
+    lb_id = klb["status"]["loadbalancer"]["id"]
+    [pool] = [p for p in klb["status"]["pools"] if p["protocol"] == "TCP"]
+    api = w.sb.conn.load_balancer
+
+    def lb_active() -> bool:
+        lb = api.get(f"/lbaas/loadbalancers/{lb_id}").json()["loadbalancer"]
+        return lb["provisioning_status"] == "ACTIVE"
+
+    wait_for("the LB ACTIVE", lb_active, WAIT)
+    body = {"healthmonitor": {"pool_id": pool["id"], "type": "TCP", "delay": 5, "timeout": 3,
+                              "max_retries": 3}}  # fmt: skip
+    resp = api.post("/lbaas/healthmonitors", json=body)
+    assert resp.status_code == 201, resp.text
+    wait_for("the LB ACTIVE after the monitor", lb_active, WAIT)
+
+    def statuses() -> dict[str, str]:
+        members = api.get(f"/lbaas/pools/{pool['id']}/members").json()["members"]
+        return {m["address"]: m["operating_status"] for m in members}
+
+    online = dict.fromkeys(members_ips := [w.ips[p] for p in SERVERS], "ONLINE")
+    wait_for(f"members ONLINE under the monitor ({statuses()})", lambda: statuses() == online, 120)
+    _wait_responders(w, w.netns["client"], vip, 80, set(SERVERS))
+
+    dead = w.ips["web-1"]
+    _kill_server(w.netns["web-1"])
+    want = {**online, dead: "ERROR"}
+    wait_for(f"web-1 ERROR ({statuses()})", lambda: statuses() == want, 120)
+    counts = _wait_responders(w, w.netns["client"], vip, 80, {"web-0", "web-2"})
+    print(f"health monitor: {dict(statuses())}; {counts}; members {members_ips}")
