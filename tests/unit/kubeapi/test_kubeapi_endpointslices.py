@@ -202,3 +202,15 @@ def test_selectorless_and_headless(api: Api, ctl: Controllers) -> None:
     assert _slices(api, ctl, "manual") == []
     [es] = _slices(api, ctl, "hl")
     assert es["metadata"]["labels"]["service.kubernetes.io/headless"] == ""
+
+
+def test_resync_makes_slices_for_objects_loaded_without_events(api: Api) -> None:
+    """Objects that predate the controllers (a store loaded from a snapshot)."""
+    api.create(_rt(api, "/namespaces"), "v1", "", {"metadata": {"name": "ns"}})
+    api.create(_rt(api, "/nodes"), "v1", "", {"metadata": {"name": "n1"}})
+    api.create(_rt(api, "/services"), "v1", "ns", _service())
+    _pod(api, "web-1", "10.0.0.5")
+    ctl = Controllers(api)
+    assert _slices(api, ctl) == []
+    ctl.resync_endpoint_slices()
+    assert _ips(_slices(api, ctl)[0]) == {"10.0.0.5": True}

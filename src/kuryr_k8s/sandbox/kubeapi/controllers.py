@@ -278,6 +278,12 @@ class Controllers:
 
     # ------------------------------------------------------------ EndpointSlices
 
+    def resync_endpoint_slices(self) -> None:
+        """Queue every Service, as the real controller does when it starts (a store loaded
+        from a snapshot sends no events)."""
+        for svc in self.api.store.iter("/services"):
+            self._sync_slices_later(svc["metadata"]["namespace"], svc["metadata"]["name"])
+
     def sync_endpoint_slices(self, namespace: str, name: str) -> None:
         """Converge the EndpointSlices of one Service (see ``endpointslices.py``)."""
         rt = self._type(eps.SLICES_KEY)

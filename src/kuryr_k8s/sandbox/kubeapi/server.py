@@ -231,6 +231,7 @@ class KubeApiServer:
             for body in defaults:
                 if self.store.get(key, "", body["metadata"]["name"]) is None:
                     self.api.create(rt, rt.version, "", json.loads(json.dumps(body)))
+        self.controllers.resync_endpoint_slices()
         self.controllers.run_pending()
         self.store.window_start = self.store.rv
 
