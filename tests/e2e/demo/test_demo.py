@@ -30,6 +30,9 @@ def test_demo_runs_green_twice_and_cleans_up(
         assert len(checks) == 4, first.stdout
         assert all(" ok " in line for line in checks), "\n".join(checks)
         assert "all checks passed" in first.stdout
+        # issue 12: the output shows namespaces and their subnets
+        assert "namespaces and their subnets" in first.stdout, first.stdout
+        assert any(ln.split()[:1] == ["default"] for ln in first.stdout.splitlines())
 
         again, took = demo_cli("--side-by-side")
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

@@ -48,6 +48,10 @@ TCP_PORTS = [80, 81, 8080, 5001]
 UDP_PORTS = [53]
 PROBE_SOURCES_AT_ONCE = 2
 PROBES = [("TCP", 80), ("TCP", 81), ("TCP", 8080), ("TCP", 5001), ("UDP", 53), ("ICMP", 0)]
+TEST_DEVICE_OWNER = "compute:kuryr-e2e"
+"""Not ``compute:kuryr``: a controller of the shared sandbox taking over from upstream
+adopts unowned ``compute:kuryr`` ports on the pod network as upstream's free pool ports
+(seen 2026-11-28: it took this suite's ports, and their SGs, into its pools)."""
 
 
 def sandbox_pod_network(topo: topology.Topology) -> PodNetwork:
@@ -238,7 +242,7 @@ class PolicyEnv:
             network_id=net_id,
             project_id=self.sandbox.topo.project_id,
             name=f"{self.cluster_id}-{ep.name}",
-            device_owner="compute:kuryr",
+            device_owner=TEST_DEVICE_OWNER,
             binding_host_id=self.sandbox.settings.hostname,
             security_group_ids=list(sgs),
             tags=[self.tag],

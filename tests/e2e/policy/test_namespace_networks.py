@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from e2e.policy.env import sandbox_pod_network
+from e2e.policy.env import TEST_DEVICE_OWNER, sandbox_pod_network
 from fixtures.kubeapi import KubeApi
 from fixtures.sandbox import Sandbox
 from functional.traffic import ping
@@ -139,7 +139,7 @@ def test_namespace_networks(sandbox: Sandbox, kube_api: KubeApi) -> None:
                 conn.network.create_port,
                 network_id=net.network_id,
                 project_id=topo.project_id,
-                device_owner="compute:kuryr",
+                device_owner=TEST_DEVICE_OWNER,
                 binding_host_id=sandbox.settings.hostname,
                 security_group_ids=list(net.security_groups),
                 tags=[cluster_tag],
