@@ -48,8 +48,9 @@ from kuryr_k8s.k8s.resources import (
     SERVICES,
 )
 from kuryr_k8s.model import netpolicy as np_model
-from kuryr_k8s.model.errors import ResourceNotReady
+from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
 from kuryr_k8s.model.kuryrnetwork import KNP_FINALIZER, POLICY_LABEL
+from kuryr_k8s.openstack.neutron import QuotaExceeded
 from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX, OWNER_TAG_PREFIX
 from kuryr_k8s.openstack.security import SecurityApi, SecurityGroup
 
@@ -57,6 +58,9 @@ if TYPE_CHECKING:
     from kuryr_k8s.controller.kuryrports import PodNetwork
 
 LOG = logging.getLogger(__name__)
+
+QUOTA_RETRY = 30.0
+"""Seconds between attempts while Neutron refuses a policy's groups for the quota."""
 
 VARIANT_TAG = "kuryr.sgvariant:"
 ROLE_TAG = "kuryr.sgrole:"
@@ -295,6 +299,15 @@ class PolicyReconciler:
             else:
                 ag_ids = await self._converge_groups(uid, plan)
                 sg_ids = await self._converge_sgs(uid, plan, ag_ids)
+        except QuotaExceeded as exc:
+            # Quotas free up when something else is deleted: keep trying (a permanent
+            # error would leave the policy unenforced until the object changes).
+            self._applied.pop(key, None)
+            raise TemporaryError(
+                f"{exc}: raise the project's quota or delete unused security groups / "
+                "address groups; retrying",
+                delay=QUOTA_RETRY,
+            ) from exc
         except Exception:
             self._applied.pop(key, None)
             raise

@@ -17,6 +17,10 @@ created or deleted and nothing on the node changes: the pod keeps its address an
 traffic. A KuryrPort that is refused is left exactly as upstream wrote it (the reconciler
 leaves upstream-format KuryrPorts alone).
 
+Only in a cluster upstream ran (:func:`came_from_upstream`: our KuryrPort CRD was upgraded
+from upstream's, or an upstream-format KuryrPort exists); elsewhere this step does nothing,
+so a port someone else made with device owner ``compute:kuryr`` is never taken.
+
 **Upstream's free pool ports**: what upstream's own pool would recover at its start
 (device owner ``compute:kuryr``, carrying its ``[neutron_defaults] resource_tags``, bound
 to a host, with an address, named by no KuryrPort), restricted further for safety: no
@@ -33,10 +37,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from kuryr_k8s.controller.crds import REPLACED_SPEC
 from kuryr_k8s.k8s import objects
 from kuryr_k8s.k8s.client import KubeClient
 from kuryr_k8s.k8s.errors import Conflict, NotFound
-from kuryr_k8s.k8s.resources import KURYRPORTS, NODES
+from kuryr_k8s.k8s.resources import CRDS, KURYRPORTS, NODES
 from kuryr_k8s.model.kuryrport import convert_upstream_vifs, upstream_vifs, vifs_status
 from kuryr_k8s.model.vif import InvalidVif
 from kuryr_k8s.openstack.neutron import Neutron
@@ -46,6 +51,7 @@ from kuryr_k8s.openstack.provider import PortTagging, pool_key_of
 LOG = logging.getLogger(__name__)
 
 OUR_TAG_PREFIX = "kuryr."
+KURYRPORTS_CRD = f"{KURYRPORTS.plural}.{KURYRPORTS.group}"
 """Every tag our controllers (of any cluster id) put on ports starts with it."""
 
 
@@ -107,9 +113,27 @@ def free_upstream_port(
     )
 
 
+async def came_from_upstream(client: KubeClient) -> bool:
+    """Whether upstream kuryr-kubernetes ran this cluster: its KuryrPort CRD was upgraded
+    by us (the annotation :data:`~kuryr_k8s.controller.crds.REPLACED_SPEC` keeps its old
+    spec) or a KuryrPort still holds its os-vif primitives."""
+    try:
+        crd = await client.get(CRDS, KURYRPORTS_CRD)
+    except NotFound:
+        return False
+    if REPLACED_SPEC in (objects.meta(crd).get("annotations") or {}):
+        return True
+    return any(upstream_vifs(kp) for kp in (await client.list_all(KURYRPORTS)).items)
+
+
 async def adopt_upstream(client: KubeClient, neutron: Neutron, scope: Scope) -> TakeoverReport:
-    """Convert upstream's KuryrPorts and take its free pool ports (module doc)."""
+    """Convert upstream's KuryrPorts and take its free pool ports (module doc). Nothing
+    at all in a cluster upstream never ran (:func:`came_from_upstream`): a port of ours'
+    device owner without our tags is then somebody else's (a test's, an operator's), never
+    a pool port to take."""
     report = TakeoverReport()
+    if not await came_from_upstream(client):
+        return report
     kps = (await client.list_all(KURYRPORTS)).items
     referenced: set[str] = set()
     for kp in kps:

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
-from kuryr_k8s.controller.takeover import Scope, free_upstream_port, upstream_port_problem
+from kuryr_k8s.controller.crds import REPLACED_SPEC
+from kuryr_k8s.controller.takeover import (
+    Scope,
+    TakeoverReport,
+    adopt_upstream,
+    came_from_upstream,
+    free_upstream_port,
+    upstream_port_problem,
+)
+from kuryr_k8s.openstack.fake import FakeNeutron
+from kuryr_k8s.openstack.neutron import Neutron
 from kuryr_k8s.openstack.ports import FixedIp, NeutronPort
 from kuryr_k8s.openstack.provider import PortTagging
+from unit.k8s.fakeapi import FakeApi
 
 SCOPE = Scope(PortTagging("c1", ("kuryr-upstream-bench",)), "proj", "net", pools=True)
 POD = "2b9c7a1e-0000-4000-8000-000000000001"
@@ -98,3 +109,47 @@ def test_recorded_upstream_port_is_adoptable_despite_its_device_id() -> None:
     assert port.device_id != uid  # the quirk, as recorded
     scope = Scope(PortTagging("c1", tuple(raw["tags"])), "proj", "net", pools=True)
     assert upstream_port_problem(port, uid, scope) is None
+
+
+# -- only in a cluster upstream ran ------------------------------------------------------
+
+CRDS_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def _cluster(annotated: bool) -> tuple[FakeApi, FakeNeutron, Scope]:
+    """A KuryrPort CRD (upgraded from upstream's or not) and, on the pod network, an
+    unowned bound port with our device owner (what a free upstream pool port looks like,
+    and also what someone else's port may look like)."""
+    api = FakeApi()
+    annotations = {REPLACED_SPEC: "{}"} if annotated else {}
+    api.seed(
+        CRDS_PATH,
+        {"metadata": {"name": "kuryrports.openstack.org", "annotations": annotations}},
+    )
+    api.seed("/api/v1/nodes", {"metadata": {"name": "node1"}})
+    fake = FakeNeutron()
+    net = fake.add_network("proj")
+    sub = fake.add_subnet(net, "10.20.0.0/24")
+    port = fake.add_port(net, sub)
+    fake.ports[port["id"]].update({"device_owner": "compute:kuryr", "binding:host_id": "node1"})
+    scope = Scope(PortTagging("c1", ()), "proj", net, pools=True)
+    return api, fake, scope
+
+
+async def test_a_cluster_upstream_never_ran_takes_no_port() -> None:
+    api, fake, scope = _cluster(annotated=False)
+    async with api.client() as client:
+        assert not await came_from_upstream(client)
+        report = await adopt_upstream(client, Neutron(fake, inline=True), scope)
+    assert report == TakeoverReport()
+    assert all(not p.get("tags") for p in fake.ports.values())
+
+
+async def test_after_an_upgrade_from_upstream_its_free_ports_join_our_pools() -> None:
+    api, fake, scope = _cluster(annotated=True)
+    async with api.client() as client:
+        assert await came_from_upstream(client)
+        report = await adopt_upstream(client, Neutron(fake, inline=True), scope)
+    (port,) = fake.ports.values()
+    assert report.pool_adopted == [port["id"]]
+    assert "kuryr.cluster:c1" in port["tags"]
