@@ -389,6 +389,10 @@ class CrdSwap:
             current = await client.get(CRDS, KURYRPORTS_CRD)
             body = copy.deepcopy(current)
             body["spec"] = self.saved["spec"]
+            # and its annotations as they were: the in-place upgrade's annotation would
+            # mark this shared API as one upstream ran, whose unowned compute:kuryr ports
+            # the next controller start would take as upstream's (takeover.py)
+            body["metadata"]["annotations"] = self.saved["metadata"].get("annotations") or {}
             await client.replace(CRDS, body)
             self.saved = None
 
