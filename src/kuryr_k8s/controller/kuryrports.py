@@ -40,7 +40,7 @@ from kuryr_k8s.controller.nodes import BareMetal, NodeNotNested, NodeTarget, Tru
 from kuryr_k8s.controller.placement import PodPlacement, StaticPlacement
 from kuryr_k8s.k8s import objects
 from kuryr_k8s.k8s.client import KubeClient, PatchType
-from kuryr_k8s.k8s.errors import NotFound
+from kuryr_k8s.k8s.errors import ApiError, NotFound
 from kuryr_k8s.k8s.informer import Store
 from kuryr_k8s.k8s.objects import Obj
 from kuryr_k8s.k8s.resources import KURYRPORTS, PODS
@@ -389,9 +389,12 @@ class KuryrPortReconciler:
             "conditions": merge_conditions(list(status.get("conditions") or []), conds),
         }
         if desired != status:
-            if port.id not in port_ids_in(kp):
+            naming = port.id not in port_ids_in(kp)
+            if naming:
                 self._fence(port)
             await self._write_status(kp, desired)
+            if naming:
+                await self._fence_after(kp, port, status)
         await self._announce(pod, port, vif, old_state, repairs)
         await self._announce_down(pod, port, port_status, went_down=lost and not was_lost)
         if vif.active and was_lost:
@@ -438,6 +441,42 @@ class KuryrPortReconciler:
                 "may have expired (a successor could hand the port out)",
                 delay=1.0,
             )
+
+    async def _fence_after(self, kp: Obj, port: NeutronPort, before: dict[str, Any]) -> None:
+        """The fence is checked before the write, but a process frozen between the check
+        and the write (SIGSTOP, a stalled VM) lands it after a successor took over with a
+        ledger that did not have it, and the successor may hand the port to another pod.
+        So check again after: if we may have lost the lease meanwhile, take the naming
+        back (only if the status still names this port: a JSON-patch ``test``) and let
+        the leader decide. Seen in the two-controllers crash test (a 7 s freeze)."""
+        if self._may_claim is None or self._may_claim():
+            return
+        LOG.warning(
+            "lease may have expired while naming port %s in the KuryrPort: taking it back",
+            port.id,
+        )
+        ops: list[dict[str, Any]] = [
+            {
+                "op": "test",
+                "path": f"/status/vifs/{kp_model.DEFAULT_IFNAME}/vif/portId",
+                "value": port.id,
+            },
+            {"op": "add", "path": "/status", "value": before},
+        ]
+        with contextlib.suppress(ApiError):  # changed meanwhile: the leader has seen it
+            await self._client.patch(
+                KURYRPORTS,
+                objects.name(kp),
+                ops,
+                objects.namespace(kp),
+                patch_type=PatchType.JSON,
+                subresource="status",
+            )
+        raise TemporaryError(
+            f"port {port.id} taken back from the KuryrPort: this controller's lease may "
+            "have expired while it was written",
+            delay=1.0,
+        )
 
     def _observe_plugged(self, kp: Obj) -> None:
         """``kuryr_pod_wiring_seconds`` once the daemon reported ADD success for the pod

@@ -267,3 +267,21 @@ async def test_without_a_watcher_the_poll_fallback_sees_the_port_become_active(
         await k8s.synced()
     kp = k8s.kp("web")
     assert kp is not None and kp["status"]["state"] == "Active"
+
+
+async def test_a_lease_lost_while_the_status_was_written_takes_the_naming_back(
+    setup: Setup,
+) -> None:
+    """A process frozen between the fence and its write (the two-controllers crash test:
+    a 7 s SIGSTOP) lands the write after a successor took over: the naming is undone."""
+    await setup.k8s.add_pod("web")
+    await setup.kuryrport_only()
+    setup.lease.answers = [True, True, False]  # acquire, fence, then gone after the write
+    with pytest.raises(TemporaryError, match="taken back"):
+        await setup.k8s.kp_rec.reconcile(KEY)
+    await setup.k8s.synced()
+    kp = setup.k8s.kp("web")
+    assert kp is not None and not port_ids_in(kp)
+    setup.lease.default = True
+    await setup.k8s.converge(KEY)
+    assert setup.port_of("web")
