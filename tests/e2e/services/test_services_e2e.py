@@ -47,6 +47,7 @@ from kuryr_k8s.sandbox.kuryr_components import (
 )
 from kuryr_k8s.sandbox.nodeagent.exec import find_sandbox
 from kuryr_k8s.sandbox.openstack import hostplug
+from kuryr_k8s.sandbox.openstack.services import OctaviaApi
 
 pytestmark = pytest.mark.e2e
 
@@ -623,3 +624,63 @@ def test_ovn_health_monitor_takes_a_dead_backend_out(world: World) -> None:
     wait_for(f"web-1 ERROR ({statuses()})", lambda: statuses() == want, 120)
     counts = _wait_responders(w, w.netns["client"], vip, 80, {"web-0", "web-2"})
     print(f"health monitor: {dict(statuses())}; {counts}; members {members_ips}")
+
+
+def test_octavia_down_is_reported_then_the_service_converges(world: World) -> None:
+    """Bad input from the cloud: Octavia's API is down when a Service arrives. Its
+    KuryrLoadBalancer says so (``Ready=False`` naming Octavia) and the Service gets a
+    ``LoadBalancerNotReady`` Event, while the rest keeps working (a Service made before
+    the outage still answers); once Octavia is back the new Service converges, with no
+    second load balancer."""
+    w = world
+    all_ready = dict.fromkeys(SERVERS, True)
+    w.apply(service("web-up"))
+    w.apply(endpoint_slice("web-up-1", "web-up", all_ready, w.ips))
+    wait_for("KuryrLoadBalancer web-up Ready", lambda: _klb_ready(w, "web-up") is not None, WAIT)
+    up = _klb_ready(w, "web-up")
+    assert up is not None
+    up_vip = up["status"]["loadbalancer"]["ip"]
+    _wait_responders(w, w.netns["client"], up_vip, 80, set(SERVERS))
+
+    octavia = OctaviaApi(w.sb.ctx)
+    assert octavia.stop(), "octavia-api was not running"
+    try:
+        w.apply(service("web-down"))
+        w.apply(endpoint_slice("web-down-1", "web-down", all_ready, w.ips))
+        reason = ""
+
+        def reported() -> bool:
+            nonlocal reason
+            klb = w.get("kuryrloadbalancer", "web-down")
+            conds = ((klb or {}).get("status") or {}).get("conditions") or []
+            ready = next((c for c in conds if c["type"] == "Ready"), None)
+            if ready is None or ready["status"] != "False":
+                return False
+            reason = f"{ready['reason']}: {ready['message']}"
+            return True
+
+        wait_for("web-down Ready=False while Octavia is down", reported, 180)
+        assert "Octavia" in reason, reason
+        selector = "involvedObject.name=web-down"
+        events = json.loads(
+            w.k("get", "events", "-n", w.ns, "--field-selector", selector, "-o", "json")
+        )["items"]
+        assert any(e["reason"] == "LoadBalancerNotReady" for e in events), events
+        # the Service made before the outage keeps answering (OVN serves it)
+        _wait_responders(w, w.netns["client"], up_vip, 80, set(SERVERS))
+        print(f"while Octavia was down: {reason}")
+    finally:
+        octavia.start()
+
+    members = {w.ips[p] for p in SERVERS}
+
+    def converged() -> bool:
+        klb = _klb_ready(w, "web-down")
+        return klb is not None and {m["ip"] for m in klb["status"]["members"]} == members
+
+    wait_for("web-down Ready with 3 members once Octavia is back", converged, WAIT)
+    klb = _klb_ready(w, "web-down")
+    assert klb is not None
+    _wait_responders(w, w.netns["client"], klb["status"]["loadbalancer"]["ip"], 80, set(SERVERS))
+    names = [lb["name"] for lb in w.octavia_lbs()]
+    assert names.count(f"{w.ns}/web-down") == 1, names
