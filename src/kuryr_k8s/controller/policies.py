@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,7 @@ from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
 from kuryr_k8s.model.kuryrnetwork import KNP_FINALIZER, POLICY_LABEL
 from kuryr_k8s.openstack.neutron import QuotaExceeded
 from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX, OWNER_TAG_PREFIX
-from kuryr_k8s.openstack.security import SecurityApi, SecurityGroup
+from kuryr_k8s.openstack.security import SecurityApi, SecurityGroup, SecurityGroupInUse
 
 if TYPE_CHECKING:
     from kuryr_k8s.controller.kuryrports import PodNetwork
@@ -60,6 +61,13 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 QUOTA_RETRY = 30.0
+SG_RETIRE_GRACE = 5.0
+"""Seconds an SG must have been unused by every port (Neutron's DB view) before it is
+deleted. ML2/OVN commits a port update to its DB, *then* moves the port between OVN port
+groups in the same request: an SG deleted in that window takes its port group along and
+the port's whole OVN transaction fails ("Port group pg_... does not exist"), so the port
+keeps stale port-group membership (traffic wrongly denied, or allowed) until Neutron's
+maintenance task repairs it minutes later. Seen in the policy e2e on a loaded host."""
 """Seconds between attempts while Neutron refuses a policy's groups for the quota."""
 
 VARIANT_TAG = "kuryr.sgvariant:"
@@ -241,6 +249,7 @@ class PolicyReconciler:
         events: EventRecorder | None = None,
         unsupported_protocols: Collection[str] = (),
         address_groups: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.world = world
@@ -256,6 +265,8 @@ class PolicyReconciler:
         self.events = events
         self.unsupported = frozenset(unsupported_protocols)
         self._applied: dict[str, _Applied] = {}
+        self._clock = clock
+        self._unused_since: dict[str, float] = {}
 
     async def reconcile(self, key: str) -> Result:
         self.world.check_synced()
@@ -316,7 +327,7 @@ class PolicyReconciler:
         if same_neutron:
             return Result()
         stale = await self._drop_stale(uid, plan, sg_ids, ag_ids)
-        return Result(requeue_after=2.0 if stale else None)
+        return Result(requeue_after=SG_RETIRE_GRACE if stale else None)
 
     # ---- KuryrNetworkPolicy ----------------------------------------------------------------
 
@@ -480,12 +491,8 @@ class PolicyReconciler:
         still in use (try again later)."""
         busy = False
         for sg in await self.api.list_security_groups([self.cluster_tag, OWNER_TAG_PREFIX + uid]):
-            if sg.id not in sg_ids.values():
-                try:
-                    await self.api.delete_security_group(sg.id)
-                except Exception as exc:  # in use by a port not yet moved: later
-                    LOG.debug("SG %s not deleted yet: %s", sg.id, exc)
-                    busy = True
+            if sg.id not in sg_ids.values() and not await self._retire(sg.id):
+                busy = True
         prefix = _ag_prefix(self.cluster_id, uid)
         for ag in await self.api.list_address_groups(prefix):
             if ag.id not in ag_ids.values():
@@ -496,6 +503,24 @@ class PolicyReconciler:
                     busy = True
         return busy
 
+    async def _retire(self, sg_id: str) -> bool:
+        """Delete an SG no port has used for :data:`SG_RETIRE_GRACE` seconds; True once it
+        is gone, False while a port uses it or the grace runs (ask again later)."""
+        if await self.api.ports_using(sg_id):
+            self._unused_since.pop(sg_id, None)
+            return False
+        since = self._unused_since.setdefault(sg_id, self._clock())
+        if self._clock() - since < SG_RETIRE_GRACE:
+            return False
+        try:
+            await self.api.delete_security_group(sg_id)
+        except SecurityGroupInUse as exc:  # a port took it again since the list
+            LOG.debug("SG %s not deleted yet: %s", sg_id, exc)
+            self._unused_since.pop(sg_id, None)
+            return False
+        self._unused_since.pop(sg_id, None)
+        return True
+
     async def _remove(self, key: str, knp: Obj | None) -> None:
         """The policy is gone: its SGs (once unused), address groups, then the KNP."""
         self._applied.pop(key, None)
@@ -503,10 +528,19 @@ class PolicyReconciler:
             return
         uid = str((knp.get("spec") or {}).get("policyUid") or "")
         if uid:
-            for sg in await self.api.list_security_groups(
-                [self.cluster_tag, OWNER_TAG_PREFIX + uid]
-            ):
-                await self.api.delete_security_group(sg.id)  # in use: TemporaryError, retried
+            busy = [
+                sg.id
+                for sg in await self.api.list_security_groups(
+                    [self.cluster_tag, OWNER_TAG_PREFIX + uid]
+                )
+                if not await self._retire(sg.id)
+            ]
+            if busy:  # the KNP (and its finalizer) stays until its SGs are gone
+                raise ResourceNotReady(
+                    f"security groups {', '.join(busy)} of deleted policy {key} are still "
+                    f"used by ports or were used less than {SG_RETIRE_GRACE:.0f} s ago",
+                    delay=SG_RETIRE_GRACE,
+                )
             for ag in await self.api.list_address_groups(_ag_prefix(self.cluster_id, uid)):
                 await self.api.delete_address_group(ag.id)
         knp = await remove_finalizer(self.client, KURYRNETWORKPOLICIES, knp, KNP_FINALIZER)

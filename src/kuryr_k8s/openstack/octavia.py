@@ -224,6 +224,9 @@ class OctaviaStats(CallStats):
 
 
 PENDING = ("PENDING_CREATE", "PENDING_UPDATE", "PENDING_DELETE")
+REDELETE_AFTER = 3.0
+"""Seconds a load balancer being deleted may show ``ACTIVE``/``ERROR`` before the delete is
+sent again (see :meth:`Octavia.wait_gone`)."""
 
 
 def _octavia_failure(op: str, exc: Exception) -> KuryrError:
@@ -345,12 +348,28 @@ class Octavia:
 
     async def wait_gone(self, lb_id: str, *, within: float = 30.0, cap: float = 2.0) -> None:
         """Poll until the LB no longer exists; :class:`LbPending` after ``within`` s.
-        A cascade delete that did not take (``ACTIVE`` or ``ERROR`` again) is sent again."""
+
+        A cascade delete that did not take (the LB ``ACTIVE`` or ``ERROR`` for
+        :data:`REDELETE_AFTER` seconds of polling) is sent again. Not at the first sight
+        of ``ACTIVE``: the OVN provider may report an earlier change's ``ACTIVE`` while it
+        is still deleting, and a second delete accepted then fails in the provider after
+        the first one succeeded, bringing the LB back as ``ERROR``."""
+        settled_since: float | None = None
 
         async def settled(lb: LoadBalancer | None) -> bool:
-            if lb is not None and lb.provisioning_status in ("ACTIVE", "ERROR"):
+            nonlocal settled_since
+            if lb is None:
+                return True
+            if lb.provisioning_status not in ("ACTIVE", "ERROR"):
+                settled_since = None
+                return False
+            now = self._clock()
+            if settled_since is None:
+                settled_since = now
+            elif now - settled_since >= REDELETE_AFTER:
                 await self.delete_loadbalancer(lb_id)
-            return lb is None
+                settled_since = None
+            return False
 
         await self._poll(lb_id, settled, " of deleting", within, 0.1, cap)
 

@@ -181,6 +181,16 @@ class SecurityApi:
     async def delete_security_group(self, sg_id: str) -> bool:
         return await self._delete("delete_security_group", f"/security-groups/{sg_id}")
 
+    async def ports_using(self, sg_id: str) -> list[str]:
+        """Ids of the ports whose ``security_groups`` name the SG (Neutron's DB view)."""
+        data = await self._call(
+            "list_ports",
+            "GET",
+            "/ports",
+            params={"security_groups": sg_id, "fields": ["id"]},
+        )
+        return [p["id"] for p in data["ports"]]
+
     async def create_rules(
         self, sg_id: str, project_id: str, rules: Sequence[dict[str, Any]]
     ) -> None:

@@ -427,12 +427,31 @@ class PolicyEnv:
             pgs = run([*nbctl, "--columns=name", "find", "Port_Group", f"ports{{>=}}{lsp}"],
                       check=False).stdout.split()  # fmt: skip
             lines.append(f"  OVN port groups: {pgs}")
+            if m is b:  # the ACLs the destination's to-lport stage evaluates
+                for pg in pgs:
+                    acls = run([*nbctl[:2], "acl-list", pg],
+                               check=False).stdout.splitlines()  # fmt: skip
+                    lines += [f"    acl {pg[:11]}: {' '.join(x.split())}" for x in acls
+                              if "to-lport" in x][:25]  # fmt: skip
         ct = run(
             ["ovs-appctl", "-t", str(ctx.paths.run / "ovs-vswitchd.ctl"), "dpctl/dump-conntrack"],
             check=False,
         ).stdout
         ips = (a.endpoint.ip, b.endpoint.ip)
-        lines += [f"  ct: {c}" for c in ct.splitlines() if all(f"={ip}," in c for ip in ips)][:20]
+        pair = [c for c in ct.splitlines() if all(f"={ip}," in c for ip in ips)]
+        # the source's own ct zone first: a probe that never entered it skipped its ACLs
+        pair.sort(key=lambda c: (f"src={a.endpoint.ip}," not in c.split("reply=")[0], c))
+        lines += [f"  ct: {c}" for c in pair[:60]]
+        lines.append(f"  ({len(pair)} conntrack entries for the pair)")
+        # OpenFlow of br-int that names the source's address: a flow left from an earlier
+        # policy's ACL (ip-prefix mode writes /32 matches) would show here
+        flows = run(
+            ["ovs-ofctl", "dump-flows", f"unix:{ctx.paths.run / 'br-int.mgmt'}"], check=False
+        ).stdout
+        named = [f for f in flows.splitlines() if f"nw_src={a.endpoint.ip}," in f
+                 or f"nw_src={a.endpoint.ip} " in f or f"reg2={a.endpoint.ip}" in f]  # fmt: skip
+        lines += [f"  of: {' '.join(f.split()[5:])}" for f in named[:20]]
+        lines.append(f"  ({len(named)} br-int flows match nw_src={a.endpoint.ip} exactly)")
         return "\n".join(lines)
 
     def endpoints(self) -> list[Endpoint]:

@@ -40,6 +40,14 @@ class FakeCloud:
     pending_reads: int = 1
     member_puts: int = 0
     down: bool = False
+    stale_active_on_delete: bool = False
+    """The OVN provider's status race seen on the sandbox: a late status report of an
+    earlier change shows ``ACTIVE`` right after a DELETE was accepted, while the delete is
+    still being done; a second DELETE accepted then crashes in the provider once the first
+    has removed the LB, which comes back as ``ERROR`` (ovn-octavia-provider: "'NoneType'
+    object has no attribute 'external_ids'")."""
+    _deleting: dict[str, int] = field(default_factory=dict)
+    _resurrect: dict[str, dict[str, Any]] = field(default_factory=dict)
     _pending: dict[str, int] = field(default_factory=dict)
     _seq: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -72,6 +80,8 @@ class FakeCloud:
         kind = parts[1]
         if kind == "providers":
             return 200, {"providers": [{"name": "ovn"}]}
+        if self.stale_active_on_delete and method == "GET":
+            self._provider_step()
         if kind == "loadbalancers" and len(parts) == 2 and method == "GET":
             for lb_id in [
                 i for i, lb in self.lbs.items() if lb["provisioning_status"] == "PENDING_DELETE"
@@ -112,6 +122,14 @@ class FakeCloud:
         if kind == "loadbalancers" and method == "DELETE":
             if parts[2] not in self.lbs:
                 return 404, {"faultstring": "not found"}
+            if self.stale_active_on_delete:
+                lb_id = parts[2]
+                if lb_id in self._deleting:  # accepted again: the provider will crash
+                    self._resurrect[lb_id] = copy.deepcopy(self.lbs[lb_id])
+                    return 204, None
+                self._deleting[lb_id] = 3  # GETs until the provider has removed it
+                self.lbs[lb_id]["provisioning_status"] = "ACTIVE"  # the stale report
+                return 204, None
             if self.lbs[parts[2]]["provisioning_status"] == "PENDING_DELETE":
                 return 409, {
                     "faultstring": f"Load Balancer {parts[2]} is immutable and cannot be updated."
@@ -162,6 +180,20 @@ class FakeCloud:
             self._touch(lb_id)
             return 202, None
         raise AssertionError(f"unexpected {method} {path}")
+
+    def _provider_step(self) -> None:
+        for lb_id in list(self._deleting):
+            self._deleting[lb_id] -= 1
+            if self._deleting[lb_id] > 0:
+                continue
+            del self._deleting[lb_id]
+            if lb_id in self.lbs:
+                self._delete_lb(lb_id)
+            elif lb_id in self._resurrect:  # the second delete failed: ERROR, not gone
+                self.lbs[lb_id] = {**self._resurrect.pop(lb_id), "provisioning_status": "ERROR"}
+        for lb_id in list(self._resurrect):
+            if lb_id not in self.lbs and lb_id not in self._deleting:
+                self._deleting[lb_id] = 1  # the failing second delete, processed next
 
     def _delete_lb(self, lb_id: str) -> None:
         self.lbs.pop(lb_id)
@@ -496,6 +528,19 @@ async def test_release_deletes_the_lb_and_our_floating_ip() -> None:
     await w.rec.release(SVC_UID)
     assert not w.cloud.lbs and not w.cloud.fips and not w.cloud.pools and not w.cloud.listeners
     assert objects.name(w.klb()) == "web"
+
+
+async def test_release_does_not_delete_twice_when_octavia_briefly_says_active() -> None:
+    """Only an LB that stays ACTIVE/ERROR after a delete gets the delete again: sent at
+    once, the second one raced the first in the OVN provider and left the LB in ERROR
+    after the controller had seen it gone (sandbox, svc-crash test, 2026-11-28)."""
+    w = make_world(spec_for(["10.20.0.5"]))
+    await w.converge()
+    w.cloud.stale_active_on_delete = True
+    await w.rec.release(SVC_UID)
+    for _ in range(5):  # Octavia keeps working after the controller has moved on
+        w.cloud("GET", "/lbaas/loadbalancers")
+    assert not w.cloud.lbs, w.cloud.lbs
 
 
 async def test_octavia_calls_are_exported_as_metrics() -> None:
