@@ -445,7 +445,13 @@ async def build(
     async def statuses_on() -> None:
         statuses.start()
 
-    scope = Scope(tagging, validated.project_id, validated.network.id, config.pool.enabled)
+    scope = Scope(
+        tagging,
+        validated.project_id,
+        validated.network.id,
+        config.pool.enabled,
+        worker_subnets=tuple(worker_subnets) if subports is not None else (),
+    )
 
     async def take_over() -> None:
         """Leader only, before the pools' rebuild: upstream's CRD and state (takeover.py)."""
