@@ -54,6 +54,19 @@ class VlanAlias:
         return cls(node, container_id, ifname, pod_key, cluster, network)
 
 
+def upstreams_device(device: vlan.VlanDevice | None, vif: Vif) -> bool:
+    """``device`` (found as the pod's interface, on the node's VLAN NIC) is the one
+    upstream kuryr-kubernetes made for the adopted ``vif``: its VLAN id is the VIF's and it
+    carries no alias (any alias is a stamp: ours go by it, anybody else's is theirs)."""
+    return (
+        device is not None
+        and vif.adopted
+        and vif.vlan_id is not None
+        and device.vlan_id == vif.vlan_id
+        and not device.alias
+    )
+
+
 class VlanBinding:
     """Nested pods: one 802.1Q device per pod on ``link_iface`` (the trunk parent NIC)."""
 
@@ -159,6 +172,23 @@ class VlanBinding:
         if plugged.container_id and owner.container_id != plugged.container_id:
             return
         vlan.delete_in_netns(plugged.netns, plugged.ifname)
+
+    def unplug_adopted(self, att: Attachment, vif: Vif) -> bool:
+        """DEL of a nested pod upstream kuryr-kubernetes plugged (its VIF adopted at
+        takeover, ``Vif.adopted``): upstream's device carries no stamp of ours (upstream
+        makes it on the NIC, moves it into the pod and renames it ``CNI_IFNAME``, no
+        ``ifalias``), so it is removed only when :func:`upstreams_device` says it is the
+        VIF's: ``att.ifname`` in the pod's namespace, a VLAN device on this node's
+        ``link_iface`` with the VIF's VLAN id, without an alias."""
+        if not vif.adopted or vif.vlan_id is None or not att.netns:
+            return False
+        try:
+            parent = vlan.parent_link(self.link_iface)
+        except HostError:
+            return False  # no NIC to prove it against: leave it (it goes with the netns)
+        if not upstreams_device(vlan.vlan_device_named(parent, att.netns, att.ifname), vif):
+            return False
+        return vlan.delete_in_netns(att.netns, att.ifname)
 
     def plugged(self) -> list[Plugged]:
         if not vlan.vlan_supported():

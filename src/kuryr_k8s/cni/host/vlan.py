@@ -160,6 +160,16 @@ def vlan_devices(parent: ParentLink) -> list[VlanDevice]:
     return found
 
 
+def vlan_device_named(parent: ParentLink, netns: str, ifname: str) -> VlanDevice | None:
+    """``ifname`` in ``netns`` if it is a VLAN device on ``parent``; None if it is not
+    there, is something else, or the namespace is gone."""
+    try:
+        with _netns_iproute(netns) as ipr:
+            return next((d for d in _vlans_in(ipr, parent, netns) if d.name == ifname), None)
+    except UnknownContainer:
+        return None
+
+
 def find_vlan(parent: ParentLink, vlan_id: int) -> VlanDevice | None:
     return next((d for d in vlan_devices(parent) if d.vlan_id == vlan_id), None)
 
