@@ -32,8 +32,11 @@ node: the benchmark is that kubelet meanwhile) and starts them again at the end.
 Everything it creates (pods, namespaces, ports, netns, upstream's processes, CRDs) is
 removed, also after an error.
 
+With ``--during 50``, single pods are also wired one after the other while a burst of 50
+others is (rows ``burst 50+`` and ``1 in 50``: a user's one pod on a busy node).
+
 Usage: .venv/bin/python benchmarks/pod_wiring.py [--singles 5] [--bursts 10,50]
-       [--modes pool,nopool] [--no-upstream] [--upstream-max-burst 50] [--floor 10]
+       [--during 50] [--modes pool,nopool] [--no-upstream] [--upstream-max-burst 50] [--floor 10]
        [--no-memory]
 """
 
@@ -51,7 +54,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,8 @@ from kuryr_k8s.sandbox.settings import settings_from_env
 
 READY_TIMEOUT = 600.0
 CNI_TIMEOUT = 300.0
+DURING_MOST = 40
+"""Most single pods measured during one burst (``--during``)."""
 ADD_ATTEMPTS = 3
 """First ADD plus kubelet-style retries (DEL, 1 s pause, new container id)."""
 
@@ -304,6 +309,19 @@ class Kubelet:
         gate.set()
         await asyncio.gather(*tasks)
         return runs
+
+    async def wire_during(
+        self, client: KubeClient, ns: str, burst: list[str], prefix: str, most: int
+    ) -> tuple[list[PodRun], list[PodRun]]:
+        """A burst, and meanwhile single pods one after the other (each POSTed when the one
+        before is wired, the first 0.1 s after the burst's gate) until the burst is all
+        wired or ``most`` singles ran. Returns (burst runs, single runs)."""
+        task = asyncio.create_task(self.wire(client, ns, burst))
+        singles: list[PodRun] = []
+        await asyncio.sleep(0.1)
+        while not task.done() and len(singles) < most:
+            singles += await self.wire(client, ns, [f"{prefix}-{len(singles)}"])
+        return await task, singles
 
     async def teardown(self, client: KubeClient, ns: str, wait_s: float = 180.0) -> float:
         """CNI DEL, delete with grace 0, wait for pods and KuryrPorts to go, drop netns.
@@ -578,11 +596,12 @@ async def run_impl(
     mem: dict[str, float],
     daemon_pid: int,
     tol: Tolerance,
+    during: list[int],
 ) -> list[Scenario]:
     out: list[Scenario] = []
     ns = f"bench-{impl.name[:2]}-{impl.mode}-{uuid.uuid4().hex[:6]}"
     await client.create(NAMESPACES, {"metadata": {"name": ns}})
-    biggest = max([1 if singles else 0, *bursts])
+    biggest = max([1 if singles else 0, *bursts, *(n + DURING_MOST for n in during)])
     print(f"-- {impl.name}, {impl.mode}: namespace {ns}", flush=True)
     others = sorted({o["metadata"]["namespace"] for o in (await client.list_all(PODS)).items})
     if [o for o in others if o != ns]:
@@ -612,7 +631,8 @@ async def run_impl(
                 await impl.before_scenario(size)
                 load0 = os.getloadavg()[0]
                 names = [f"{label.replace(' ', '')}-{i}-{j}" for j in range(size)]
-                runs = await impl.kubelet.wire(client, ns, names)
+                with phase_marker(size):
+                    runs = await impl.kubelet.wire(client, ns, names)
                 sc.load.append((load0, os.getloadavg()[0]))
                 sc.add(runs)
                 all_runs += runs
@@ -630,6 +650,28 @@ async def run_impl(
                 if size > 1 or i == count - 1:
                     print("   " + scenario_line(sc), flush=True)
             out.append(sc)
+        for size in during:
+            # Single pods while a burst of `size` others is being wired: the latency a
+            # user's one pod sees on a busy node (issue 10: p99 <= 600 ms).
+            await impl.before_scenario(size + DURING_MOST)
+            bsc = Scenario(impl.name, impl.mode, f"burst {size}+")
+            ssc = Scenario(impl.name, impl.mode, f"1 in {size}")
+            load0 = os.getloadavg()[0]
+            names = [f"under{size}-{j}" for j in range(size)]
+            burst_runs, single_runs = await impl.kubelet.wire_during(
+                client, ns, names, f"alone{size}", DURING_MOST
+            )
+            for sc in (bsc, ssc):
+                sc.load.append((load0, os.getloadavg()[0]))
+            bsc.add(burst_runs)
+            ssc.add(single_runs)
+            sc_teardown = await impl.kubelet.teardown(client, ns)
+            for sc in (bsc, ssc):
+                sc.teardown.append(sc_teardown)
+                print("   " + scenario_line(sc), flush=True)
+            if isinstance(impl, Upstream):
+                impl.last_teardown = time.monotonic()
+            out += [bsc, ssc]
     finally:
         with contextlib.suppress(Exception):
             await impl.kubelet.teardown(client, ns, wait_s=60)
@@ -683,6 +725,21 @@ def check_metrics(
                 Verdict(source.stage, metric, "p50", True, f"{est:.3f} s (no benchmark peer)")
             )
     return verdicts
+
+
+@contextlib.contextmanager
+def phase_marker(size: int) -> Iterator[None]:
+    """With ``KURYR_BENCH_PHASE_FILE`` set, that file exists (holding the burst size) while
+    a burst of at least 50 pods is being wired: a profiler can sample exactly that."""
+    path = os.environ.get("KURYR_BENCH_PHASE_FILE")
+    if not path or size < 50:
+        yield
+        return
+    Path(path).write_text(f"{size}\n")
+    try:
+        yield
+    finally:
+        Path(path).unlink(missing_ok=True)
 
 
 def scenario_line(sc: Scenario) -> str:
@@ -799,8 +856,19 @@ async def main_async(args: argparse.Namespace) -> int:
                     if isinstance(impl, Upstream):
                         bursts = [b for b in bursts if b <= args.upstream_max_burst]
                     await guard.wait_quiet(args.wait_quiet)
+                    during = args.during
+                    if isinstance(impl, Upstream):
+                        during = [b for b in during if b <= args.upstream_max_burst]
                     phase = run_impl(
-                        client, impl, args.singles, bursts, args.reps, mem, daemon_pid, tol
+                        client,
+                        impl,
+                        args.singles,
+                        bursts,
+                        args.reps,
+                        mem,
+                        daemon_pid,
+                        tol,
+                        during,
                     )
                     if isinstance(impl, Upstream):
                         scenarios += await holding_our_lease(client, phase)
@@ -960,7 +1028,9 @@ def report(
                 continue
             sc = found
             s = summary(sc.latencies) if sc.latencies else {}
-            total = ", ".join(f"{t:.2f}" for t in sc.totals) if name != "single" else "-"
+            total = "-"
+            if name != "single" and not name.startswith("1 in"):
+                total = ", ".join(f"{t:.2f}" for t in sc.totals)
             load = "; ".join(f"{a:.2f}->{b:.2f}" for a, b in sc.load[:1] + sc.load[-1:])
             if len(sc.load) == 1:
                 load = f"{sc.load[0][0]:.2f}->{sc.load[0][1]:.2f}"
@@ -1032,6 +1102,12 @@ def main() -> None:
     p.add_argument("--singles", type=int, default=5, help="single pods, one at a time")
     p.add_argument("--bursts", default="10,50", help="burst sizes, comma-separated")
     p.add_argument("--reps", type=int, default=1, help="repetitions of each burst")
+    p.add_argument(
+        "--during",
+        default="",
+        help="burst sizes, comma-separated, during which single pods are wired one after "
+        "the other and measured apart ('1 in N' rows; e.g. 50). Default: none",
+    )
     p.add_argument("--modes", default="pool,nopool", help="pool, nopool or both")
     p.add_argument(
         "--no-upstream",
@@ -1073,6 +1149,7 @@ def main() -> None:
     )
     args = p.parse_args()
     args.bursts = [int(x) for x in args.bursts.split(",") if x]
+    args.during = [int(x) for x in args.during.split(",") if x]
     args.modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in args.modes if m not in ("pool", "nopool")]
     if bad:

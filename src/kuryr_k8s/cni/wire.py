@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 from kuryr_k8s.cni import spec
 
@@ -59,7 +60,7 @@ def call(socket_path: str, body: dict[str, Any], timeout: float) -> dict[str, An
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
-            sock.connect(socket_path)
+            _connect(sock, socket_path, time.monotonic() + timeout)
             sock.sendall(head + payload)
             raw = _read_all(sock)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
@@ -79,6 +80,26 @@ def call(socket_path: str, body: dict[str, Any], timeout: float) -> dict[str, An
             spec.IO_FAILURE, "cannot talk to kuryr-daemon", f"{socket_path}: {exc}"
         ) from exc
     return parse_response(raw)
+
+
+def _connect(sock: socket.socket, path: str, deadline: float) -> None:
+    """Connect, waiting while the daemon's listen backlog is full: a unix socket answers a
+    connect to a full backlog with EAGAIN at once instead of queueing it (many plugins
+    started together by kubelet); that is "busy", not "broken", until ``deadline``."""
+    pause = 0.01
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() + pause > deadline:
+                raise spec.CniError(
+                    spec.TRY_AGAIN_LATER,
+                    "kuryr-daemon is busy",
+                    f"its listen backlog on {path} stayed full until the timeout",
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
 
 def _read_all(sock: socket.socket) -> bytes:

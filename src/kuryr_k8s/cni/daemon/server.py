@@ -27,6 +27,8 @@ from kuryr_k8s.model.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 
+LISTEN_BACKLOG = 4096
+"""Pending connections on the CNI socket (one per plugin run kubelet started)."""
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -117,7 +119,10 @@ class DaemonServer:
         self._runners.append(runner)
         old = os.umask(0o177)
         try:
-            await web.UnixSite(runner, str(socket_path)).start()
+            # kubelet runs one plugin per pod at once: a burst of 200 DELs overflowed
+            # aiohttp's default backlog (128) and the plugins got EAGAIN (benchmark run
+            # 2026-11-28); the kernel caps this at net.core.somaxconn.
+            await web.UnixSite(runner, str(socket_path), backlog=LISTEN_BACKLOG).start()
         finally:
             os.umask(old)
         socket_path.chmod(0o600)  # noqa: ASYNC240 - once, at start
