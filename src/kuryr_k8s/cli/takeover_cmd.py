@@ -4,12 +4,13 @@ Taking over needs no command: our controller does it at start (docs/migration.md
 way back, once every controller of ours is stopped (scaled to 0):
 
 1. refuses while a controller of ours holds the leader Lease (it would convert
-   everything again), or when a KuryrPort holds a VIF upstream cannot serve (nested
-   ``vlan`` VIFs: delete those pods first) -- before changing anything;
+   everything again), or when a KuryrPort holds a VIF it cannot convert (the message
+   names it) -- before changing anything;
 2. rewrites every KuryrPort's ``status.vifs`` in upstream's os-vif format
-   (:func:`~kuryr_k8s.model.vif.to_os_vif`; ``vif_name`` is the host device the node
-   made, so upstream's daemon unplugs it at DEL), through ``/status`` while our CRD still
-   has that subresource;
+   (:func:`~kuryr_k8s.model.kuryrport.to_upstream_vif`: ``VIFOpenVSwitch`` whose
+   ``vif_name`` is the host device the node made, so upstream's daemon unplugs it at DEL;
+   nested ``vlan`` VIFs as upstream's ``VIFVlanNested``, whose DEL removes the pod's
+   interface by its name), through ``/status`` while our CRD still has that subresource;
 3. puts back the CRD spec our controller replaced (kept in the CRD's annotation
    ``kuryr.openstack.org/replaced-crd-spec``; without it: ``--crd-file`` with upstream's
    ``kuryrport.yaml``). Objects and their status stay.
@@ -145,8 +146,8 @@ async def _rollback(args: argparse.Namespace) -> list[str]:
     from kuryr_k8s.controller.crds import REPLACED_SPEC
     from kuryr_k8s.k8s import KubeClient, NotFound, load_kubeconfig
     from kuryr_k8s.k8s.resources import CRDS, KURYRPORTS, LEASES
-    from kuryr_k8s.model.kuryrport import parse_vifs, upstream_vifs
-    from kuryr_k8s.model.vif import InvalidVif, to_os_vif
+    from kuryr_k8s.model.kuryrport import parse_vifs, to_upstream_vif, upstream_vifs
+    from kuryr_k8s.model.vif import InvalidVif
 
     path = args.kubeconfig or (
         Path(os.environ["KUBECONFIG"]) if "KUBECONFIG" in os.environ else None
@@ -191,7 +192,7 @@ async def _rollback(args: argparse.Namespace) -> list[str]:
                 continue
             try:
                 vifs = {
-                    ifname: {"default": e.default, "vif": to_os_vif(e.vif)}
+                    ifname: {"default": e.default, "vif": to_upstream_vif(e.vif)}
                     for ifname, e in parse_vifs(kp).items()
                 }
             except InvalidVif as exc:

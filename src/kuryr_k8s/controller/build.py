@@ -43,6 +43,12 @@ from kuryr_k8s.controller.service import Controller
 from kuryr_k8s.controller.subports import SubportProvider
 from kuryr_k8s.controller.takeover import Scope, adopt_upstream
 from kuryr_k8s.controller.takeover_networks import NetworkScope, adopt_upstream_networks
+from kuryr_k8s.controller.takeover_policies import (
+    PolicyScope,
+    adopt_upstream_policies,
+    retire_upstream_sgs,
+)
+from kuryr_k8s.controller.takeover_services import adopt_upstream_services
 from kuryr_k8s.controller.targets import TargetedPorts
 from kuryr_k8s.k8s import (
     KURYRPORTS,
@@ -410,8 +416,9 @@ async def build(
         [gc.run_forever, sweep] if config.services.pods_enabled else []
     )
     closers: list[Callable[[], None]] = []
+    services_part = None
     if config.services.enabled:
-        part = await build_services(
+        part = services_part = await build_services(
             config.services,
             source=config.source,
             neutron_settings=config.neutron,
@@ -463,6 +470,25 @@ async def build(
                 neutron,
                 NetworkScope(CLUSTER_TAG_PREFIX + config.defaults.cluster_id, scope.project_id),
             )
+        # upstream's Services and NetworkPolicies (takeover_services.py, takeover_policies.py)
+        if services_part is not None:
+            await adopt_upstream_services(
+                client, services_part.octavia, neutron, services_part.settings
+            )
+        if config.placement.security_groups_driver == "policy":
+            await adopt_upstream_policies(
+                client,
+                SecurityApi(neutron),
+                PolicyScope(CLUSTER_TAG_PREFIX + config.defaults.cluster_id, scope.project_id),
+            )
+
+    async def retire_upstream() -> None:
+        """Leader only: adopted upstream policy SGs go once no port uses them."""
+        if config.placement.security_groups_driver == "policy":
+            tag = CLUSTER_TAG_PREFIX + config.defaults.cluster_id
+            await retire_upstream_sgs(SecurityApi(neutron), tag)
+
+    background.append(retire_upstream)
 
     engines += placement_parts.engines
     caches += placement_parts.caches
