@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from kuryr_k8s.model.vif import InvalidVif, Vif, from_os_vif, is_os_vif_primitive
+from kuryr_k8s.model.vif import InvalidVif, Vif, from_os_vif, is_os_vif_primitive, to_os_vif
 
 GROUP = "openstack.org"
 VERSION = "v1"
@@ -109,6 +109,45 @@ def keep_adoption(vif: Vif, kuryrport: dict[str, Any]) -> Vif:
         if entry.vif.port_id == vif.port_id and entry.vif.adopted:
             return dataclasses.replace(vif, host_name=entry.vif.host_name, adopted=True)
     return vif
+
+
+UPSTREAM_TAP_LEN = 14
+"""kuryr-lib's ``NIC_NAME_LEN``: upstream names a port's device ``("tap" + port id)[:14]``."""
+
+
+def to_upstream_vif(vif: Vif, *, network_label: str = "") -> dict[str, Any]:
+    """Upstream's os-vif primitive for one of our VIFs (the rollback): ``ovs`` as
+    :func:`~kuryr_k8s.model.vif.to_os_vif`; a nested ``vlan`` VIF (ours, or adopted) as
+    upstream 10.0.0's ``VIFVlanNested`` (its ``kuryr_kubernetes.objects.vif``: namespace
+    ``os_vif``, version 1.0, plugin ``noop``, ``vlan_id``, ``vif_name`` named as upstream
+    names it; upstream's daemon uses that name only as the device's temporary name at ADD
+    and removes it and ``CNI_IFNAME`` from the pod's namespace at DEL, so the device our
+    daemon made, named ``CNI_IFNAME``, goes). The network is the one ``to_os_vif`` writes,
+    without ``bridge`` (a nested network has none)."""
+    if vif.vif_type != "vlan":
+        return to_os_vif(vif, network_label=network_label)
+    as_ovs = to_os_vif(
+        dataclasses.replace(vif, vif_type="ovs", bridge="br-int"), network_label=network_label
+    )
+    data = as_ovs["versioned_object.data"]
+    network = data["network"]
+    network["versioned_object.data"].pop("bridge", None)
+    return {
+        "versioned_object.name": "VIFVlanNested",
+        "versioned_object.namespace": "os_vif",
+        "versioned_object.version": "1.0",
+        "versioned_object.data": {
+            "id": data["id"],
+            "address": data["address"],
+            "active": data["active"],
+            "has_traffic_filtering": data["has_traffic_filtering"],
+            "preserve_on_delete": data["preserve_on_delete"],
+            "network": network,
+            "plugin": "noop",
+            "vif_name": ("tap" + vif.port_id)[:UPSTREAM_TAP_LEN],
+            "vlan_id": vif.vlan_id,
+        },
+    }
 
 
 def vifs_status(entries: dict[str, VifEntry]) -> dict[str, Any]:
