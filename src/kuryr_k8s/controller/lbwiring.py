@@ -6,9 +6,11 @@ IPs of ``type: LoadBalancer``), ``[neutron_defaults] lbaas_activation_timeout``,
 ``[kubernetes] endpoints_driver_octavia_provider`` (``ovn`` default; ``amphora``),
 ``[kubernetes] enabled_handlers`` (``service``/``endpoints``/``kuryrloadbalancer`` turn
 this part on, ``vif``/``kuryrport`` the pod part; unset: both, Services only with a
-``service_subnet``), ``[octavia_defaults] lb_algorithm``, ``enforce_sg_rules`` (accepted,
-no effect yet) and ours: ``[octavia_defaults] endpoint_override`` (Octavia URL for a
-keystone-less cloud), ``health_monitors``.
+``service_subnet``), ``[octavia_defaults] lb_algorithm``, ``enforce_sg_rules`` (upstream's
+default true; amphora only: the members' groups narrow the listeners' ``allowed_cidrs``;
+the ovn provider keeps the client's address, nothing to do) and ours:
+``[octavia_defaults] endpoint_override`` (Octavia URL for a keystone-less cloud),
+``health_monitors``.
 
 :func:`build_services` makes the informers (Services, EndpointSlices,
 KuryrLoadBalancers), the two reconcilers on engines that only take their own keys, the
@@ -69,6 +71,7 @@ class ServicesConfig:
     lb_algorithm: str = "SOURCE_IP_PORT"
     octavia_endpoint: str = ""
     health_monitors: bool = False
+    enforce_sg_rules: bool = True
     activation_timeout: float = 300.0
     gc_interval: float = 90.0
     gc_grace_period: float = 600.0
@@ -94,7 +97,7 @@ def load_services(cfg: ConfigFile) -> ServicesConfig:
         raise ConfigError(
             f"{cfg.source}: [neutron_defaults] lbaas_activation_timeout = {timeout}: must be > 0"
         )
-    cfg.tolerate("octavia_defaults", "enforce_sg_rules", "member_mode", "sg_mode")
+    cfg.tolerate("octavia_defaults", "member_mode", "sg_mode")
     return ServicesConfig(
         enabled=wanted,
         pods_enabled=not handlers or bool(handlers & POD_HANDLERS),
@@ -104,6 +107,7 @@ def load_services(cfg: ConfigFile) -> ServicesConfig:
         lb_algorithm=cfg.get_str("octavia_defaults", "lb_algorithm", DEFAULT_ALGORITHM[provider]),
         octavia_endpoint=cfg.get_str("octavia_defaults", "endpoint_override"),
         health_monitors=cfg.get_bool("octavia_defaults", "health_monitors", False),
+        enforce_sg_rules=cfg.get_bool("octavia_defaults", "enforce_sg_rules", True),
         activation_timeout=timeout,
         gc_interval=cfg.get_float("garbage_collection", "interval", 90.0),
         gc_grace_period=cfg.get_float("garbage_collection", "grace_period", 600.0),
@@ -214,7 +218,9 @@ async def build_services(
         member_subnets=member_subnets,
         external_network_id=cfg.external_svc_net,
         resource_tags=resource_tags,
+        vip_subnet_cidr=cidr,
         health_monitors=cfg.health_monitors,
+        enforce_sg_rules=cfg.enforce_sg_rules,
         step_wait=min(30.0, cfg.activation_timeout),
     )
     svc_engine = KeyedEngine(
@@ -238,6 +244,9 @@ async def build_services(
             svc_engine.route(svc_key)
 
     services.add_handler(svc_engine.route)
+    # loadBalancerSourceRanges are read from the Service (the KuryrLoadBalancer spec keeps
+    # upstream's fields): a change of them alone must reach the LB's listeners.
+    services.add_handler(klb_engine.route)
     klbs.add_handler(svc_engine.route)
     klbs.add_handler(klb_engine.route)
     slices.add_handler(on_slice)

@@ -12,6 +12,16 @@ pass reads Octavia and converges):
   network on the VIP port (``loadBalancerIP`` honoured), written to the Service's
   ``status.loadBalancer.ingress``. The status lists the LB, listeners, pools, members and
   the public IP (upstream's fields) and a ``Ready`` condition.
+* ``loadBalancerSourceRanges`` of a ``type: LoadBalancer`` Service become every
+  listener's ``allowed_cidrs`` (the ranges plus the cluster's own subnets: the VIP is the
+  clusterIP too). A provider that cannot filter (the ovn provider answers 501) leaves
+  them NOT enforced: condition ``SourceRangesEnforced=False`` naming Octavia's answer and
+  a Warning Event on the Service; never silently open.
+* ``[octavia_defaults] enforce_sg_rules`` (upstream's meaning, for a provider that hides
+  the client's address from the backends, amphora): each listener's ``allowed_cidrs`` are
+  narrowed to the sources the members' own security groups admit to their port (Octavia
+  writes them as rules on the VIP port's group). No effect with the ovn provider: it
+  keeps the client's address, so the backends' groups filter it themselves.
 * **gone** (being deleted): our floating IPs are deleted (a user's is disassociated), the
   LB is cascade-deleted and waited for, then the finalizer goes.
 
@@ -48,12 +58,14 @@ from kuryr_k8s.openstack.neutron import FloatingIp, Neutron
 from kuryr_k8s.openstack.octavia import (
     LbImmutable,
     LbInError,
+    Listener,
     LoadBalancer,
     Member,
     MemberSpec,
     Octavia,
     OctaviaNotFound,
     OctaviaRejected,
+    OctaviaUnsupported,
     Pool,
 )
 
@@ -62,6 +74,8 @@ LOG = logging.getLogger(__name__)
 OWNER_PREFIX = "kuryr.owner:"
 CLUSTER_PREFIX = "kuryr.cluster:"
 HM_TYPES = {"TCP": "TCP", "UDP": "UDP-CONNECT", "SCTP": "SCTP"}
+SOURCE_RANGES = "SourceRangesEnforced"
+"""KuryrLoadBalancer condition of a Service with ``loadBalancerSourceRanges``."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +92,11 @@ class LbSettings:
     external_network_id: str = ""
     """``[neutron_defaults] external_svc_net``: floating IPs for ``type: LoadBalancer``."""
     resource_tags: tuple[str, ...] = ()
+    vip_subnet_cidr: str = ""
+    """The service subnet's CIDR (the clusterIPs)."""
     health_monitors: bool = False
+    enforce_sg_rules: bool = False
+    """``[octavia_defaults] enforce_sg_rules``: see the module docstring (not ovn)."""
     step_wait: float = 30.0
     """Seconds one pass waits for ``ACTIVE`` after a change before it requeues."""
 
@@ -98,6 +116,11 @@ class LbSettings:
             if ip in ipaddress.ip_network(cidr):
                 return subnet_id
         return ""
+
+    def internal_cidrs(self, vip: str) -> tuple[str, ...]:
+        """Sources of the cluster itself: pod and node subnets, the service subnet, the VIP."""
+        cidrs = [cidr for _, cidr in self.member_subnets]
+        return (*cidrs, *([self.vip_subnet_cidr] if self.vip_subnet_cidr else []), f"{vip}/32")
 
 
 def owner_of(tags: Sequence[str]) -> str:
@@ -124,6 +147,9 @@ class KuryrLoadBalancerReconciler:
         self._neutron = neutron
         self._s = settings
         self._events = events
+        self._acl_refused: dict[str, str] = {}
+        """Provider -> Octavia's answer when it refused listener ``allowed_cidrs`` (asked
+        once per process, not on every pass)."""
 
     async def reconcile(self, key: str) -> Result:
         logs.bind(pod=f"svc:{key}", port="-")
@@ -138,21 +164,38 @@ class KuryrLoadBalancerReconciler:
             return Result()
         klb = await add_finalizer(self._client, KURYRLOADBALANCERS, klb, klb_model.KLB_FINALIZER)
         desired = klb_model.desired_lb(klb.get("spec") or {}, self._s.subnet_of)
+        svc = self._services.get(key)
+        ranges = klb_model.source_ranges(svc) if svc is not None else klb_model.SourceRanges()
         try:
-            status = await self._converge(klb, owner, desired)
+            status, extra = await self._converge(klb, owner, desired, ranges)
         except KuryrError as exc:
             await self._failed(klb, exc)
             raise
-        await self._write_status(klb, status, ok=True, reason="Converged", message="")
+        await self._write_status(klb, status, ok=True, reason="Converged", message="", extra=extra)
+        if svc is not None and extra and extra[0]["status"] == "False":
+            await self._events.emit(
+                svc, "SourceRangesNotEnforced", extra[0]["message"], type="Warning"
+            )
         await self._publish(key, status)
         return Result()
 
     # ---- converge ---------------------------------------------------------------------
 
-    async def _converge(self, klb: Obj, owner: str, want: DesiredLb) -> dict[str, Any]:
+    async def _converge(
+        self, klb: Obj, owner: str, want: DesiredLb, ranges: klb_model.SourceRanges
+    ) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        """Octavia converged to ``want``; the status and the conditions beside Ready."""
         tags = self._s.tags(owner)
         if not want.vip:
             raise PermanentError("the Service has no clusterIP")
+        if ranges.invalid:  # before anything is made
+            raise PermanentError(
+                f"loadBalancerSourceRanges {', '.join(map(repr, ranges.invalid))}: not a "
+                "CIDR; fix the Service's spec.loadBalancerSourceRanges (or its "
+                f"{klb_model.SOURCE_RANGES_ANNOTATION} annotation), e.g. 203.0.113.0/24"
+            )
+        acl = klb_model.allowed_cidrs(ranges, self._s.internal_cidrs(want.vip))
+        refusals: set[str] = set()
         lb = await self._ensure_lb(klb, owner, want, tags)
         listeners = {
             (li.protocol, li.protocol_port): li for li in await self._octavia.listeners(lb.id)
@@ -211,6 +254,10 @@ class KuryrLoadBalancerReconciler:
                 await self._active(lb.id)
             await self._ensure_hm(lb, pool, d, tags)
             members = await self._ensure_members(lb, pool, d, tags)
+            listener_acl = klb_model.listener_acl(acl, await self._member_sources(lb, d))
+            refused = await self._ensure_acl(lb, listener, listener_acl)
+            if refused:
+                refusals.add(refused)
             status["listeners"].append(
                 {
                     "id": listener.id,
@@ -219,6 +266,11 @@ class KuryrLoadBalancerReconciler:
                     "protocol": d.protocol,
                     "loadbalancer_id": lb.id,
                     "project_id": lb.project_id,
+                    **(
+                        {"allowed_cidrs": list(listener_acl)}
+                        if listener_acl and not refused
+                        else {}
+                    ),
                 }
             )
             status["pools"].append(
@@ -250,7 +302,99 @@ class KuryrLoadBalancerReconciler:
                 "ip_addr": fip.address,
                 "alloc_method": "pool" if self._s.cluster_tag in fip.tags else "user",
             }
-        return status
+        return status, self._ranges_condition(lb, ranges, acl, refusals)
+
+    def _ranges_condition(
+        self,
+        lb: LoadBalancer,
+        ranges: klb_model.SourceRanges,
+        acl: tuple[str, ...],
+        refusals: set[str],
+    ) -> list[dict[str, str]]:
+        if not ranges.asked:
+            return []
+        asked = ", ".join((*ranges.cidrs, *ranges.ipv6)) or "none"
+        v6 = (
+            f"; IPv6 ranges {', '.join(ranges.ipv6)} cannot match a client of the IPv4 VIP "
+            "and are left out"
+            if ranges.ipv6
+            else ""
+        )
+        now = objects.timestamp(datetime.now(UTC))
+        if refusals:
+            message = (
+                f"loadBalancerSourceRanges ({asked}) are NOT enforced: Octavia's "
+                f"{lb.provider} provider refused the listener allowed_cidrs "
+                f"({'; '.join(sorted(refusals))}), so every source reaches the load "
+                "balancer"
+            )
+            if lb.provider == "ovn":
+                message += (
+                    ". The ovn provider keeps the client's address: a NetworkPolicy "
+                    "(ipBlock) on the backends restricts who reaches them"
+                )
+            return [condition(SOURCE_RANGES, False, "ProviderUnsupported", message, now)]
+        message = (
+            f"only {asked} and the cluster's own networks reach the load balancer: "
+            f"listener allowed_cidrs {', '.join(acl)}{v6}"
+        )
+        return [condition(SOURCE_RANGES, True, "ListenerAllowedCidrs", message, now)]
+
+    async def _member_sources(self, lb: LoadBalancer, d: DesiredListener) -> list[str] | None:
+        """``enforce_sg_rules``: the sources the members' security groups admit to their
+        port (None: any, or nothing to enforce: the ovn provider, no members, a member
+        without a Neutron port or groups)."""
+        if not self._s.enforce_sg_rules or lb.provider == "ovn" or not d.members:
+            return None
+        rules: dict[str, list[dict[str, Any]]] = {}
+        out: list[str] = []
+        for member in d.members:
+            ports = await self._neutron.list_ports(fixed_ips=[f"ip_address={member.address}"])
+            groups = sorted({sg for port in ports for sg in port.security_groups})
+            if not groups:
+                return None
+            missing = [sg for sg in groups if sg not in rules]
+            if missing:  # one call for the groups not read yet (the adapter's raw call,
+                # as openstack/security.py does)
+                data = await self._neutron._call(
+                    "list_security_group_rules",
+                    "GET",
+                    "/security-group-rules",
+                    params={"security_group_id": missing},
+                )
+                rules.update({sg: [] for sg in missing})
+                for rule in data["security_group_rules"]:
+                    rules.setdefault(rule["security_group_id"], []).append(rule)
+            admitted = klb_model.sg_sources(
+                [r for sg in groups for r in rules[sg]], d.protocol, member.port
+            )
+            if admitted is None:
+                return None
+            out += admitted
+        return out
+
+    async def _ensure_acl(self, lb: LoadBalancer, listener: Listener, acl: tuple[str, ...]) -> str:
+        """The listener's ``allowed_cidrs`` made ``acl``; '' when they are, else the
+        provider's refusal (the listener is then left as it was)."""
+        if sorted(listener.allowed_cidrs) == sorted(acl):
+            return ""
+        refused = self._acl_refused.get(lb.provider, "")
+        if refused and acl:
+            return refused
+        try:
+            await self._octavia.set_allowed_cidrs(listener.id, acl)
+        except OctaviaUnsupported as exc:
+            LOG.warning("listener %s: allowed_cidrs refused: %s", listener.id, exc)
+            self._acl_refused[lb.provider] = str(exc)
+            return str(exc)
+        await self._active(lb.id)
+        LOG.info(
+            "listener %s/%s: allowed_cidrs %s",
+            listener.protocol,
+            listener.protocol_port,
+            ", ".join(acl) or "none (every source)",
+        )
+        return ""
 
     def _name(self, klb: Obj, d: DesiredListener) -> str:
         return f"{objects.namespace(klb)}/{objects.name(klb)}:{d.protocol}:{d.port}"
@@ -402,22 +546,31 @@ class KuryrLoadBalancerReconciler:
 
     async def _failed(self, klb: Obj, exc: KuryrError) -> None:
         reason = type(exc).__name__
-        await self._write_status(
-            klb, dict(klb.get("status") or {}), ok=False, reason=reason, message=str(exc)
-        )
+        old = dict(klb.get("status") or {})
+        kept = [  # what was said about the source ranges still holds
+            c for c in old.get("conditions") or [] if c.get("type") == SOURCE_RANGES
+        ]
+        await self._write_status(klb, old, ok=False, reason=reason, message=str(exc), extra=kept)
         svc = self._services.get(objects.key(klb))
         if svc is not None:
             kind = "Warning" if isinstance(exc, PermanentError) else "Normal"
             await self._events.emit(svc, "LoadBalancerNotReady", f"{reason}: {exc}", type=kind)
 
     async def _write_status(
-        self, klb: Obj, status: dict[str, Any], *, ok: bool, reason: str, message: str
+        self,
+        klb: Obj,
+        status: dict[str, Any],
+        *,
+        ok: bool,
+        reason: str,
+        message: str,
+        extra: Sequence[dict[str, str]] = (),
     ) -> None:
         old = klb.get("status") or {}
         now = objects.timestamp(datetime.now(UTC))
         ready = condition("Ready", ok, reason, message, now)
         status = {k: v for k, v in status.items() if k != "conditions"}
-        status["conditions"] = merge_conditions(list(old.get("conditions") or []), [ready])
+        status["conditions"] = merge_conditions(list(old.get("conditions") or []), [ready, *extra])
         if status == old:
             return
         body = {"status": {**{k: None for k in old if k not in status}, **status}}

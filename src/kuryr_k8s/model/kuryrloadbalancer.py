@@ -15,7 +15,7 @@ Two steps, each a pure function (unit-tested without Kubernetes or Octavia):
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -116,8 +116,12 @@ def klb_spec(
             "type NodePort: node ports are not served (there is no kube-proxy); the "
             "clusterIP load balancer is"
         )
-    if spec.get("loadBalancerSourceRanges"):
-        warnings.append("loadBalancerSourceRanges are ignored (no listener allowed_cidrs yet)")
+    if spec.get("type") != "LoadBalancer" and _asked_ranges(service):
+        warnings.append(
+            "loadBalancerSourceRanges are ignored: they restrict a type LoadBalancer "
+            "Service's floating IP, and this Service has none (the clusterIP stays open "
+            "to the cluster, as in Kubernetes)"
+        )
     publish_all = bool(spec.get("publishNotReadyAddresses"))
     # Kubernetes: such a Service's endpoints count as ready whatever their pods say.
     ip = str(spec.get("clusterIP") or "")
@@ -167,6 +171,129 @@ def klb_spec(
     if out["type"] == "LoadBalancer" and lb_ip:
         out["lb_ip"] = str(lb_ip)
     return out, warnings
+
+
+# --------------------------------------------------------------------------------------
+# loadBalancerSourceRanges
+# --------------------------------------------------------------------------------------
+
+SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"
+"""Kubernetes' older form of ``spec.loadBalancerSourceRanges`` (comma-separated), used
+when the field is empty."""
+
+
+def _asked_ranges(service: dict[str, Any]) -> list[str]:
+    spec = service.get("spec") or {}
+    ranges = [str(r).strip() for r in spec.get("loadBalancerSourceRanges") or []]
+    if not ranges:
+        annotations = (service.get("metadata") or {}).get("annotations") or {}
+        ranges = str(annotations.get(SOURCE_RANGES_ANNOTATION) or "").split(",")
+    return [r for r in ranges if r]
+
+
+@dataclass(frozen=True)
+class SourceRanges:
+    """What a ``type: LoadBalancer`` Service asks: only these sources may reach it."""
+
+    cidrs: tuple[str, ...] = ()
+    """The IPv4 ranges, as networks (``10.0.0.1/8`` -> ``10.0.0.0/8``), sorted, unique."""
+    ipv6: tuple[str, ...] = ()
+    """IPv6 ranges: they cannot match a client of the IPv4 VIP, so they are left out."""
+    invalid: tuple[str, ...] = ()
+    """Entries that are not a CIDR."""
+
+    @property
+    def asked(self) -> bool:
+        return bool(self.cidrs or self.ipv6 or self.invalid)
+
+
+def source_ranges(service: dict[str, Any]) -> SourceRanges:
+    """The Service's ``loadBalancerSourceRanges`` (else the annotation); nothing asked
+    unless it is ``type: LoadBalancer`` (Kubernetes applies them to the cloud load
+    balancer only; the clusterIP stays open to the cluster)."""
+    if (service.get("spec") or {}).get("type") != "LoadBalancer":
+        return SourceRanges()
+    v4: set[str] = set()
+    v6: list[str] = []
+    invalid: list[str] = []
+    for entry in _asked_ranges(service):
+        try:
+            net = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            invalid.append(entry)
+            continue
+        if net.version == 4:
+            v4.add(str(net))
+        else:
+            v6.append(entry)
+    return SourceRanges(tuple(sorted(v4, key=ipaddress.ip_network)), tuple(v6), tuple(invalid))
+
+
+def allowed_cidrs(ranges: SourceRanges, internal: tuple[str, ...]) -> tuple[str, ...]:
+    """A listener ACL for ``ranges``: they plus the cluster's own ``internal`` networks
+    (the VIP is the clusterIP too: pods and nodes must keep reaching it); empty when
+    nothing is asked. Never empty when something is: IPv6-only ranges admit no outside
+    source, not every one."""
+    if not ranges.asked:
+        return ()
+    return _acl([*ranges.cidrs, *internal])
+
+
+NOBODY = "127.0.0.1/32"
+"""The ACL admitting no outside source (an empty ``allowed_cidrs`` would admit all)."""
+
+
+def _v4(cidrs: Iterable[str]) -> list[ipaddress.IPv4Network]:
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    return [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
+
+
+def _acl(nets: Iterable[str | ipaddress.IPv4Network]) -> tuple[str, ...]:
+    v4 = _v4(str(n) for n in nets) or [ipaddress.IPv4Network(NOBODY)]
+    return tuple(str(n) for n in ipaddress.collapse_addresses(v4))  # sorted, none inside another
+
+
+PROTOCOL_NUMBERS = {"TCP": "6", "UDP": "17", "SCTP": "132"}
+
+
+def sg_sources(rules: Iterable[Mapping[str, Any]], protocol: str, port: int) -> list[str] | None:
+    """The IPv4 sources Neutron security-group ``rules`` admit to ``protocol``/``port``
+    (``enforce_sg_rules``); None: any source (a rule without a remote, or one naming a
+    remote group or address group, which no CIDR list can say)."""
+    out: list[str] = []
+    for r in rules:
+        if r.get("direction") != "ingress" or (r.get("ethertype") or "IPv4") != "IPv4":
+            continue
+        proto = r.get("protocol")
+        if proto is not None and str(proto).lower() not in (
+            protocol.lower(),
+            PROTOCOL_NUMBERS.get(protocol, ""),
+        ):
+            continue
+        low, high = r.get("port_range_min"), r.get("port_range_max")
+        if low is not None and not int(low) <= port <= int(high if high is not None else low):
+            continue
+        prefix = r.get("remote_ip_prefix")
+        if r.get("remote_group_id") or r.get("remote_address_group_id") or not prefix:
+            return None
+        out.append(str(prefix))
+    return out
+
+
+def listener_acl(ranges_acl: tuple[str, ...], members: list[str] | None) -> tuple[str, ...]:
+    """The listener's ``allowed_cidrs``: the source-range ACL (:func:`allowed_cidrs`, empty:
+    none asked) narrowed to what the members' groups admit (None: they admit all)."""
+    if members is None:
+        return ranges_acl
+    if not ranges_acl:
+        return _acl(members)
+    both = [
+        x if x.prefixlen >= y.prefixlen else y
+        for x in _v4(ranges_acl)
+        for y in _v4(members)
+        if x.overlaps(y)
+    ]
+    return _acl(both)
 
 
 # --------------------------------------------------------------------------------------

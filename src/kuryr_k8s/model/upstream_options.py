@@ -125,7 +125,18 @@ _TABLE: tuple[tuple[str, str, bool, str], ...] = (
     ("vif_pool", "vif_pool_mapping", _I, "the pool follows the pod's VIF kind by itself"),
     # [octavia_defaults]
     ("octavia_defaults", "member_mode", _I, "members are always L3 (pod addresses)"),
-    ("octavia_defaults", "enforce_sg_rules", _I, "accepted; no effect yet"),
+    (
+        "octavia_defaults",
+        "enforce_sg_rules",
+        _H,
+        "default true as upstream; with the amphora provider (which hides the client's "
+        "address from the backends) each listener's allowed_cidrs are narrowed to what "
+        "the members' own security groups admit to their port (Octavia writes them as "
+        "rules on the VIP port's group; unit-tested only); with the ovn provider no "
+        "effect: it keeps the client's address, so the backends' security groups and "
+        "NetworkPolicies filter it themselves, and its VIP port carries no traffic (a "
+        "group on it filters nothing, measured on the sandbox)",
+    ),
     ("octavia_defaults", "lb_algorithm", _H, ""),
     ("octavia_defaults", "timeout_client_data", _I, "Octavia's default timeouts apply"),
     ("octavia_defaults", "timeout_member_data", _I, "Octavia's default timeouts apply"),

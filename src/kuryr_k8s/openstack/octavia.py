@@ -8,6 +8,7 @@ translate failures into the project's error tree at this boundary:
 =================================================  ====================================
 404                                                :class:`OctaviaNotFound` (permanent)
 409 "immutable" (the LB is ``PENDING_*``)          :class:`LbImmutable` (temporary, 1 s)
+501 (the provider cannot do an option asked for)  :class:`OctaviaUnsupported` (permanent)
 other 409, 5xx, 429, timeouts, refused             :class:`OctaviaUnavailable` (temporary)
 other 4xx (bad VIP, unsupported protocol...)       :class:`OctaviaRejected` (permanent)
 =================================================  ====================================
@@ -74,6 +75,12 @@ class OctaviaNotFound(OctaviaRejected):
     """The object (or the one named in the request) does not exist."""
 
 
+class OctaviaUnsupported(OctaviaRejected):
+    """HTTP 501: the LB's provider refuses an option of the request (e.g. the ovn
+    provider and listener ``allowed_cidrs``: "Provider 'ovn' does not support a requested
+    option: OVN provider does not support allowed_cidrs option"). Nothing was changed."""
+
+
 def translate(what: str, status: int, body: Any) -> KuryrError:
     """The error-tree exception for a failed Octavia response (``what``: the operation)."""
     message = ""
@@ -86,6 +93,8 @@ def translate(what: str, status: int, body: Any) -> KuryrError:
         return LbImmutable(text, delay=1.0)
     if status == 404:
         return OctaviaNotFound(text, status=status)
+    if status == 501:
+        return OctaviaUnsupported(text, status=status)
     if status in (408, 409, 429) or status >= 500:
         return OctaviaUnavailable(text)
     return OctaviaRejected(text, status=status)
@@ -119,6 +128,8 @@ class Listener:
     protocol_port: int
     default_pool_id: str
     tags: tuple[str, ...] = ()
+    allowed_cidrs: tuple[str, ...] = ()
+    """Octavia's listener ACL; empty: every source."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,7 @@ def _listener(d: Mapping[str, Any]) -> Listener:
         protocol_port=int(d.get("protocol_port") or 0),
         default_pool_id=d.get("default_pool_id") or "",
         tags=_tags(d),
+        allowed_cidrs=tuple(d.get("allowed_cidrs") or ()),
     )
 
 
@@ -426,6 +438,12 @@ class Octavia:
         fields: dict[str, Any] = {"loadbalancer_id": lb_id, "protocol_port": port}
         fields.update(name=name, protocol=protocol, tags=list(tags))
         return _listener(await self._create("listener", fields))
+
+    async def set_allowed_cidrs(self, listener_id: str, cidrs: Sequence[str]) -> None:
+        """The listener's ACL becomes ``cidrs`` (empty: every source). A provider that
+        cannot filter raises :class:`OctaviaUnsupported` and the listener is unchanged."""
+        body = {"listener": {"allowed_cidrs": list(cidrs) or None}}
+        await self._call("update_listener", "PUT", f"/lbaas/listeners/{listener_id}", body=body)
 
     async def delete_listener(self, listener_id: str) -> bool:
         return await self._delete("listener", listener_id)

@@ -65,3 +65,10 @@ def test_every_option_read_is_known_to_the_file_check() -> None:
     s = load_services(cfg)
     assert s.health_monitors and s.activation_timeout == 60.0
     cfg.reject_unknown()  # no unknown option among them
+
+
+def test_enforce_sg_rules_is_read_with_upstreams_default() -> None:
+    base = "[neutron_defaults]\nservice_subnet = s\n"
+    assert load_services(conf(base)).enforce_sg_rules  # upstream's default: true
+    off = load_services(conf(base + "[octavia_defaults]\nenforce_sg_rules = false\n"))
+    assert not off.enforce_sg_rules

@@ -37,6 +37,9 @@ class FakeCloud:
     pools: dict[str, dict[str, Any]] = field(default_factory=dict)
     members: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     fips: dict[str, dict[str, Any]] = field(default_factory=dict)
+    port_groups: dict[str, list[str]] = field(default_factory=dict)
+    """Neutron ports: fixed IP -> security group ids."""
+    sg_rules: list[dict[str, Any]] = field(default_factory=list)
     pending_reads: int = 1
     member_puts: int = 0
     down: bool = False
@@ -77,6 +80,15 @@ class FakeCloud:
         parts = path.strip("/").split("/")
         if parts[0] == "floatingips":
             return self._fip(method, parts, body, params)
+        if parts[0] == "ports" and method == "GET":
+            [ip] = [f.split("=", 1)[1] for f in params["fixed_ips"]]
+            groups = self.port_groups.get(ip)
+            ports = [] if groups is None else [{"id": f"port-{ip}", "security_groups": groups}]
+            return 200, {"ports": ports}
+        if parts[0] == "security-group-rules" and method == "GET":
+            wanted = set(params["security_group_id"])
+            rules = [r for r in self.sg_rules if r["security_group_id"] in wanted]
+            return 200, {"security_group_rules": copy.deepcopy(rules)}
         kind = parts[1]
         if kind == "providers":
             return 200, {"providers": [{"name": "ovn"}]}
@@ -158,6 +170,22 @@ class FakeCloud:
                 self.members[obj["id"]] = []
             self._touch(lb_id)
             return 201, {one: copy.deepcopy(obj)}
+        if kind == "listeners" and method == "PUT":
+            listener = self.listeners[parts[2]]
+            lb = self.lbs[listener["loadbalancer_id"]]
+            cidrs = body["listener"].get("allowed_cidrs")
+            if cidrs and lb["provider"] == "ovn":  # ovn-octavia-provider 11, as the sandbox
+                return 501, {
+                    "faultstring": "Provider 'ovn' does not support a requested option: "
+                    "OVN provider does not support allowed_cidrs option"
+                }
+            if lb["provisioning_status"] != "ACTIVE":
+                return 409, {
+                    "faultstring": f"Load Balancer {lb['id']} is immutable and cannot be updated."
+                }
+            listener["allowed_cidrs"] = cidrs
+            self._touch(lb["id"])
+            return 200, {"listener": copy.deepcopy(listener)}
         if kind in ("listeners", "pools") and method == "DELETE":
             table = self.listeners if kind == "listeners" else self.pools
             obj = table.pop(parts[2], None)
@@ -290,7 +318,7 @@ class World:
         return obj
 
 
-def make_world(spec: dict[str, Any]) -> World:
+def make_world(spec: dict[str, Any], *, enforce_sg_rules: bool = False) -> World:
     cloud = FakeCloud()
 
     now = [0.0]
@@ -319,8 +347,10 @@ def make_world(spec: dict[str, Any]) -> World:
         cluster_id="c1",
         project_id="p1",
         vip_subnet_id="svc-sub",
+        vip_subnet_cidr="10.96.0.0/12",
         member_subnets=(("pod-sub", "10.20.0.0/20"),),
         external_network_id="ext-net",
+        enforce_sg_rules=enforce_sg_rules,
     )
     events = FakeEvents()
     rec = KuryrLoadBalancerReconciler(
@@ -335,7 +365,9 @@ def make_world(spec: dict[str, Any]) -> World:
     return World(cloud, klbs, services, rec, events)
 
 
-def spec_for(ips: list[str], *, lb_type: str = "ClusterIP", lb_ip: str = "") -> dict[str, Any]:
+def spec_for(
+    ips: list[str], *, lb_type: str = "ClusterIP", lb_ip: str = "", provider: str = "ovn"
+) -> dict[str, Any]:
     svc = {
         "metadata": {"name": "web", "namespace": "ns"},
         "spec": {
@@ -358,7 +390,7 @@ def spec_for(ips: list[str], *, lb_type: str = "ClusterIP", lb_ip: str = "") -> 
             ],
         }
     ]
-    settings = m.ServiceLbSettings("ovn", "p1", "svc-sub", "10.96.0.0/12")
+    settings = m.ServiceLbSettings(provider, "p1", "svc-sub", "10.96.0.0/12")
     return m.klb_spec(svc, slices, settings)[0]
 
 
@@ -551,3 +583,166 @@ async def test_octavia_calls_are_exported_as_metrics() -> None:
     text = generate_latest(registry).decode()
     assert 'kuryr_octavia_calls_total{op="create_loadbalancer"} 1.0' in text
     assert 'kuryr_octavia_call_seconds_total{op="replace_members"}' in text
+
+
+# ---- loadBalancerSourceRanges ----------------------------------------------------------
+
+
+def public_service(w: World, *ranges: str) -> None:
+    """The Service of the world becomes ``type: LoadBalancer`` with these ranges."""
+    svc = w.services.get("ns/web")
+    assert svc is not None
+    spec = {
+        "type": "LoadBalancer",
+        **({"loadBalancerSourceRanges": list(ranges)} if ranges else {}),
+    }
+    w.services.put({**svc, "spec": spec})
+
+
+def acls(cloud: FakeCloud) -> dict[int, list[str] | None]:
+    return {li["protocol_port"]: li.get("allowed_cidrs") for li in cloud.listeners.values()}
+
+
+def conditions(w: World) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in w.klb()["status"]["conditions"]}
+
+
+async def test_source_ranges_are_every_listeners_allowed_cidrs_where_the_provider_filters() -> None:
+    """amphora (unit-tested only: the sandbox has the ovn provider): the ranges plus the
+    cluster's own networks (pods, service subnet, the VIP) on every listener; a change is
+    applied, no change writes nothing, ranges removed open the listeners again."""
+    w = make_world(spec_for(["10.20.0.5"], lb_type="LoadBalancer", provider="amphora"))
+    public_service(w, "203.0.113.7/24", "198.51.100.9/32")
+    await w.converge()
+    internal = ["10.20.0.0/20", "10.96.0.0/12"]  # the VIP 10.96.0.10 is inside the latter
+    want = ["10.20.0.0/20", "10.96.0.0/12", "198.51.100.9/32", "203.0.113.0/24"]
+    assert acls(w.cloud) == {80: want, 53: want}
+    cond = conditions(w)["SourceRangesEnforced"]
+    assert cond["status"] == "True", cond
+    assert "203.0.113.0/24" in cond["message"] and "NOT" not in cond["message"]
+    assert all(li["allowed_cidrs"] == want for li in w.klb()["status"]["listeners"])
+    assert not [e for e in w.events.emitted if e[2] == "SourceRangesNotEnforced"]
+
+    before = copy.deepcopy(w.cloud.lbs)
+    await w.converge()  # nothing changed: the LB is not touched (no PENDING_UPDATE)
+    assert w.cloud.lbs == before
+
+    public_service(w, "192.0.2.0/24")
+    await w.converge()
+    assert acls(w.cloud) == {
+        80: sorted([*internal, "192.0.2.0/24"]),
+        53: sorted([*internal, "192.0.2.0/24"]),
+    }
+
+    public_service(w)  # ranges gone: every source again, and no claim left behind
+    await w.converge()
+    assert acls(w.cloud) == {80: None, 53: None}
+    assert "SourceRangesEnforced" not in conditions(w)
+
+
+async def test_ovn_refusing_allowed_cidrs_says_not_enforced_and_never_claims_otherwise() -> None:
+    """The ovn provider answers 501 to listener allowed_cidrs (seen on the sandbox): the LB
+    still works (Ready), the KuryrLoadBalancer says the ranges are NOT enforced with
+    Octavia's answer, the Service gets a Warning Event, the listeners stay as they were."""
+    w = make_world(spec_for(["10.20.0.5"], lb_type="LoadBalancer"))
+    public_service(w, "192.0.2.0/24")
+    await w.converge()
+    await w.converge()  # a later pass says the same
+    conds = conditions(w)
+    assert conds["Ready"]["status"] == "True"
+    ranges = conds["SourceRangesEnforced"]
+    assert (ranges["status"], ranges["reason"]) == ("False", "ProviderUnsupported")
+    assert "192.0.2.0/24" in ranges["message"] and "NOT enforced" in ranges["message"]
+    assert "does not support allowed_cidrs" in ranges["message"]
+    assert acls(w.cloud) == {80: None, 53: None}
+    assert all("allowed_cidrs" not in li for li in w.klb()["status"]["listeners"])
+    warnings = {(k, t, r) for k, t, r, _ in w.events.emitted}
+    assert ("ns/web", "Warning", "SourceRangesNotEnforced") in warnings
+    assert w.services.get("ns/web")["status"]["loadBalancer"]["ingress"]  # type: ignore[index]
+
+    public_service(w)  # ranges removed: nothing is claimed any more
+    await w.converge()
+    assert "SourceRangesEnforced" not in conditions(w)
+
+
+async def test_a_failed_pass_keeps_the_not_enforced_condition() -> None:
+    w = make_world(spec_for(["10.20.0.5"], lb_type="LoadBalancer"))
+    public_service(w, "192.0.2.0/24")
+    await w.converge()
+    w.cloud.down = True
+    with pytest.raises(TemporaryError):
+        await w.rec.reconcile("ns/web")
+    conds = conditions(w)
+    assert conds["Ready"]["status"] == "False"
+    assert conds["SourceRangesEnforced"]["status"] == "False"
+
+
+async def test_a_source_range_that_is_not_a_cidr_is_a_clear_error_before_anything_is_made() -> None:
+    w = make_world(spec_for(["10.20.0.5"], lb_type="LoadBalancer", provider="amphora"))
+    public_service(w, "192.0.2.0/24", "office")
+    with pytest.raises(PermanentError, match="'office'"):
+        await w.rec.reconcile("ns/web")
+    assert not w.cloud.lbs and not w.cloud.fips
+    ready = conditions(w)["Ready"]
+    assert ready["status"] == "False" and "loadBalancerSourceRanges" in ready["message"]
+    assert ("ns/web", "Warning", "LoadBalancerNotReady") in {
+        (k, t, r) for k, t, r, _ in w.events.emitted
+    }
+
+
+# ---- [octavia_defaults] enforce_sg_rules -----------------------------------------------
+
+
+def rule(sg: str, protocol: str | None, port: int | None, prefix: str | None) -> dict[str, Any]:
+    return {
+        "security_group_id": sg,
+        "direction": "ingress",
+        "ethertype": "IPv4",
+        "protocol": protocol,
+        "port_range_min": port,
+        "port_range_max": port,
+        "remote_ip_prefix": prefix,
+        "remote_group_id": None,
+    }
+
+
+async def test_enforce_sg_rules_narrows_amphora_listeners_to_what_the_members_groups_admit() -> (
+    None
+):
+    """amphora hides the client's address from the backends, so (upstream's meaning) the
+    members' own groups are enforced at the LB: their sources for the member's port become
+    the listener's allowed_cidrs, narrowed by the source ranges. Unit-tested only."""
+    w = make_world(
+        spec_for(["10.20.0.5", "10.20.0.6"], lb_type="LoadBalancer", provider="amphora"),
+        enforce_sg_rules=True,
+    )
+    w.cloud.port_groups = {"10.20.0.5": ["np-a"], "10.20.0.6": ["np-b"]}
+    w.cloud.sg_rules = [
+        rule("np-a", "tcp", 8080, "10.20.3.0/24"),
+        rule("np-a", "tcp", 9999, "10.99.0.0/16"),  # another port: not this listener's
+        rule("np-b", "tcp", None, "192.0.2.0/24"),
+        rule("np-b", "udp", 5353, "10.20.4.0/24"),
+    ]
+    await w.converge()
+    assert acls(w.cloud) == {80: ["10.20.3.0/24", "192.0.2.0/24"], 53: ["10.20.4.0/24"]}
+
+    public_service(w, "192.0.2.128/25")  # both apply: a client must pass the two
+    await w.converge()
+    assert acls(w.cloud) == {80: ["10.20.3.0/24", "192.0.2.128/25"], 53: ["10.20.4.0/24"]}
+
+    # A member whose group admits any source (no NetworkPolicy): the listener is open
+    # to what the ranges allow, nothing narrower.
+    w.cloud.sg_rules.append(rule("np-a", "tcp", None, None))  # TCP from anywhere
+    public_service(w)
+    await w.converge()
+    assert acls(w.cloud) == {80: None, 53: ["10.20.4.0/24"]}
+
+
+async def test_enforce_sg_rules_does_nothing_with_the_ovn_provider() -> None:
+    """ovn keeps the client's address: the backends' groups filter it themselves."""
+    w = make_world(spec_for(["10.20.0.5"]), enforce_sg_rules=True)
+    w.cloud.port_groups = {"10.20.0.5": ["np-a"]}
+    w.cloud.sg_rules = [rule("np-a", "tcp", 8080, "10.20.3.0/24")]
+    await w.converge()
+    assert acls(w.cloud) == {80: None, 53: None}
+    assert "SourceRangesEnforced" not in conditions(w)

@@ -194,3 +194,20 @@ async def test_a_klb_of_an_earlier_service_of_that_name_is_replaced(world: World
     klb = w.klb()
     assert klb is not None
     assert klb["metadata"]["ownerReferences"][0]["uid"] == new["metadata"]["uid"]
+
+
+async def test_source_ranges_are_left_to_the_load_balancer_or_named_as_ignored(
+    world: World,
+) -> None:
+    """On ``type: LoadBalancer`` the KuryrLoadBalancer reconciler applies (or reports)
+    them, so no blanket "ignored" warning; on a ClusterIP Service they are ignored, said so."""
+    w = world
+    await w.put_service(type="LoadBalancer", loadBalancerSourceRanges=["192.0.2.0/24"])
+    await w.converge()
+    assert w.klb() is not None
+    assert not w.events.emitted
+    await w.put_service(type="ClusterIP", loadBalancerSourceRanges=["192.0.2.0/24"])
+    await w.converge()
+    [(_, kind, reason, message)] = set(w.events.emitted)
+    assert (kind, reason) == ("Warning", "UnsupportedServiceFeature")
+    assert "loadBalancerSourceRanges are ignored" in message and "type LoadBalancer" in message
