@@ -18,7 +18,7 @@ daemon's reconcile, GC and re-plug touch only what carries its own (``daemon/ser
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -121,8 +121,11 @@ class BindingDriver(Protocol):
         vanished from the host (a deleted veth, OVS row or VLAN device); ``None`` when
         everything is there. Plugging it again with the same VIF repairs it."""
 
-    def ready(self, att: Attachment, vif: Vif) -> bool | None:
-        """Can traffic flow? ``None`` when this host cannot tell (use the VIF's ``active``)."""
+    def ready_many(self, items: Sequence[tuple[Attachment, Vif]]) -> list[bool | None]:
+        """Can traffic flow, for each attachment (in order)? ``None`` when this host
+        cannot tell (use the VIF's ``active``). One call answers every ADD waiting on
+        this node (the daemon polls them together), so it must cost one host look-up,
+        not one per attachment."""
 
     def healthy(self) -> str | None:
         """``None`` when the driver can work, else why not (for STATUS and /readyz)."""

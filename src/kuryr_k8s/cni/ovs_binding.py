@@ -18,6 +18,7 @@ Interface ``external_ids:ovn-installed=true``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from kuryr_k8s.cni.binding import Attachment, Plugged
 from kuryr_k8s.cni.errors import BridgeMissing
@@ -129,9 +130,9 @@ class OvsBinding:
     def lost(self, att: Attachment, vif: Vif) -> str | None:
         if links.link_alias(vif.host_ifname) is None:
             return f"its veth {vif.host_ifname} is gone from the host"
-        if self.ovsdb.interface(vif.host_ifname) is None:
+        if not self.ovsdb.has_interface(vif.host_ifname):
             return f"its OVS port {vif.host_ifname} is gone from the integration bridge"
-        if links.pod_link(att.netns, att.ifname) is None:
+        if not links.pod_link_present(att.netns, att.ifname):
             return f"{att.ifname} is gone from {att.netns}"
         return None
 
@@ -149,11 +150,17 @@ class OvsBinding:
                 problems.append(f"OVS interface {vif.host_ifname}: wrong {', '.join(wrong)}")
         return problems
 
-    def ready(self, att: Attachment, vif: Vif) -> bool | None:
-        iface = self.ovsdb.interface(vif.host_ifname)
-        if iface is not None and iface.external_ids.get("ovn-installed") == "true":
-            return True
-        return False if self.ovsdb.is_ovn_chassis() else None
+    def ready_many(self, items: Sequence[tuple[Attachment, Vif]]) -> list[bool | None]:
+        """``ovn-installed`` on each one's OVS interface: one read of every interface's
+        ``external_ids`` for all of them (see :meth:`Ovsdb.external_ids_by_name`)."""
+        ids = self.ovsdb.external_ids_by_name()
+        installed = [
+            ids.get(vif.host_ifname, {}).get("ovn-installed") == "true" for _, vif in items
+        ]
+        if all(installed):
+            return list(installed)
+        chassis = self.ovsdb.is_ovn_chassis()
+        return [True if done else (False if chassis else None) for done in installed]
 
     def external_ids(self, att: Attachment, vif: Vif) -> dict[str, str]:
         return {

@@ -20,6 +20,7 @@ bound), which the controller writes into the VIF; this driver has no local signa
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kuryr_k8s.cni.binding import Attachment, Plugged, parse_alias_words, render_alias
@@ -230,8 +231,8 @@ class VlanBinding:
             problems.append(f"{att.ifname} is not tagged as this attachment's device")
         return problems
 
-    def ready(self, att: Attachment, vif: Vif) -> bool | None:
-        return None  # the subport's ACTIVE (in the VIF) is the signal
+    def ready_many(self, items: Sequence[tuple[Attachment, Vif]]) -> list[bool | None]:
+        return [None] * len(items)  # the subport's ACTIVE (in the VIF) is the signal
 
     def healthy(self) -> str | None:
         if not vlan.vlan_supported():

@@ -35,7 +35,7 @@ from kuryr_k8s.controller.namespaces import (
 )
 from kuryr_k8s.controller.nodes import NodeNotNested, NodeResolver, TrunkTarget
 from kuryr_k8s.controller.placement import PodPlacement, StaticPlacement
-from kuryr_k8s.controller.pods import PodReconciler
+from kuryr_k8s.controller.pods import PodReconciler, sighting
 from kuryr_k8s.controller.policies import build_policy_parts
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
 from kuryr_k8s.controller.portstatus import PortStatusWatcher
@@ -368,6 +368,7 @@ async def build(
             ),
         )
     first_seen = FirstSeen()
+    pods.add_handler(sighting(pods.store, first_seen.saw))
     kp_engine_ref: list[Engine] = []
 
     def port_status_changed(key: str) -> None:

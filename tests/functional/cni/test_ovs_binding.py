@@ -26,7 +26,7 @@ def attachment(netns: str, container: str = "cont-1", ifname: str = "eth0") -> A
 
 def wait_ready(driver: OvsBinding, att: Attachment, vif: object) -> None:
     deadline = time.monotonic() + ACTIVE_TIMEOUT
-    while not driver.ready(att, vif):  # type: ignore[arg-type]
+    while driver.ready_many([(att, vif)]) != [True]:  # type: ignore[list-item]
         assert time.monotonic() < deadline, "ovn-installed never appeared"
         time.sleep(0.05)
 

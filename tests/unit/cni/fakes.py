@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Sequence
 
 from kuryr_k8s.cni.binding import Attachment, Plugged
 from kuryr_k8s.cni.errors import UnknownContainer, VifTimeout
@@ -104,6 +105,8 @@ class FakeDriver:
         self.host: dict[str, Plugged] = {}
         self.fail_plug: Exception | None = None
         self.ready_value: bool | None = True
+        self.ready_calls: list[int] = []
+        """How many attachments each readiness look-up asked about."""
         self.health: str | None = None
 
     def plug(self, att: Attachment, vif: Vif) -> None:
@@ -134,8 +137,9 @@ class FakeDriver:
     def lost(self, att: Attachment, vif: Vif) -> str | None:
         return None if vif.host_ifname in self.host else f"{vif.host_ifname} is gone"
 
-    def ready(self, att: Attachment, vif: Vif) -> bool | None:
-        return self.ready_value
+    def ready_many(self, items: Sequence[tuple[Attachment, Vif]]) -> list[bool | None]:
+        self.ready_calls.append(len(items))
+        return [self.ready_value] * len(items)
 
     def healthy(self) -> str | None:
         return self.health

@@ -54,9 +54,7 @@ def test_a_full_daemon_backlog_is_waited_for_not_an_error(tmp_path: Path) -> Non
                     continue
                 answered.append(data)
                 body = b'{"result": {"cniVersion": "1.0.0"}}'
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-                )
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
     t = threading.Thread(target=daemon_gets_room_later)
     t.start()

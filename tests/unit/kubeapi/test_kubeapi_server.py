@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from kuryr_k8s.sandbox.kubeapi import EmulatorProcess, KubeApiServer
+from kuryr_k8s.sandbox.kubeapi.server import next_flush_delay
 
 Obj = dict[str, Any]
 CRD: Obj = {
@@ -173,3 +175,10 @@ async def test_deleting_a_crd_ends_its_watches() -> None:
         await asyncio.sleep(0.2)
         assert (await c.delete(f"{crds}/things.example.com")).status_code == 200
         assert await asyncio.wait_for(task, 5) == []
+
+
+def test_a_costly_store_write_is_repeated_less_often() -> None:
+    """Persisting is at most ~1/10 of a core: a cheap write keeps the interval, a write
+    of 80 ms (a big store during a burst) waits 0.8 s before the next."""
+    assert next_flush_delay(0.2, 0.001) == 0.2
+    assert next_flush_delay(0.2, 0.08) == pytest.approx(0.8)

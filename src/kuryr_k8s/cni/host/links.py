@@ -228,6 +228,16 @@ def pod_link(netns: str, ifname: str) -> PodLink | None:
         return None
 
 
+def pod_link_present(netns: str, ifname: str) -> bool:
+    """Whether the pod end exists (one look-up; :func:`pod_link` also reads its addresses
+    and routes)."""
+    try:
+        with _netns_iproute(netns) as ipr:
+            return bool(ipr.link_lookup(ifname=ifname))
+    except UnknownContainer:
+        return False
+
+
 def check_pod_link(netns: str, ifname: str, vif: Vif) -> list[str]:
     """What differs between the pod's interface and the VIF (CHECK); empty when all is well."""
     link = pod_link(netns, ifname)

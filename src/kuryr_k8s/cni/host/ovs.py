@@ -113,6 +113,23 @@ class Ovsdb:
         api = self.api()
         self._execute(f"delete port {name}", api.del_port(name, if_exists=True))
 
+    def external_ids_by_name(self) -> dict[str, dict[str, str]]:
+        """Every interface's ``external_ids`` by name, in one read of one table: what a
+        readiness poll of many interfaces needs (:meth:`interface` reads three tables)."""
+        rows = self._execute(
+            "list interfaces", self.api().db_list("Interface", columns=["name", "external_ids"])
+        )
+        return {r["name"]: dict(r.get("external_ids") or {}) for r in rows if r}
+
+    def has_interface(self, name: str) -> bool:
+        """Whether OVS has the interface ``name``: one look-up (the re-plug pass asks it
+        for every attachment of the node every few seconds)."""
+        rows = self._execute(
+            f"look up interface {name}",
+            self.api().db_list("Interface", [name], columns=["name"], if_exists=True),
+        )
+        return any(rows)
+
     def interface(self, name: str) -> OvsInterface | None:
         for iface in self._interfaces(name):
             return iface
