@@ -457,21 +457,28 @@ async def test_add_refuses_a_network_name_the_spec_does_not_allow(netns: str) ->
     assert driver.host == {}
 
 
+def start_adds(
+    tmp_path: Path, service: CniService, vifs: FakeVifs, n: int
+) -> list[asyncio.Task[dict[str, Any] | None]]:
+    """ADDs of pods pod-0..pod-n-1 (each with its netns and VIF), all started at once."""
+    tasks = []
+    for i in range(n):
+        ns = tmp_path / f"netns-{i}"
+        ns.write_text("")
+        vifs.put(f"ns/pod-{i}", make_vif())
+        req = body("ADD", str(ns), container=f"c{i}")
+        req["args"]["K8S_POD_NAME"] = f"pod-{i}"
+        tasks.append(asyncio.create_task(service.handle(req)))
+    return tasks
+
+
 async def test_concurrent_adds_are_polled_for_readiness_together(tmp_path: Path) -> None:
     """A burst: 30 ADDs waiting for ovn-installed cost one host look-up per round, not one
     each (30 polls every 20 ms starved the plugs of a real burst of 200)."""
     vifs, driver = FakeVifs(), FakeDriver(cluster_id=CLUSTER)
     service = CniService(vifs, Drivers([driver]), ServiceSettings(poll_interval=0.05))
     driver.ready_value = False
-    reqs = []
-    for i in range(30):
-        ns = tmp_path / f"netns-{i}"
-        ns.write_text("")
-        vifs.put(f"ns/pod-{i}", make_vif())
-        req = body("ADD", str(ns), container=f"c{i}")
-        req["args"]["K8S_POD_NAME"] = f"pod-{i}"
-        reqs.append(req)
-    adds = [asyncio.create_task(service.handle(r)) for r in reqs]
+    adds = start_adds(tmp_path, service, vifs, 30)
     while len(driver.host) < 30:  # noqa: ASYNC110 - the fake driver has no event
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.2)  # a few rounds while none is ready
@@ -488,14 +495,7 @@ async def test_a_cancelled_add_leaves_the_readiness_rounds_of_others_working(
     vifs, driver = FakeVifs(), FakeDriver(cluster_id=CLUSTER)
     service = CniService(vifs, Drivers([driver]), ServiceSettings(poll_interval=0.02))
     driver.ready_value = False
-    tasks = []
-    for i in range(2):
-        ns = tmp_path / f"netns-{i}"
-        ns.write_text("")
-        vifs.put(f"ns/pod-{i}", make_vif())
-        req = body("ADD", str(ns), container=f"c{i}")
-        req["args"]["K8S_POD_NAME"] = f"pod-{i}"
-        tasks.append(asyncio.create_task(service.handle(req)))
+    tasks = start_adds(tmp_path, service, vifs, 2)
     while len(driver.host) < 2:  # noqa: ASYNC110 - the fake driver has no event
         await asyncio.sleep(0.01)
     tasks[0].cancel()
