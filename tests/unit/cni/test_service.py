@@ -504,3 +504,24 @@ async def test_a_cancelled_add_leaves_the_readiness_rounds_of_others_working(
     assert await asyncio.wait_for(tasks[1], 5) is not None
     with pytest.raises(asyncio.CancelledError):
         await tasks[0]
+
+
+async def test_del_of_what_this_daemon_plugged_needs_no_host_listing(tmp_path: Path) -> None:
+    """A teardown of 200 pods listed every attachment of the host once per DEL (minutes);
+    a DEL of an attachment this daemon plugged goes straight to it."""
+    vifs, driver = FakeVifs(), FakeDriver(cluster_id=CLUSTER)
+    service = CniService(vifs, Drivers([driver]), FAST, cluster_id=CLUSTER)
+    await asyncio.wait_for(asyncio.gather(*start_adds(tmp_path, service, vifs, 3)), 10)
+    assert len(driver.host) == 3
+
+    def no_listing() -> list[Plugged]:
+        raise AssertionError("DEL listed the host's attachments")
+
+    driver.plugged = no_listing  # type: ignore[method-assign]
+    req = body("DEL", str(tmp_path / "netns-1"), container="c1")
+    req["args"]["K8S_POD_NAME"] = "pod-1"
+    assert await service.handle(req) is None
+    assert len(driver.host) == 2
+    del driver.plugged  # a repeated DEL (no record any more) looks at the host: still fine
+    assert await service.handle(req) is None
+    assert len(driver.host) == 2
