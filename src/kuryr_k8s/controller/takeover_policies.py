@@ -127,7 +127,15 @@ async def adopt_upstream_policies(
         knps = {}
     refused: set[str] = set()
     for key, knp in sorted(knps.items()):
-        if is_upstream_knp(knp) and not await _adopt(client, api, scope, knp, report):
+        if not is_upstream_knp(knp):
+            continue
+        try:
+            if not await _adopt(client, api, scope, knp, report):
+                refused.add(key)
+        except KuryrError as exc:  # Neutron failed: what was done is redone next time
+            report.refused.append(
+                f"KuryrNetworkPolicy {key}: not adopted: {exc}; retried at the next start"
+            )
             refused.add(key)
     for policy in (await client.list_all(NETWORKPOLICIES)).items:
         key = objects.key(policy)

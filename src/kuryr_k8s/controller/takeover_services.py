@@ -119,7 +119,14 @@ async def adopt_upstream_services(
         klbs = (await client.list_all(KURYRLOADBALANCERS)).items
     except NotFound:  # no KuryrLoadBalancer CRD: upstream never served Services here
         return report
-    ours = {lb.id for lb in await octavia.find_loadbalancers([settings.cluster_tag])}
+    try:
+        ours = {lb.id for lb in await octavia.find_loadbalancers([settings.cluster_tag])}
+    except KuryrError as exc:  # Octavia down: pods need none of it, do not hold the start
+        report.refused.append(
+            f"Octavia cannot be asked ({exc}): upstream's Services are taken over at the next start"
+        )
+        log_takeover("Services: none adopted", 0, report.refused)
+        return report
     for klb in klbs:
         lb_id = str(((klb.get("status") or {}).get("loadbalancer") or {}).get("id") or "")
         if lb_id in ours:

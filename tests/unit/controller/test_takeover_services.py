@@ -289,3 +289,16 @@ async def test_finalizers_are_upstreams_and_the_rollback_has_nothing_to_convert(
     async with api.client() as client:
         notes = await rollback_notes(client)
     assert notes and "format and finalizers are upstream's already" in notes[0]
+
+
+async def test_octavia_down_at_start_holds_nothing_and_changes_nothing() -> None:
+    api, cloud = FakeApi(), UpstreamCloud()
+    lb_id = upstream_lb(cloud, ["10.20.0.5"])
+    seed_service(api)
+    cloud.down = True
+    octavia, neutron = clients(cloud)
+    async with api.client() as client:
+        report = await adopt_upstream_services(client, octavia, neutron, SETTINGS)
+    assert report.adopted == []
+    assert "taken over at the next start" in report.refused[0]
+    assert cloud.lbs[lb_id]["tags"] == ["k8s"]
