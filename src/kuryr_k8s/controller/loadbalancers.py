@@ -349,7 +349,9 @@ class KuryrLoadBalancerReconciler:
         rules: dict[str, list[dict[str, Any]]] = {}
         out: list[str] = []
         for member in d.members:
-            ports = await self._neutron.list_ports(fixed_ips=[f"ip_address={member.address}"])
+            where = [f"ip_address={member.address}"]
+            where += [f"subnet_id={member.subnet_id}"] if member.subnet_id else []
+            ports = await self._neutron.list_ports(fixed_ips=where)
             groups = sorted({sg for port in ports for sg in port.security_groups})
             if not groups:
                 return None

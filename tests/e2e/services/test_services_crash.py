@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
+from e2e.services.isolated import pod_netns, services_controller
 from fixtures.sandbox import NeutronTracker, Sandbox
-from functional.controller.harness import ControllerProcess, free_port, unique_name, wait_for
+from functional.controller.harness import ControllerProcess, unique_name, wait_for
 from functional.traffic import wait_listening
 from kuryr_k8s.sandbox import manager
 from kuryr_k8s.sandbox.kubeapi import EmulatorProcess
-from kuryr_k8s.sandbox.kuryr_components import services_only_conf
 from kuryr_k8s.sandbox.openstack import hostplug, topology
 from kuryr_k8s.sandbox.settings import settings_from_env
 
@@ -170,33 +170,18 @@ def cluster(
     if not sandbox.topo.service_subnet_id:
         pytest.fail("the sandbox topology has no service subnet: run 'kuryr sandbox topology'")
     cluster_id = unique_name("svc-crash")
-    subnet = sandbox.conn.network.get_subnet(sandbox.topo.subnet1_id)
     servers: list[subprocess.Popen[bytes]] = []
     emulator = EmulatorProcess(tmp_path / "kubeconfig", log_file=tmp_path / "emulator.log")
     emulator.start()
     c = Cluster(sandbox, emulator.kubeconfig, cluster_id)
-    health = free_port()
-    (tmp_path / "kuryr.conf").write_text(
-        services_only_conf(sandbox.ctx, sandbox.topo, cluster_id, health)
-    )
-    log = Path("/tmp/kuryr-services-e2e") / cluster_id / "controller.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    ctl = ControllerProcess(tmp_path / "kuryr.conf", emulator.kubeconfig, log, health)
+    ctl = services_controller(sandbox, emulator.kubeconfig, tmp_path, cluster_id)
     try:
         c.k("delete", "service", "kubernetes")  # its 10.96.0.1 LB is not this test's
         netns = {}
         for name in (*BACKENDS, "client"):
-            port = neutron.port(
-                sandbox.topo.net1_id,
-                name=f"{cluster_id}-{name}",
-                device_owner="compute:test",
-                binding_host_id=sandbox.settings.hostname,
-                security_group_ids=[sandbox.topo.default_sg_id],
-            )
-            plugged = netns_factory(port, subnet)
+            _, plugged = pod_netns(sandbox, neutron, netns_factory, f"{cluster_id}-{name}")
             netns[name] = plugged.netns
             c.ips[name] = plugged.ip
-            neutron.wait_port_status(port.id, "ACTIVE")
         for name in BACKENDS:
             servers.append(
                 subprocess.Popen(

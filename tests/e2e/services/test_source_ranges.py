@@ -19,7 +19,7 @@ curled from the host (``172.24.4.1`` on ``br-ex``). What is checked, with real t
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import subprocess
 import sys
@@ -30,11 +30,11 @@ from typing import Any
 import pytest
 
 from e2e.services import test_services_crash
+from e2e.services.isolated import pod_netns, services_controller
 from fixtures.sandbox import NeutronTracker, Sandbox
-from functional.controller.harness import ControllerProcess, free_port, unique_name, wait_for
+from functional.controller.harness import unique_name, wait_for
 from functional.traffic import wait_listening
 from kuryr_k8s.sandbox.kubeapi import EmulatorProcess
-from kuryr_k8s.sandbox.kuryr_components import services_only_conf
 from kuryr_k8s.sandbox.openstack import hostplug
 
 pytestmark = pytest.mark.e2e
@@ -57,28 +57,15 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
 """
 
 
-@dataclasses.dataclass
-class World:
-    sb: Sandbox
-    kubeconfig: Path
-    cluster_id: str
-    neutron: NeutronTracker
-    ips: dict[str, str] = dataclasses.field(default_factory=dict)
-    ports: dict[str, Any] = dataclasses.field(default_factory=dict)
-    client_ns: str = ""
-    host_ip: str = ""
+class World(test_services_crash.Cluster):
+    """The crash test's cluster (kubectl, the LBs of our cluster id) and what this test adds."""
 
-    def k(self, *args: str, body: dict[str, Any] | None = None, check: bool = True) -> str:
-        proc = subprocess.run(
-            ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
-            input=json.dumps(body) if body is not None else None,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert not check or proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
-        return proc.stdout if proc.returncode == 0 else ""
+    def __init__(self, sb: Sandbox, kubeconfig: Path, cluster_id: str, neutron: NeutronTracker):
+        super().__init__(sb, kubeconfig, cluster_id)
+        self.neutron = neutron
+        self.ports: dict[str, Any] = {}
+        self.client_ns = ""
+        self.host_ip = ""
 
     def service(self, *ranges: str) -> None:
         spec: dict[str, Any] = {
@@ -93,8 +80,8 @@ class World:
                                          "metadata": meta, "spec": spec})  # fmt: skip
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        out = self.k("get", kind, name, "-n", "default", "-o", "json", check=False)
-        return json.loads(out) if out else {}
+        out = self.k("get", kind, name, "-n", "default", "-o", "json", "--ignore-not-found")
+        return json.loads(out) if out.strip() else {}
 
     def condition(self, kind: str) -> dict[str, Any]:
         conds = (self.get("kuryrloadbalancer", "web").get("status") or {}).get("conditions")
@@ -104,13 +91,6 @@ class World:
         status = self.get("service", "web").get("status") or {}
         ingress = (status.get("loadBalancer") or {}).get("ingress") or []
         return str(ingress[0]["ip"]) if ingress else ""
-
-    def lbs(self) -> list[dict[str, Any]]:
-        r = self.sb.conn.load_balancer.get(
-            "/lbaas/loadbalancers", params={"tags": f"kuryr.cluster:{self.cluster_id}"}
-        )
-        items: list[dict[str, Any]] = r.json()["loadbalancers"]
-        return items
 
     def listeners(self, lb_id: str) -> list[dict[str, Any]]:
         r = self.sb.conn.load_balancer.get("/lbaas/listeners", params={"loadbalancer_id": lb_id})
@@ -157,29 +137,14 @@ def world(
     emulator.start()
     w = World(sandbox, emulator.kubeconfig, cluster_id, neutron)
     w.host_ip = hostplug.ensure_external_host(sandbox.topo.external_cidr)
-    health = free_port()
-    (tmp_path / "kuryr.conf").write_text(
-        services_only_conf(sandbox.ctx, sandbox.topo, cluster_id, health)
-    )
-    log = Path("/tmp/kuryr-services-e2e") / cluster_id / "controller.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    ctl = ControllerProcess(tmp_path / "kuryr.conf", emulator.kubeconfig, log, health)
+    ctl = services_controller(sandbox, emulator.kubeconfig, tmp_path, cluster_id)
     servers: list[subprocess.Popen[bytes]] = []
-    subnet = sandbox.conn.network.get_subnet(sandbox.topo.subnet1_id)
     try:
         w.k("delete", "service", "kubernetes", "-n", "default")  # not this test's LB
         for name in (*BACKENDS, "client"):
-            port = neutron.port(
-                sandbox.topo.net1_id,
-                name=f"{cluster_id}-{name}",
-                device_owner="compute:test",
-                binding_host_id=sandbox.settings.hostname,
-                security_group_ids=[sandbox.topo.default_sg_id],
-            )
-            plugged = netns_factory(port, subnet)
+            port, plugged = pod_netns(sandbox, neutron, netns_factory, f"{cluster_id}-{name}")
             w.ports[name] = port
             w.ips[name] = plugged.ip
-            neutron.wait_port_status(port.id, "ACTIVE")
             if name == "client":
                 w.client_ns = plugged.netns
             else:
@@ -196,8 +161,9 @@ def world(
         for proc in servers:
             proc.kill()
             proc.wait(30)
-        w.k("delete", "service", "web", "-n", "default", "--ignore-not-found", "--wait=true",
-            "--timeout=180s", check=False)  # fmt: skip
+        with contextlib.suppress(AssertionError):
+            w.k("delete", "service", "web", "-n", "default", "--ignore-not-found",
+                "--wait=true", "--timeout=180s")  # fmt: skip
         wait_for("the controller to delete the Service's LB", lambda: not w.lbs(), WAIT)
         ctl.stop()
         for fip in sandbox.conn.network.ips(tags=f"kuryr.cluster:{cluster_id}"):
