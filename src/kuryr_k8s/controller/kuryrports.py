@@ -23,6 +23,7 @@ never creates one). A KuryrPort with no state never asked for a port.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import ipaddress
@@ -55,6 +56,9 @@ LOG = logging.getLogger(__name__)
 
 GONE = "GONE"
 """What the status watcher reports for a port Neutron no longer has."""
+
+PENDING_AFTER = 0.5
+"""Seconds an acquire may take before a new KuryrPort's status says ``Pending``."""
 
 PENDING, ALLOCATED, ACTIVE, RELEASING, FAILED = (
     "Pending",
@@ -333,8 +337,6 @@ class KuryrPortReconciler:
         repairs = self._check_shape(kp, pod)
         kp = await self._repair_node(kp, pod)
         status: dict[str, Any] = dict(kp.get("status") or {})
-        if not status.get("state"):
-            status = await self._write_status(kp, {**status, "state": PENDING})
         target = await self._target(kp, pod)
         network = await self._placement.network_for(pod)
         port = await self._known_port(kp, repairs)
@@ -356,7 +358,7 @@ class KuryrPortReconciler:
             LOG.info("port %s: security groups %s -> %s", port.id, port.security_groups, sgs)
             port = await self._acquire(kp, pod, target, network, sgs)
         if port is None:
-            port = await self._acquire(kp, pod, target, network, sgs)
+            port, status = await self._acquire_saying_pending(kp, pod, target, network, sgs, status)
         logs.bind(port=port.id)
         if not owned_by(port, objects.uid(pod)):
             raise PermanentError(
@@ -550,6 +552,31 @@ class KuryrPortReconciler:
         except NodeNotNested as exc:
             await self._fail(kp, pod, exc, reason="NodeNotNested")
             raise
+
+    async def _acquire_saying_pending(
+        self,
+        kp: Obj,
+        pod: Obj,
+        target: NodeTarget,
+        network: PodNetwork,
+        sgs: tuple[str, ...],
+        status: dict[str, Any],
+    ) -> tuple[NeutronPort, dict[str, Any]]:
+        """Acquire; a KuryrPort with no state yet says ``Pending`` only when that takes
+        longer than :data:`PENDING_AFTER` (a cold create, an empty pool). A warm pool
+        answers at once, and the status write it saves was one of the few API round
+        trips on a pod's critical path (every pod of a burst paid it)."""
+        task = asyncio.ensure_future(self._acquire(kp, pod, target, network, sgs))
+        try:
+            if not status.get("state"):
+                done, _ = await asyncio.wait({task}, timeout=PENDING_AFTER)
+                if not done:
+                    with contextlib.suppress(KuryrError):  # cosmetic: the next write says all
+                        status = await self._write_status(kp, {**status, "state": PENDING})
+            return await task, status
+        finally:
+            if not task.done():  # we were cancelled: so is the acquire, as when inline
+                task.cancel()
 
     async def _acquire(
         self, kp: Obj, pod: Obj, target: NodeTarget, network: PodNetwork, sgs: tuple[str, ...]

@@ -3,6 +3,7 @@ event sink. They keep state; tests assert on it."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,8 @@ class FakePorts:
     refusal: KuryrError | None = None
     """Raised by every ``acquire`` while set (e.g. quota exhausted)."""
     calls: list[str] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    """When set, ``acquire`` waits for it (a slow Neutron)."""
     _ips: Any = field(default_factory=lambda: itertools.count(10))
 
     def owned_by(self, uid: str) -> list[NeutronPort]:
@@ -59,6 +62,8 @@ class FakePorts:
 
     async def acquire(self, request: PortRequest, owner_uid: str, name: str) -> NeutronPort:
         self.calls.append(f"acquire {owner_uid}")
+        if self.gate is not None:
+            await self.gate.wait()
         if self.faults:
             raise self.faults.pop(0)
         if self.refusal is not None:

@@ -12,7 +12,12 @@ from typing import Any, Never
 
 import pytest
 
-from kuryr_k8s.controller.kuryrports import KuryrPortReconciler, PodNetwork, PodSubnet
+from kuryr_k8s.controller.kuryrports import (
+    PENDING_AFTER,
+    KuryrPortReconciler,
+    PodNetwork,
+    PodSubnet,
+)
 from kuryr_k8s.controller.metrics import Metrics
 from kuryr_k8s.controller.pods import PodReconciler
 from kuryr_k8s.k8s import KURYRPORTS, PODS, Informer, KubeClient, PatchType
@@ -378,3 +383,38 @@ async def test_a_kuryrport_pointing_at_another_node_is_put_back(world: World) ->
     assert kp["metadata"]["labels"][kp_model.NODE_LABEL] == "node1"
     assert kp["spec"]["podNodeName"] == "node1"
     assert condition(kp, "Repaired")["reason"] == "NodeMismatch"
+
+
+def states_written(world: World, name: str) -> list[str]:
+    """Every ``status.state`` the KuryrPort ``name`` had, in order (the API's history)."""
+    states: list[str] = []
+    for _rv, coll, _kind, obj in world.api.history:
+        if coll == KPS_C and obj["metadata"]["name"] == name:
+            state = (obj.get("status") or {}).get("state", "")
+            if not states or states[-1] != state:
+                states.append(state)
+    return states
+
+
+async def test_a_prompt_acquire_writes_no_pending_state(world: World) -> None:
+    """A warm pool answers at once: its pods skip the Pending status write (one API round
+    trip less on every pod's critical path)."""
+    await world.add_pod("web")
+    await world.converge(f"{NS}/web")
+    assert states_written(world, "web") == ["", "Allocated"]
+
+
+async def test_a_slow_acquire_says_pending_meanwhile(world: World) -> None:
+    world.ports.gate = asyncio.Event()
+    await world.add_pod("web")
+    await world.synced()
+    await world.pod_rec.reconcile(f"{NS}/web")
+    await world.synced()
+    reconcile = asyncio.create_task(world.kp_rec.reconcile(f"{NS}/web"))
+    await asyncio.sleep(PENDING_AFTER + 0.3)
+    kp = world.kp("web")
+    assert kp is not None and kp["status"]["state"] == "Pending"
+    assert not reconcile.done()
+    world.ports.gate.set()
+    await asyncio.wait_for(reconcile, 10)
+    assert states_written(world, "web") == ["", "Pending", "Allocated"]
