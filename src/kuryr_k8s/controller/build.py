@@ -64,6 +64,7 @@ from kuryr_k8s.k8s import (
     LeaderElector,
     objects,
 )
+from kuryr_k8s.k8s.events import QueuedEvents
 from kuryr_k8s.model import kuryrnetwork
 from kuryr_k8s.model.config import ConfigFile
 from kuryr_k8s.model.errors import ConfigError, KuryrError, ResourceNotReady, TemporaryError
@@ -385,7 +386,7 @@ async def build(
         kps.store,
         provider,
         network,
-        events,
+        QueuedEvents(events),  # off the pods' path: one Event per pod in a burst
         metrics=metrics,
         poll_max=k.port_status_poll_max,
         nodes=resolver,

@@ -8,6 +8,7 @@ raised, because an Event must not break the work it describes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -126,3 +127,37 @@ class EventRecorder:
         self._seen[cache_key] = seen
         while len(self._seen) > self._cache_size:
             self._seen.popitem(last=False)
+
+
+class QueuedEvents:
+    """An :class:`EventRecorder` off the caller's path, as client-go's broadcaster is:
+    ``emit`` queues the Event and returns; one task sends the queue in order. In a burst
+    the KuryrPort reconciler's ``PortAllocated`` Event, awaited inline, held each worker
+    for one more API round trip per pod (29 % of its samples in a profile of 50 pods).
+    A full queue drops the Event (logged): Events are best-effort anyway."""
+
+    def __init__(self, recorder: EventRecorder, maxsize: int = 2000) -> None:
+        self._recorder = recorder
+        self._queue: asyncio.Queue[tuple[Obj, str, str, EventKind]] = asyncio.Queue(maxsize)
+        self._task: asyncio.Task[None] | None = None
+
+    async def emit(
+        self, obj: Obj, reason: str, message: str, *, type: EventKind = "Normal"
+    ) -> None:
+        try:
+            self._queue.put_nowait((obj, reason, message, type))
+        except asyncio.QueueFull:
+            LOG.warning("event queue full: dropped %s on %s", reason, objects.key(obj))
+            return
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        while not self._queue.empty():
+            obj, reason, message, type = self._queue.get_nowait()
+            await self._recorder.emit(obj, reason, message, type=type)
+
+    async def flush(self) -> None:
+        """Wait until every queued Event was sent (or failed and was logged)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)

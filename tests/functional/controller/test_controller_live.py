@@ -77,8 +77,13 @@ def test_fifty_pods_at_once_get_distinct_ports_and_give_them_back(world: World) 
     check_ports(world, uids)
     hostnet = next(p for p in world.kube.pods() if p["metadata"]["name"] == "hostnet")
     assert not hostnet["metadata"].get("finalizers"), "hostNetwork pods are left alone"
-    allocated_events = [e for e in world.kube.events() if e["reason"] == "PortAllocated"]
-    assert {e["involvedObject"]["name"] for e in allocated_events} == set(names)
+
+    def allocated_events() -> set[str]:
+        """Pods with a PortAllocated Event (Events are sent in the background)."""
+        events = world.kube.events()
+        return {e["involvedObject"]["name"] for e in events if e["reason"] == "PortAllocated"}
+
+    wait_for("a PortAllocated Event per pod", lambda: allocated_events() == set(names))
     assert ctl.metric("kuryr_port_allocation_seconds_count") == 50
 
     for n in names:

@@ -418,3 +418,18 @@ async def test_a_slow_acquire_says_pending_meanwhile(world: World) -> None:
     world.ports.gate.set()
     await asyncio.wait_for(reconcile, 10)
     assert states_written(world, "web") == ["", "Pending", "Allocated"]
+
+
+async def test_a_reconcile_on_a_stale_cache_counts_one_allocation(world: World) -> None:
+    """The second reconcile runs before its own status write reached the cache: it gets
+    the same port again (idempotent) and must not observe a second allocation."""
+    await world.add_pod("web")
+    await world.synced()
+    await world.pod_rec.reconcile(f"{NS}/web")
+    await world.synced()
+    await world.kp_rec.reconcile(f"{NS}/web")
+    await world.kp_rec.reconcile(f"{NS}/web")  # the cache still has no status
+    await world.synced()
+    assert len(world.ports.ports) == 1
+    registry = world.metrics.registry
+    assert registry.get_sample_value("kuryr_port_allocation_seconds_count") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kuryr_k8s.k8s import EVENTS, NODES, PODS, EventRecorder, KubeClient
+from kuryr_k8s.k8s.events import QueuedEvents
 from unit.k8s.fakeapi import FakeApi, FakeClock
 
 pytestmark = pytest.mark.unit
@@ -78,3 +79,29 @@ async def test_api_failure_is_swallowed(api: FakeApi, client: KubeClient, clock:
     api.fail_next(500, "InternalError")
     await EventRecorder(client, "c", clock=clock).emit(pod, "R", "m")
     assert await events(client) == []
+
+
+async def test_queued_events_return_at_once_and_arrive_in_order(client: KubeClient) -> None:
+    pod = await client.create(PODS, {"metadata": {"name": "p", "namespace": "ns"}})
+    queued = QueuedEvents(EventRecorder(client, "c"))  # real time: distinct Event names
+    for i in range(3):
+        await queued.emit(pod, f"R{i}", "m")
+    assert await events(client) == []  # nothing sent on the caller's path
+    await queued.flush()
+    assert [e["reason"] for e in await events(client)] == ["R0", "R1", "R2"]
+    await queued.emit(pod, "R0", "m")  # a repeat is still aggregated
+    await queued.flush()
+    assert sorted((e["reason"], e["count"]) for e in await events(client)) == [
+        ("R0", 2),
+        ("R1", 1),
+        ("R2", 1),
+    ]
+
+
+async def test_a_full_event_queue_drops_instead_of_blocking(client: KubeClient) -> None:
+    pod = await client.create(PODS, {"metadata": {"name": "p", "namespace": "ns"}})
+    queued = QueuedEvents(EventRecorder(client, "c"), maxsize=2)
+    for i in range(4):
+        await queued.emit(pod, f"R{i}", "m")
+    await queued.flush()
+    assert [e["reason"] for e in await events(client)] == ["R0", "R1"]
