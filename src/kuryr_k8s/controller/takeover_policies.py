@@ -19,8 +19,10 @@ upgrade, before any informer) when ``pod_security_groups_driver = policy``, for 
 upstream-format KuryrNetworkPolicy (no ``spec.policyUid``):
 
 * checks: its NetworkPolicy exists (and is its owner, when it names one); the SG in
-  ``status.securityGroupId``, if any, is in Neutron, in our project, named as upstream
-  names it for that policy, and carries no ``kuryr.*`` tag other than the ones added here;
+  ``status.securityGroupId`` -- or, since our CRD's schema prunes that field once our CRD
+  has replaced upstream's, the one SG of our project named as upstream names it for that
+  policy -- is in Neutron, in our project, so named, and carries no ``kuryr.*`` tag other
+  than the ones added here;
 * the SG gets our tags as a *retiring* variant of that policy (cluster,
   ``kuryr.owner:<policy uid>``, ``kuryr.sgvariant:upstream``, added one by one): no plan
   ever has that variant, so our reconciler never names it for a pod and deletes it with
@@ -181,28 +183,45 @@ async def _adopt(
             f"policy now is {uid}); left as it is"
         )
         return False
-    sg_id = str((knp.get("status") or {}).get("securityGroupId") or "")
     wanted = {scope.cluster_tag, OWNER_TAG_PREFIX + uid, VARIANT_TAG + UPSTREAM_VARIANT}
+    sg_name = upstream_sg_name(ns, name)
+    sg_id = str((knp.get("status") or {}).get("securityGroupId") or "")
+    sg: dict[str, Any] | None = None
     if sg_id:
         data = await api._call(
             "get_security_group", "GET", f"/security-groups/{sg_id}", missing_ok=True
         )
-        problem = (
-            f"security group {sg_id} is gone from Neutron"
-            if data is GONE
-            else resource_problem(
-                "security group",
-                dict(data["security_group"]),
-                {upstream_sg_name(ns, name)},
-                wanted,
-                scope,
+        if data is GONE:
+            report.refused.append(
+                f"KuryrNetworkPolicy {key}: not adopted: security group {sg_id} is gone "
+                "from Neutron"
             )
+            return False
+        sg = dict(data["security_group"])
+    else:
+        # Our CRD's schema prunes upstream's status fields (the API server serves stored
+        # objects pruned once our CRD replaced upstream's): find the SG by its name.
+        data = await api._call(
+            "list_security_groups",
+            "GET",
+            "/security-groups",
+            params={"name": sg_name, "project_id": scope.project_id},
         )
+        named = [g for g in data["security_groups"] if g.get("name") == sg_name]
+        if len(named) > 1:
+            report.refused.append(
+                f"KuryrNetworkPolicy {key}: not adopted: {len(named)} security groups are "
+                f"named {sg_name!r} ({', '.join(str(g.get('id')) for g in named)})"
+            )
+            return False
+        sg = dict(named[0]) if named else None
+        sg_id = str(sg["id"]) if sg else ""
+    if sg is not None:
+        problem = resource_problem("security group", sg, {sg_name}, wanted, scope)
         if problem is not None:
             report.refused.append(f"KuryrNetworkPolicy {key}: not adopted: {problem}")
             return False
-        have = set(data["security_group"].get("tags") or ())
-        for tag in sorted(wanted - have):
+        for tag in sorted(wanted - set(sg.get("tags") or ())):
             await api._call("add_tag", "PUT", f"/security-groups/{sg_id}/tags/{tag}")
     spec: dict[str, Any] = {k: None for k in (knp.get("spec") or {})}
     spec.update(our_knp_spec(policy))

@@ -73,8 +73,13 @@ class SgCloud:
         if parts[0] != "security-groups":
             raise AssertionError(f"unexpected {method} {path}")
         if method == "GET" and len(parts) == 1:
-            want = set(str(params.get("tags", "")).split(","))
-            found = [copy.deepcopy(sg) for sg in self.sgs.values() if want <= set(sg["tags"])]
+            want = set(filter(None, str(params.get("tags", "")).split(",")))
+            found = [
+                copy.deepcopy(sg)
+                for sg in self.sgs.values()
+                if want <= set(sg["tags"])
+                and all(sg.get(k) == params[k] for k in ("name", "project_id") if k in params)
+            ]
             return 200, {"security_groups": found}
         sg = self.sgs.get(parts[1])
         if sg is None:
@@ -248,3 +253,34 @@ def test_upstream_sg_names_are_cut_to_fit() -> None:
     long = upstream_sg_name("n" * 63, "p" * 253)
     # upstream's get_resource_name: name[:254 - (length - 254)] (cuts more than needed)
     assert long == "sg/" + ("n" * 63 + "-" + "p" * 253)[:188]
+
+
+async def test_with_upstreams_status_pruned_the_sg_is_found_by_its_upstream_name() -> None:
+    """Once our CRD has replaced upstream's, the API server serves upstream's KNPs pruned
+    to our schema: no ``status.securityGroupId`` (nor rule lists) any more."""
+    api, cloud = FakeApi(), SgCloud()
+    seed_policy(api, cloud)
+    pruned = knp(api)
+    pruned["status"] = {}
+    del pruned["spec"]["ingressSgRules"], pruned["spec"]["egressSgRules"]
+    cloud.add_sg("sg-other", name="sg/a-other")
+    sec = SecurityApi(Neutron(cloud, inline=True))
+    async with api.client() as client:
+        report = await adopt_upstream_policies(client, sec, SCOPE)
+    assert report.adopted == ["a/deny"] and report.refused == []
+    assert set(cloud.sgs[UP_SG]["tags"]) == RETIRING
+    assert cloud.sgs["sg-other"]["tags"] == ["k8s"]
+    assert knp(api)["spec"]["policyUid"] == NP_UID
+
+
+async def test_two_sgs_with_upstreams_name_are_left_alone() -> None:
+    api, cloud = FakeApi(), SgCloud()
+    seed_policy(api, cloud)
+    knp(api)["status"] = {}
+    cloud.add_sg("sg-twin")  # the same upstream name
+    sec = SecurityApi(Neutron(cloud, inline=True))
+    async with api.client() as client:
+        report = await adopt_upstream_policies(client, sec, SCOPE)
+    assert report.adopted == [] and "2 security groups are named 'sg/a-deny'" in report.refused[0]
+    assert cloud.sgs[UP_SG]["tags"] == cloud.sgs["sg-twin"]["tags"] == ["k8s"]
+    assert np_finalizers(api) == [UPSTREAM_FINALIZER]
