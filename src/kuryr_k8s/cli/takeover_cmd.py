@@ -130,6 +130,24 @@ async def _rollback_namespace_networks(client: KubeClient) -> list[str]:
     return lines
 
 
+async def _rollback_services_and_policies(client: KubeClient) -> list[str]:
+    """Refused while a KuryrNetworkPolicy is ours (upstream cannot take over our SGs);
+    KuryrLoadBalancers need nothing: format and finalizers are upstream's already."""
+    from kuryr_k8s.controller.takeover_policies import rollback_problem
+    from kuryr_k8s.controller.takeover_services import rollback_notes
+
+    problem = await rollback_problem(client)
+    if problem is not None:
+        raise Refused(problem)
+    return await rollback_notes(client)
+
+
+async def _restore_klb_crd(client: KubeClient) -> list[str]:
+    from kuryr_k8s.controller.takeover_services import restore_upstream_crd
+
+    return await restore_upstream_crd(client)
+
+
 def _lease_holder(lease: dict[str, Any], grace: float) -> str | None:
     spec = lease.get("spec") or {}
     holder = spec.get("holderIdentity")
@@ -199,6 +217,7 @@ async def _rollback(args: argparse.Namespace) -> list[str]:
                 raise Refused(f"KuryrPort {key}: {exc}") from exc
             plans.append((kp, vifs))
         lines = [f"{len(plans)} KuryrPort(s) to convert to upstream's format"]
+        lines += await _rollback_services_and_policies(client)
         if args.dry_run:
             return [*lines, "dry run: nothing changed"]
         for kp, vifs in plans:
@@ -212,5 +231,6 @@ async def _rollback(args: argparse.Namespace) -> list[str]:
             await client.replace(CRDS, crd)
             lines.append(f"CRD {name}: upstream's spec restored (no status subresource)")
         lines += await _rollback_namespace_networks(client)
+        lines += await _restore_klb_crd(client)
         lines.append("done: start upstream's kuryr-controller and kuryr-daemon now")
         return lines

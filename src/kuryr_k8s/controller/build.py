@@ -474,6 +474,7 @@ async def build(
             )
         # upstream's Services and NetworkPolicies (takeover_services.py, takeover_policies.py)
         if services_part is not None:
+            await upgrade_crds(client, [klb_crd_manifest()])  # upstream's: no /status
             await adopt_upstream_services(
                 client, services_part.octavia, neutron, services_part.settings
             )

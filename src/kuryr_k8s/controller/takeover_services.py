@@ -14,6 +14,10 @@ a second LB on the clusterIP (refused by Neutron while upstream's holds that add
 ``Ready=False`` for good) and, at the Service's deletion, release nothing (upstream's LB
 would leak).
 
+Upstream's ``kuryrloadbalancers`` CRD has no ``status`` subresource (ours writes status
+through ``/status``): the leader upgrades it in place first, as the other CRDs
+(``crds.py``; the rollback puts it back: :func:`restore_upstream_crd`).
+
 So, run by the leader at start (after the CRD upgrade, before any informer) when Services
 are on, for each KuryrLoadBalancer whose LB is not one of our cluster's:
 
@@ -40,16 +44,18 @@ call per start). Rollback: nothing to give back (:func:`rollback_notes`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from kuryr_k8s.controller.crds import REPLACED_SPEC
 from kuryr_k8s.controller.loadbalancers import LbSettings
 from kuryr_k8s.controller.services import owner_uid
 from kuryr_k8s.k8s import objects
 from kuryr_k8s.k8s.client import KubeClient
 from kuryr_k8s.k8s.errors import NotFound
-from kuryr_k8s.k8s.resources import KURYRLOADBALANCERS, SERVICES
+from kuryr_k8s.k8s.resources import CRDS, KURYRLOADBALANCERS, SERVICES
 from kuryr_k8s.model.errors import KuryrError
 from kuryr_k8s.openstack.neutron import Neutron
 from kuryr_k8s.openstack.octavia import LbPending, LoadBalancer, Octavia, lb_from_json
@@ -61,6 +67,7 @@ UPSTREAM_KLB_FINALIZER = "kuryr.openstack.org/kuryrloadbalancer-finalizers"
 UPSTREAM_SERVICE_FINALIZER = "kuryr.openstack.org/service-finalizer"
 """Upstream 10.0.0's ``constants.KURYRLB_FINALIZER`` and ``SERVICE_FINALIZER`` (equal to
 ours: ``model/kuryrloadbalancer.py``; a unit test holds them equal)."""
+KLB_CRD = f"{KURYRLOADBALANCERS.plural}.{KURYRLOADBALANCERS.group}"
 ADOPT_WAIT = 30.0
 """Seconds to wait for an LB upstream left ``PENDING_*`` (and for our tag update)."""
 
@@ -254,3 +261,19 @@ async def rollback_notes(client: KubeClient) -> list[str]:
         f"{len(klbs)} KuryrLoadBalancer(s) left as they are: their format and finalizers are "
         "upstream's already (their load balancers keep our tags)"
     ]
+
+
+async def restore_upstream_crd(client: KubeClient) -> list[str]:
+    """The rollback: the KuryrLoadBalancer CRD spec our leader replaced (upstream's has no
+    ``status`` subresource: upstream writes status through the main resource) is put back
+    from the annotation. Objects and their status stay."""
+    try:
+        crd = await client.get(CRDS, KLB_CRD)
+    except NotFound:
+        return []
+    annotations = crd["metadata"].get("annotations") or {}
+    if REPLACED_SPEC not in annotations:
+        return []
+    crd["spec"] = json.loads(annotations.pop(REPLACED_SPEC))
+    await client.replace(CRDS, crd)
+    return [f"CRD {KLB_CRD}: upstream's spec restored"]

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from kuryr_k8s.controller.crds import REPLACED_SPEC, upgrade_crds, upgrade_reason
 from kuryr_k8s.controller.loadbalancers import KuryrLoadBalancerReconciler, LbSettings
 from kuryr_k8s.controller.takeover_services import (
+    KLB_CRD,
     UPSTREAM_KLB_FINALIZER,
     UPSTREAM_SERVICE_FINALIZER,
     adopt_upstream_services,
+    restore_upstream_crd,
     rollback_notes,
 )
 from kuryr_k8s.k8s.informer import Store
@@ -26,6 +32,8 @@ from unit.controller.test_loadbalancers import FakeCloud, FakeKube, spec_for
 from unit.k8s.fakeapi import FakeApi
 
 SVC_UID = "svc-uid-1"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "upstream"
+CRDS_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 KLBS = "/apis/openstack.org/v1/kuryrloadbalancers"
 SERVICES = "/api/v1/services"
 SETTINGS = LbSettings(
@@ -302,3 +310,23 @@ async def test_octavia_down_at_start_holds_nothing_and_changes_nothing() -> None
     assert report.adopted == []
     assert "taken over at the next start" in report.refused[0]
     assert cloud.lbs[lb_id]["tags"] == ["k8s"]
+
+
+async def test_upstreams_crd_is_upgraded_for_our_status_writes_and_given_back() -> None:
+    """Upstream's kuryrloadbalancers CRD has no status subresource: ours' ``/status``
+    writes would 404 (and be dropped) until the leader upgrades it; the rollback puts it
+    back."""
+    text = (FIXTURES / "kuryrloadbalancer-crd-10.0.0.yaml").read_text()
+    upstream = next(d for d in yaml.safe_load_all(text) if d)
+    reason = upgrade_reason(upstream, m.crd_manifest())
+    assert reason is not None and "no status subresource" in reason
+    api = FakeApi()
+    api.seed(CRDS_PATH, copy.deepcopy(upstream))
+    async with api.client() as client:
+        await upgrade_crds(client, [m.crd_manifest()])
+        assert api.objects[CRDS_PATH][(None, KLB_CRD)]["spec"] == m.crd_manifest()["spec"]
+        assert await restore_upstream_crd(client) == [f"CRD {KLB_CRD}: upstream's spec restored"]
+        assert await restore_upstream_crd(client) == []  # done
+    crd = api.objects[CRDS_PATH][(None, KLB_CRD)]
+    assert crd["spec"] == upstream["spec"]
+    assert REPLACED_SPEC not in (crd["metadata"].get("annotations") or {})
