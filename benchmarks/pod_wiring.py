@@ -25,8 +25,9 @@ pods (``--memory``). Load average is recorded before and after each scenario.
 It also checks that our exported latency histograms agree with what it measured: each is
 scraped before and after each scenario of ours, and the delta's count and p50/p95 are
 compared with the benchmark's (for ``kuryr_pod_wiring_seconds``: from the pod's creation,
-the POST's return, to ADD success; the process cannot see a pod before it exists) (see ``histograms.py``; ``--metrics-tolerance``). A
-disagreement is printed and makes the exit status 1.
+the POST's return, to ADD success; the process cannot see a pod before it exists; see
+``histograms.py`` and ``--metrics-tolerance``). A disagreement is printed and makes the
+exit status 1.
 
 For its duration it stops the sandbox's kuryr-controller and node agent (one kubelet per
 node: the benchmark is that kubelet meanwhile) and starts them again at the end.
