@@ -466,19 +466,24 @@ class KuryrLoadBalancerReconciler:
     async def _ensure_members(
         self, lb: LoadBalancer, pool: Pool, d: DesiredListener, tags: list[str]
     ) -> list[Member]:
-        have = await self._octavia.members(pool.id)
-        if {(m.address, m.protocol_port) for m in have} == {(m.address, m.port) for m in d.members}:
+        """The pool's members are exactly ``d.members``: one batch update if not, then
+        Octavia's list is waited for until it says so (see :meth:`Octavia.wait_members`;
+        a member lost to the provider's late report is a temporary error: sent again)."""
+        want = {(m.address, m.port) for m in d.members}
+        have = await self._octavia.settled_members(pool.id, within=self._s.step_wait)
+        if {(m.address, m.protocol_port) for m in have} == want:
             return have
         specs = [MemberSpec(m.address, m.port, m.subnet_id, name=m.address) for m in d.members]
         await self._octavia.replace_members(pool.id, specs, tags)
         await self._active(lb.id)
+        got = await self._octavia.wait_members(pool.id, want, within=self._s.step_wait)
         LOG.info(
             "pool %s/%s: members %s",
             d.protocol,
             d.port,
             ", ".join(f"{m.address}:{m.port}" for m in d.members) or "none",
         )
-        return await self._octavia.members(pool.id)
+        return got
 
     async def _ensure_fip(
         self, lb: LoadBalancer, owner: str, want: DesiredLb, tags: list[str]

@@ -63,6 +63,11 @@ class LbInError(TemporaryError):
     """The load balancer is in ``ERROR``: the reconciler deletes it and makes a new one."""
 
 
+class MembersLost(TemporaryError):
+    """A batch update's member vanished from Octavia's list once it settled: send the
+    update again."""
+
+
 class OctaviaRejected(PermanentError):
     """Octavia refused the request; its ``faultstring`` is the message."""
 
@@ -212,6 +217,10 @@ def _pool(d: Mapping[str, Any]) -> Pool:
         healthmonitor_id=d.get("healthmonitor_id") or "",
         tags=_tags(d),
     )
+
+
+def _pending(members: Sequence[Member]) -> bool:
+    return any(m.provisioning_status.startswith("PENDING_") for m in members)
 
 
 def _member(d: Mapping[str, Any]) -> Member:
@@ -467,6 +476,83 @@ class Octavia:
         data = await self._call("list_members", "GET", f"/lbaas/pools/{pool_id}/members")
         members = [_member(d) for d in data["members"]]
         return [m for m in members if m.provisioning_status not in ("PENDING_DELETE", "DELETED")]
+
+    async def settled_members(
+        self, pool_id: str, *, within: float = 30.0, first: float = 0.1, cap: float = 1.0
+    ) -> list[Member]:
+        """The pool's members once none is ``PENDING_*`` (someone's change in flight);
+        :class:`LbPending` after ``within`` seconds."""
+
+        def settled(members: list[Member]) -> bool:
+            return not _pending(members)
+
+        return await self._poll_members(pool_id, settled, "", within, first, cap)
+
+    async def wait_members(
+        self,
+        pool_id: str,
+        want: set[tuple[str, int]],
+        *,
+        within: float = 30.0,
+        first: float = 0.1,
+        cap: float = 1.0,
+    ) -> list[Member]:
+        """After a batch update to ``want`` ((address, port) pairs): the members once
+        Octavia lists exactly those, none ``PENDING_*``.
+
+        The LB being ``ACTIVE`` again does not say the list is right. With the OVN provider
+        the removed members are listed ``ACTIVE`` for a second or two after the LB is, and
+        Octavia's next batch matches members by (address, port) among *all* the pool's
+        rows: a member that went and came back reuses its old row, which the provider's
+        late report of the removal then deletes (measured on the sandbox, see
+        docs/design/services.md). Raises :class:`MembersLost` as soon as the list has
+        settled without a wanted member (send the update again), :class:`LbPending` when
+        it is still not ``want`` after ``within`` seconds."""
+
+        def exact(members: list[Member]) -> bool:
+            listed = {(m.address, m.protocol_port) for m in members}
+            if listed == want and not _pending(members):
+                return True
+            if not _pending(members) and want - listed:
+                missing = ", ".join(f"{a}:{p}" for a, p in sorted(want - listed))
+                raise MembersLost(
+                    f"Octavia: pool {pool_id} lost members {missing} after the batch "
+                    "update (a late report of an earlier removal); sending it again",
+                    delay=0.5,
+                )
+            return False
+
+        return await self._poll_members(pool_id, exact, " to list the update", within, first, cap)
+
+    async def _poll_members(
+        self,
+        pool_id: str,
+        done: Callable[[list[Member]], bool],
+        doing: str,
+        within: float,
+        first: float,
+        cap: float,
+    ) -> list[Member]:
+        deadline = self._clock() + within
+        delay = first
+        while True:
+            data = await self._call("list_members", "GET", f"/lbaas/pools/{pool_id}/members")
+            members = [_member(d) for d in data["members"]]
+            members = [m for m in members if m.provisioning_status != "DELETED"]
+            if done(members):
+                return members
+            if self._clock() + delay > deadline:
+                rows = ", ".join(
+                    sorted(
+                        f"{m.address}:{m.protocol_port} {m.provisioning_status}" for m in members
+                    )
+                )
+                raise LbPending(
+                    f"Octavia: pool {pool_id} members still [{rows}] after {within:.0f} s{doing}",
+                    delay=cap,
+                )
+            await self._sleep(delay)
+            delay = min(cap, delay * 2)
 
     async def replace_members(
         self, pool_id: str, members: Sequence[MemberSpec], tags: Sequence[str]

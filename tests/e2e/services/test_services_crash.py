@@ -109,13 +109,36 @@ class Cluster:
     def members(self, lb_id: str) -> set[str]:
         conn = self.sb.conn.load_balancer
         pools = conn.get("/lbaas/pools", params={"loadbalancer_id": lb_id}).json()["pools"]
+        if not pools:  # not made yet
+            return set()
         assert len(pools) == 1, pools
         got = conn.get(f"/lbaas/pools/{pools[0]['id']}/members").json()["members"]
         return {m["address"] for m in got if m["provisioning_status"] != "PENDING_DELETE"}
 
-    def wait_members(self, lb_id: str, want: set[str]) -> None:
+    def member_rows(self, lb_id: str) -> list[str]:
+        """Every member Octavia lists for the LB, with its states (for failure messages)."""
+        conn = self.sb.conn.load_balancer
+        lb = conn.get(f"/lbaas/loadbalancers/{lb_id}").json()["loadbalancer"]
+        rows = [f"lb {lb['provisioning_status']}/{lb['operating_status']}"]
+        for pool in conn.get("/lbaas/pools", params={"loadbalancer_id": lb_id}).json()["pools"]:
+            got = conn.get(f"/lbaas/pools/{pool['id']}/members").json()["members"]
+            rows += [
+                f"{m['address']}:{m['protocol_port']} {m['provisioning_status']}"
+                f"/{m['operating_status']}"
+                for m in got
+            ]
+        return rows
+
+    def wait_members(self, lb_id: str, want: set[str], log: Path | None = None) -> None:
         """Octavia's member list (what a restarted controller must leave) becomes ``want``."""
-        wait_for(f"members {sorted(want)}", lambda: self.members(lb_id) == want, 120)
+        try:
+            wait_for(f"members {sorted(want)}", lambda: self.members(lb_id) == want, 120)
+        except AssertionError as exc:
+            tail = log.read_text(errors="replace").splitlines()[-40:] if log else []
+            raise AssertionError(
+                f"{exc}; Octavia lists: {self.member_rows(lb_id)}; controller log:\n"
+                + "\n".join(tail)
+            ) from None
 
 
 def _answers(client_ns: str, n: int = 20) -> dict[str, int]:
@@ -230,7 +253,7 @@ def test_killed_during_creation_and_member_updates(
     ctl.wait_role("leader")
     _serves_exactly(client, set(BACKENDS))
     [lb] = c.lbs()
-    c.wait_members(lb["id"], {c.ips[b] for b in BACKENDS})
+    c.wait_members(lb["id"], {c.ips[b] for b in BACKENDS}, ctl.log)
 
     for delay in (0.0, 0.3, 0.8, 1.5):  # the kill lands before, during or after the update
         c.slice("web-2")
@@ -241,7 +264,7 @@ def test_killed_during_creation_and_member_updates(
         ctl.wait_role("leader")
         _serves_exactly(client, {"web-0", "web-1"})
         assert [x["id"] for x in c.lbs()] == [lb["id"]], c.lbs()
-        c.wait_members(lb["id"], {c.ips["web-0"], c.ips["web-1"]})
+        c.wait_members(lb["id"], {c.ips["web-0"], c.ips["web-1"]}, ctl.log)
         c.slice(*BACKENDS)
         _serves_exactly(client, set(BACKENDS))
 
@@ -249,3 +272,39 @@ def test_killed_during_creation_and_member_updates(
     wait_for("the LB to be gone", lambda: not c.lbs(), WAIT)
     assert not list(c.sb.conn.network.ports(name=f"ovn-lb-vip-{lb['id']}"))
     assert not list(c.sb.conn.network.ips(tags=f"kuryr.cluster:{c.cluster_id}"))
+
+
+def test_endpoints_that_go_and_come_back_end_as_the_last_slice_says(
+    cluster: tuple[Cluster, ControllerProcess, str],
+) -> None:
+    """Backends removed and re-added within a second or two of the removal (a rollout's
+    flapping readiness): the OVN provider still lists the removed rows then and deletes
+    them late, by id, so a re-add that reused them would end with the members missing
+    from Octavia (docs/design/services.md, CI failure of 2026-11-28)."""
+    c, ctl, client = cluster
+    c.k(
+        "apply",
+        "-f",
+        "-",
+        body={
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "crash", "namespace": "default"},
+            "spec": {
+                "clusterIP": VIP,
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            },
+        },
+    )
+    c.slice(*BACKENDS)
+    wait_for("the LB to appear in Octavia", lambda: bool(c.lbs()), WAIT)
+    [lb] = c.lbs()
+    c.wait_members(lb["id"], {c.ips[b] for b in BACKENDS}, ctl.log)
+    for gap in (0.6, 0.9, 1.2, 1.5, 2.0):  # the re-add lands in the window or after it
+        c.slice("web-2")
+        time.sleep(gap)
+        c.slice(*BACKENDS)
+        c.wait_members(lb["id"], {c.ips[b] for b in BACKENDS}, ctl.log)
+        time.sleep(3.0)  # the provider's late reports, if any, have arrived
+        assert c.members(lb["id"]) == {c.ips[b] for b in BACKENDS}, c.member_rows(lb["id"])
+    _serves_exactly(client, set(BACKENDS))

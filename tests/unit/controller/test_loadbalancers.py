@@ -51,6 +51,15 @@ class FakeCloud:
     still being done; a second DELETE accepted then crashes in the provider once the first
     has removed the LB, which comes back as ``ERROR`` (ovn-octavia-provider: "'NoneType'
     object has no attribute 'external_ids'")."""
+    late_member_deletes: int = 0
+    """The OVN provider's batch update as measured on the sandbox: the LB is ``ACTIVE``
+    again while the removed members are still listed, ``ACTIVE`` too, for this many member
+    listings; the provider's late report then deletes those rows by id, whatever became of
+    them meanwhile."""
+    stale_report_drops: set[str] = field(default_factory=set)
+    """Addresses whose rows a stale provider report deletes right after the next member
+    batch update (one listing later)."""
+    _late_deletes: list[list[Any]] = field(default_factory=list)
     _deleting: dict[str, int] = field(default_factory=dict)
     _resurrect: dict[str, dict[str, Any]] = field(default_factory=dict)
     _pending: dict[str, int] = field(default_factory=dict)
@@ -202,6 +211,7 @@ class FakeCloud:
         if kind == "pools" and parts[-1] == "members":
             pool_id = parts[2]
             if method == "GET":
+                self._provider_reports(1)
                 return 200, {"members": copy.deepcopy(self.members[pool_id])}
             lb_id = self.pools[pool_id]["loadbalancer_id"]
             if self.lbs[lb_id]["provisioning_status"] != "ACTIVE":
@@ -209,10 +219,43 @@ class FakeCloud:
                     "faultstring": f"Load Balancer {lb_id} is immutable and cannot be updated."
                 }
             self.member_puts += 1
-            self.members[pool_id] = [{**mb, "id": f"m-{next(self._seq)}"} for mb in body["members"]]
+            # Octavia's batch update: rows matched by (address, port) among all the pool's
+            # rows keep their id (PENDING_DELETE ones too), the others are new or removed.
+            old = self.members[pool_id]
+            by_key = {(mb["address"], mb["protocol_port"]): mb for mb in old}
+            wanted = {(mb["address"], mb["protocol_port"]) for mb in body["members"]}
+            rows = []
+            for mb in body["members"]:
+                prev = by_key.get((mb["address"], mb["protocol_port"]))
+                rows.append(
+                    {
+                        **mb,
+                        "id": prev["id"] if prev else f"m-{next(self._seq)}",
+                        "provisioning_status": "ACTIVE",
+                    }
+                )
+            removed = [mb for mb in old if (mb["address"], mb["protocol_port"]) not in wanted]
+            if self.late_member_deletes:
+                rows += [{**mb, "provisioning_status": "ACTIVE"} for mb in removed]
+                ids = [mb["id"] for mb in removed]
+                self._late_deletes.append([self.late_member_deletes, pool_id, ids])
+            self.members[pool_id] = rows
+            if self.stale_report_drops:
+                ids = [mb["id"] for mb in rows if mb["address"] in self.stale_report_drops]
+                self._late_deletes.append([1, pool_id, ids])
+                self.stale_report_drops = set()
             self._touch(lb_id)
             return 202, None
         raise AssertionError(f"unexpected {method} {path}")
+
+    def _provider_reports(self, steps: int) -> None:
+        """``steps`` member listings pass: due late member reports delete their rows."""
+        for late in list(self._late_deletes):
+            late[0] -= steps
+            if late[0] <= 0:
+                self._late_deletes.remove(late)
+                _, pool_id, ids = late
+                self.members[pool_id] = [m for m in self.members[pool_id] if m["id"] not in ids]
 
     def _provider_step(self) -> None:
         for lb_id in list(self._deleting):
@@ -443,6 +486,41 @@ async def test_endpoint_change_is_one_batch_update_per_pool() -> None:
         "10.20.0.8",
         "10.20.0.9",
     }
+
+
+async def test_a_batch_update_waits_for_the_previous_ones_removals_to_be_reported() -> None:
+    """Endpoints that go and come back while Octavia still lists them (the crash test's
+    kill-and-change loop, CI failure of 2026-11-28): the batch update reuses their rows and
+    the provider's late report deletes them; the reconciler waits for the list to say what
+    it sent and sends it again when a member was lost."""
+    w = make_world(spec_for(["10.20.0.5", "10.20.0.6"]))
+    await w.converge()
+    w.cloud.late_member_deletes = 8  # listings (of any pool) before the report
+    w.klbs.put({**w.klb(), "spec": spec_for(["10.20.0.7"])})
+    await w.converge()
+    w.klbs.put({**w.klb(), "spec": spec_for(["10.20.0.5", "10.20.0.6"])})
+    await w.converge()
+    w.cloud._provider_reports(1000)  # every late report has arrived
+    want = {("10.20.0.5", "pod-sub"), ("10.20.0.6", "pod-sub")}
+    got = {port: {(a, s) for a, _, s in ms} for port, ms in members_by_port(w.cloud).items()}
+    assert got == {80: want, 53: want}
+    assert sorted(m["ip"] for m in w.klb()["status"]["members"]) == [
+        "10.20.0.5",
+        "10.20.0.5",
+        "10.20.0.6",
+        "10.20.0.6",
+    ]
+
+
+async def test_a_member_list_that_differs_after_the_update_is_updated_again() -> None:
+    w = make_world(spec_for(["10.20.0.5"]))
+    await w.converge()
+    w.klbs.put({**w.klb(), "spec": spec_for(["10.20.0.6"])})
+    w.cloud.stale_report_drops = {"10.20.0.6"}  # a stale report deletes the new rows
+    with pytest.raises(TemporaryError, match=r"lost members 10\.20\.0\.6:8080"):
+        await w.rec.reconcile("ns/web")
+    await w.converge()
+    assert {a for a, _, _ in members_by_port(w.cloud)[80]} == {"10.20.0.6"}
 
 
 async def test_a_crash_after_create_leaves_one_lb_and_a_second_one_is_removed() -> None:
