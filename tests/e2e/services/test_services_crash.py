@@ -78,6 +78,25 @@ class Cluster:
         assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
         return proc.stdout
 
+    def service(self) -> None:
+        """The Service ``crash`` on :data:`VIP` over all backends; its LB in Octavia."""
+        self.k(
+            "apply",
+            "-f",
+            "-",
+            body={
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "crash", "namespace": "default"},
+                "spec": {
+                    "clusterIP": VIP,
+                    "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                },
+            },
+        )
+        self.slice(*BACKENDS)
+        wait_for("the LB to appear in Octavia", lambda: bool(self.lbs()), WAIT)
+
     def slice(self, *backends: str) -> None:
         self.k(
             "apply",
@@ -232,22 +251,7 @@ def test_killed_during_creation_and_member_updates(
     cluster: tuple[Cluster, ControllerProcess, str],
 ) -> None:
     c, ctl, client = cluster
-    c.k(
-        "apply",
-        "-f",
-        "-",
-        body={
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "crash", "namespace": "default"},
-            "spec": {
-                "clusterIP": VIP,
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-            },
-        },
-    )
-    c.slice(*BACKENDS)
-    wait_for("the LB to appear in Octavia", lambda: bool(c.lbs()), WAIT)
+    c.service()
     ctl.kill()  # the create landed; listener, pool, members, status not (all) yet
     ctl.start()
     ctl.wait_role("leader")
@@ -282,22 +286,7 @@ def test_endpoints_that_go_and_come_back_end_as_the_last_slice_says(
     them late, by id, so a re-add that reused them would end with the members missing
     from Octavia (docs/design/services.md, CI failure of 2026-11-28)."""
     c, ctl, client = cluster
-    c.k(
-        "apply",
-        "-f",
-        "-",
-        body={
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "crash", "namespace": "default"},
-            "spec": {
-                "clusterIP": VIP,
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-            },
-        },
-    )
-    c.slice(*BACKENDS)
-    wait_for("the LB to appear in Octavia", lambda: bool(c.lbs()), WAIT)
+    c.service()
     [lb] = c.lbs()
     c.wait_members(lb["id"], {c.ips[b] for b in BACKENDS}, ctl.log)
     for gap in (0.6, 0.9, 1.2, 1.5, 2.0):  # the re-add lands in the window or after it
