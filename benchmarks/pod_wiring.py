@@ -670,6 +670,15 @@ async def run_impl(
                 sc.load.append((load0, os.getloadavg()[0]))
             bsc.add(burst_runs)
             ssc.add(single_runs)
+            print(  # where a single pod's time goes while the burst runs
+                "   singles during the burst (POST + ADD): "
+                + ", ".join(
+                    f"{r.created - r.t0:.2f} + {r.add_seconds:.2f} s"
+                    for r in single_runs
+                    if r.latency is not None
+                ),
+                flush=True,
+            )
             sc_teardown = await impl.kubelet.teardown(client, ns)
             for sc in (bsc, ssc):
                 sc.teardown.append(sc_teardown)

@@ -152,8 +152,8 @@ class OvsBinding:
 
     def ready_many(self, items: Sequence[tuple[Attachment, Vif]]) -> list[bool | None]:
         """``ovn-installed`` on each one's OVS interface: one read of every interface's
-        ``external_ids`` for all of them (see :meth:`Ovsdb.external_ids_by_name`)."""
-        ids = self.ovsdb.external_ids_by_name()
+        ``external_ids`` for all of them (see :meth:`Ovsdb.external_ids_of`)."""
+        ids = self.ovsdb.external_ids_of([vif.host_ifname for _, vif in items])
         installed = [
             ids.get(vif.host_ifname, {}).get("ovn-installed") == "true" for _, vif in items
         ]

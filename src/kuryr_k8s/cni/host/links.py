@@ -138,9 +138,11 @@ def ensure_veth(
 
     An existing host end with our alias and its pod end in place is kept (repeated ADD).
     """
-    if link_alias(host_ifname) == alias and pod_link(netns, pod_ifname) is not None:
+    current = link_alias(host_ifname)
+    if current == alias and pod_link(netns, pod_ifname) is not None:
         return
-    delete_link(host_ifname)
+    if current is not None:  # a half-made or another attachment's pair (fresh ADDs: none)
+        delete_link(host_ifname)
     check_netns(netns)
     fd = os.open(netns, os.O_RDONLY)
     try:

@@ -9,6 +9,7 @@ restart (``kuryr-*``, see :data:`OWNER_KEYS`).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,19 @@ class OvsInterface:
     external_ids: dict[str, str]
 
 
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "Open_vSwitch": ("bridges", "cur_cfg", "next_cfg", "external_ids"),
+    "Bridge": ("name", "ports", "datapath_type"),
+    "Port": ("name", "interfaces"),
+    "Interface": ("name", "type", "ofport", "external_ids"),
+}
+"""What the daemon's IDL replicates: the columns its reads and ovsdbapp's add/delete port
+(with the ``cur_cfg`` wait for ovs-vswitchd and the ``ofport`` check) use. Not the whole
+database: with every column registered, each of the node's interfaces sent its
+``statistics``, ``status``, link and ``ofport`` changes to the daemon, parsed in its
+process while it wires pods."""
+
+
 class Ovsdb:
     """A connection to the local ``Open_vSwitch`` database, opened lazily."""
 
@@ -56,11 +70,14 @@ class Ovsdb:
             return self._api
 
     def _connect(self) -> Any:
-        from ovsdbapp.backend.ovs_idl import connection
+        from ovsdbapp.backend.ovs_idl import connection, idlutils
         from ovsdbapp.schema.open_vswitch import impl_idl
 
         try:
-            idl = connection.OvsdbIdl.from_server(self.connection, "Open_vSwitch")
+            helper = idlutils.get_schema_helper(self.connection, "Open_vSwitch")
+            for table, columns in COLUMNS.items():
+                helper.register_columns(table, list(columns))
+            idl = connection.OvsdbIdl(self.connection, helper)
             conn = connection.Connection(idl=idl, timeout=self.timeout)
             api = impl_idl.OvsdbIdl(conn)
         except Exception as exc:
@@ -113,11 +130,17 @@ class Ovsdb:
         api = self.api()
         self._execute(f"delete port {name}", api.del_port(name, if_exists=True))
 
-    def external_ids_by_name(self) -> dict[str, dict[str, str]]:
-        """Every interface's ``external_ids`` by name, in one read of one table: what a
-        readiness poll of many interfaces needs (:meth:`interface` reads three tables)."""
+    def external_ids_of(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The ``external_ids`` of the interfaces ``names`` (those that exist), in one read
+        of one table: what a readiness poll of many interfaces needs (:meth:`interface`
+        reads three tables; the node's other hundreds of interfaces are not read)."""
+        if not names:
+            return {}
         rows = self._execute(
-            "list interfaces", self.api().db_list("Interface", columns=["name", "external_ids"])
+            "list interfaces",
+            self.api().db_list(
+                "Interface", list(names), columns=["name", "external_ids"], if_exists=True
+            ),
         )
         return {r["name"]: dict(r.get("external_ids") or {}) for r in rows if r}
 
@@ -151,8 +174,13 @@ class Ovsdb:
             "list interfaces",
             api.db_list("Interface", records, columns=["name", "external_ids"], if_exists=True),
         )
+        if not any(ifaces):
+            return []
         bridges = self._execute("list bridges", api.db_list("Bridge", columns=["name", "ports"]))
-        ports = self._execute("list ports", api.db_list("Port", columns=["_uuid", "name"]))
+        ports = self._execute(  # one port when one is asked for, not the node's hundreds
+            "list ports", api.db_list("Port", records, columns=["_uuid", "name"], if_exists=True)
+        )
+        ports = [p for p in ports if p]
         port_names = {p["_uuid"]: p["name"] for p in ports}
         bridge_of = {port_names.get(u): b["name"] for b in bridges for u in b["ports"]}
         return [
