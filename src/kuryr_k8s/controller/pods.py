@@ -4,8 +4,8 @@ For a key ``namespace/name`` (level-triggered, whatever woke it):
 
 * pod absent, host-networked or not yet scheduled: nothing to do (a KuryrPort left by an
   earlier pod of that name is the KuryrPort reconciler's to clean up);
-* pod live: the pod finalizer ``kuryr.openstack.org/pod-finalizer`` is set and a
-  KuryrPort of the same name exists with owner = the pod, label
+* pod live: the pod finalizer ``kuryr.openstack.org/pod-finalizer`` is set and (in the
+  same moment, not after it) a KuryrPort of the same name exists with owner = the pod, label
   ``kuryr.openstack.org/nodeName`` and ``spec.podUid``/``spec.podNodeName``; a KuryrPort
   of the same name that belongs to an older pod is deleted first;
 * pod being deleted: its KuryrPort is deleted (the KuryrPort reconciler releases the port
@@ -14,9 +14,11 @@ For a key ``namespace/name`` (level-triggered, whatever woke it):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from kuryr_k8s.controller import logs
 from kuryr_k8s.controller.engine import Result
@@ -118,14 +120,25 @@ class PodReconciler:
             if ours:
                 await self._drop_finalizer(pod)
             return Result()
-        if not ours:
-            pod = await add_finalizer(self._client, PODS, pod, kp_model.POD_FINALIZER)
         if kp is not None and (kp.get("spec") or {}).get("podUid") != objects.uid(pod):
+            if not ours:
+                await add_finalizer(self._client, PODS, pod, kp_model.POD_FINALIZER)
             LOG.info("KuryrPort %s belongs to an earlier pod of that name: deleting it", key)
             await self._delete_kuryrport(kp)
             return Result(requeue_after=STALE_KURYRPORT_RETRY)
+        # The finalizer and the KuryrPort are written at the same time: in a burst the
+        # two round trips in series were most of a pod's time in this reconciler. Safe
+        # in either order: a pod deleted before its finalizer lands leaves a KuryrPort
+        # whose pod is gone, which the KuryrPort reconciler releases and deletes.
+        steps: list[Coroutine[Any, Any, object]] = []
+        if not ours:
+            steps.append(add_finalizer(self._client, PODS, pod, kp_model.POD_FINALIZER))
         if kp is None:
-            await self._create_kuryrport(pod)
+            steps.append(self._create_kuryrport(pod))
+        outcomes = await asyncio.gather(*steps, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return Result()
 
     async def _create_kuryrport(self, pod: Obj) -> None:

@@ -2,7 +2,8 @@
 
 Objects are plain JSON (:data:`kuryr_k8s.k8s.objects.Obj`); a :class:`Resource` names the
 collection. Every failure leaves this module as an error of :mod:`kuryr_k8s.k8s.errors`.
-Tests swap the network for a function with ``httpx.MockTransport`` (``transport=``).
+Tests swap the network for a function with ``httpx.MockTransport`` (``transport=``); the
+real network is :class:`~kuryr_k8s.k8s.transport.AiohttpTransport`.
 See ``docs/design/k8s-client.md`` for why we do not use a generated client.
 """
 
@@ -23,6 +24,7 @@ from kuryr_k8s.k8s.config import KubeSettings
 from kuryr_k8s.k8s.errors import ApiUnreachable, error_from_status
 from kuryr_k8s.k8s.objects import Obj
 from kuryr_k8s.k8s.resources import Resource
+from kuryr_k8s.k8s.transport import AiohttpTransport
 
 THROTTLE_RETRIES = 5
 """How often a request answered 429 is sent again (after ``Retry-After``) before the 429
@@ -101,16 +103,16 @@ class KubeClient:
         timeout: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> KubeClient:
-        """Build a client; ``transport`` replaces the network (tests)."""
-        verify: Any = True if transport is not None else settings.ssl_context()
+        """Build a client; ``transport`` replaces the network (tests). The network is
+        aiohttp's client (:mod:`kuryr_k8s.k8s.transport` says why), with a pool of 256
+        connections: every informer holds one for its watch, leave room beyond them."""
+        if transport is None:
+            transport = AiohttpTransport(ssl_context=settings.ssl_context(), limit=256)
         http = httpx.AsyncClient(
             base_url=settings.server,
             auth=_BearerAuth(settings),
-            verify=verify,
             transport=transport,
             timeout=timeout,
-            # Every informer holds one connection for its watch: leave room beyond them.
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=32),
             headers={"Accept": "application/json", "User-Agent": "kuryr-k8s"},
         )
         return cls(http, default_namespace=settings.namespace, sleep=sleep)

@@ -333,6 +333,24 @@ async def test_a_kuryrport_of_an_earlier_pod_with_the_same_name_is_replaced(
     assert vif_of(kp).port_id == port.id
 
 
+async def test_a_pod_gone_before_its_finalizer_landed_leaves_no_port_and_no_kuryrport(
+    world: World,
+) -> None:
+    """The pod reconciler writes the finalizer and creates the KuryrPort at once: when the
+    pod is already gone, the KuryrPort it made anyway is released and deleted."""
+    uid = await world.add_pod("web")
+    await world.synced()
+    del world.api.objects[PODS_C][(NS, "web")]  # gone, our cache does not know yet
+    await world.pod_rec.reconcile(f"{NS}/web")
+    assert world.kp("web") is not None
+    world.api.compact()
+    await world.api.end_watches()
+    assert await world.converge(f"{NS}/web") == []
+    assert world.ports.owned_by(uid) == []
+    assert world.ports.ports == {}
+    assert world.kp("web") is None
+
+
 async def test_an_orphan_kuryrport_is_released_and_deleted(world: World) -> None:
     uid = await world.add_pod("web")
     await world.converge(f"{NS}/web")

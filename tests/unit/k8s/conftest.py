@@ -8,6 +8,7 @@ import pytest
 
 from kuryr_k8s.k8s import KubeClient
 from unit.k8s.fakeapi import FakeApi, FakeClock
+from unit.k8s.loopback import serve
 
 
 @pytest.fixture
@@ -20,8 +21,18 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-async def client(api: FakeApi, clock: FakeClock) -> AsyncIterator[KubeClient]:
-    async with api.client(sleep=clock.sleep) as c:
-        yield c
-    await api.end_watches()
+@pytest.fixture(params=["mock", "loopback"])
+async def client(
+    request: pytest.FixtureRequest, api: FakeApi, clock: FakeClock
+) -> AsyncIterator[KubeClient]:
+    """The client over ``httpx.MockTransport`` and over its real network (aiohttp) to the
+    same API served on a loopback socket."""
+    if request.param == "mock":
+        async with api.client(sleep=clock.sleep) as c:
+            yield c
+        await api.end_watches()
+        return
+    async with serve(api) as url:
+        async with api.client(sleep=clock.sleep, server=url) as c:
+            yield c
+        await api.end_watches()

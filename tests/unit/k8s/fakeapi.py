@@ -133,8 +133,15 @@ class FakeApi:
 
     # -- test controls -------------------------------------------------------------
 
-    def client(self, sleep: Callable[[float], Awaitable[None]] | None = None) -> KubeClient:
-        """A client of this API; ``sleep`` (e.g. ``FakeClock.sleep``) for 429 retries."""
+    def client(
+        self, sleep: Callable[[float], Awaitable[None]] | None = None, *, server: str | None = None
+    ) -> KubeClient:
+        """A client of this API; ``sleep`` (e.g. ``FakeClock.sleep``) for 429 retries.
+        ``server``: the URL where :func:`unit.k8s.loopback.serve` serves this API; the
+        client then uses its real network instead of ``httpx.MockTransport``."""
+        if server is not None:
+            settings = KubeSettings(server=server, token="t0ken")
+            return KubeClient.from_settings(settings, sleep=sleep or FakeClock().sleep)
         settings = KubeSettings(server="https://fake.invalid", token="t0ken")
         return KubeClient.from_settings(
             settings,

@@ -9,7 +9,7 @@ restart (``kuryr-*``, see :data:`OWNER_KEYS`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,7 @@ class Ovsdb:
         self._api: Any = None
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._group = _GroupCommit(self._commit)
 
     def api(self) -> Any:
         with self._lock:
@@ -116,19 +117,32 @@ class Ovsdb:
         return any("ovn-remote" in (r.get("external_ids") or {}) for r in rows)
 
     def ensure_port(self, bridge: str, name: str, external_ids: dict[str, str]) -> None:
-        """Port+Interface ``name`` on ``bridge`` with exactly these ``external_ids``."""
-        api = self.api()
-        try:
-            with api.transaction(check_error=True) as txn:
-                txn.add(api.add_port(bridge, name, may_exist=True))
-                txn.add(api.db_set("Interface", name, ("external_ids", external_ids)))
-        except Exception as exc:
-            raise _error(f"add {name} to {bridge}", exc) from exc
+        """Port+Interface ``name`` on ``bridge`` with exactly these ``external_ids``.
+
+        Committed together with the other threads' port changes waiting at that moment
+        (:class:`_GroupCommit`): ovsdbapp waits in each transaction until ovs-vswitchd has
+        applied it (``cur_cfg``), one transaction at a time on its connection, and the
+        userspace datapath takes ~0.1 s per reconfiguration: one port per transaction
+        capped a node at ~10 new ports a second (100 ports: 11.8 s one by one, 0.25 s in
+        one transaction, measured on the sandbox 2026-11-29)."""
+        self._group.run(_PortChange(name, bridge, external_ids))
 
     def delete_port(self, name: str) -> None:
-        """Remove the Port ``name`` (and its Interface); fine if it is already gone."""
+        """Remove the Port ``name`` (and its Interface); fine if it is already gone.
+        Grouped with other threads' port changes like :meth:`ensure_port`."""
+        self._group.run(_PortChange(name, None, None))
+
+    def _commit(self, changes: Sequence[_PortChange]) -> None:
         api = self.api()
-        self._execute(f"delete port {name}", api.del_port(name, if_exists=True))
+        with api.transaction(check_error=True) as txn:
+            for change in changes:
+                if change.bridge is None:
+                    txn.add(api.del_port(change.name, if_exists=True))
+                else:
+                    txn.add(api.add_port(change.bridge, change.name, may_exist=True))
+                    txn.add(
+                        api.db_set("Interface", change.name, ("external_ids", change.external_ids))
+                    )
 
     def external_ids_of(self, names: Sequence[str]) -> dict[str, dict[str, str]]:
         """The ``external_ids`` of the interfaces ``names`` (those that exist), in one read
@@ -188,6 +202,93 @@ class Ovsdb:
             for i in ifaces
             if i
         ]
+
+
+@dataclass(frozen=True)
+class _PortChange:
+    """Add (``bridge`` set) or delete (``bridge`` None) the port ``name``."""
+
+    name: str
+    bridge: str | None
+    external_ids: dict[str, str] | None
+
+    def what(self) -> str:
+        if self.bridge is None:
+            return f"delete port {self.name}"
+        return f"add {self.name} to {self.bridge}"
+
+
+class _Waiter:
+    def __init__(self, change: _PortChange) -> None:
+        self.change = change
+        self.error: Exception | None = None
+        self.done = threading.Event()
+
+    def finish(self, error: Exception | None) -> None:
+        self.error = error
+        self.done.set()
+
+
+class _GroupCommit:
+    """Group commit of port changes made by many threads at once.
+
+    The first thread to arrive while no commit runs becomes the committer: it commits
+    everything waiting in one transaction, then whatever arrived meanwhile, until nothing
+    waits; the others wait for their change's outcome. A name appears once per
+    transaction (a later change of the same port waits for the next one, so changes of
+    one port keep their order). A transaction refused is retried one change at a time,
+    so each caller gets its own change's error and the others still happen; one that
+    timed out fails all its changes as temporary."""
+
+    def __init__(self, commit: Callable[[Sequence[_PortChange]], None]) -> None:
+        self._commit = commit
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiter] = []
+        self._committing = False
+
+    def run(self, change: _PortChange) -> None:
+        waiter = _Waiter(change)
+        with self._lock:
+            self._waiting.append(waiter)
+            lead = not self._committing
+            self._committing = True
+        if lead:
+            self._drain()
+        waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch: list[_Waiter] = []
+                later: list[_Waiter] = []
+                names: set[str] = set()
+                for w in self._waiting:
+                    (later if w.change.name in names else batch).append(w)
+                    names.add(w.change.name)
+                self._waiting = later
+                if not batch:
+                    self._committing = False
+                    return
+            self._apply(batch)
+
+    def _apply(self, batch: list[_Waiter]) -> None:
+        try:
+            self._commit([w.change for w in batch])
+        except Exception as exc:
+            error = [_error(w.change.what(), exc) for w in batch]
+            if len(batch) == 1 or isinstance(error[0], TemporaryError):
+                # OVSDB or ovs-vswitchd not answering in time: one by one would only
+                # wait that long again for each; the runtime retries the ADD (CNI 11).
+                for w, e in zip(batch, error, strict=True):
+                    w.finish(e)
+                return
+            for w in batch:
+                self._apply([w])
+            return
+        for w in batch:
+            w.finish(None)
 
 
 def _error(what: str, exc: Exception) -> Exception:
