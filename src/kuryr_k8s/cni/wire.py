@@ -39,7 +39,7 @@ def request_body(
     path: str,
     config: dict[str, Any],
 ) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "command": command,
         "containerId": container_id,
         "netns": netns,
@@ -48,6 +48,31 @@ def request_body(
         "path": path,
         "config": config,
     }
+    started = process_started()
+    if started is not None:
+        body["pluginStarted"] = started
+    return body
+
+
+def process_started() -> float | None:
+    """When this process started (Unix time, 10 ms resolution), ``None`` if unknown.
+
+    The daemon's request histogram counts from here: in a burst the runtime starts dozens
+    of plugin processes at once and their start-up alone took up to a second, invisible
+    to a clock that starts when the daemon reads the request (benchmark 2026-11-29 09:41:
+    daemon p50 0.96 s, runtime's ADD p50 1.83 s)."""
+    import os
+    import time
+
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - max(0.0, age)
 
 
 def call(socket_path: str, body: dict[str, Any], timeout: float) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ import io
 import json
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,30 @@ async def test_slow_daemon_is_try_again_later(tmp_path: Path) -> None:
         with pytest.raises(spec.CniError) as info:
             await asyncio.to_thread(wire.call, str(path), {}, 0.2)
     assert info.value.code == spec.TRY_AGAIN_LATER
+
+
+async def test_the_request_histogram_counts_from_the_plugin_process_start(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """In a burst the runtime starts dozens of plugin processes at once; their start-up is
+    part of the ADD as the runtime sees it, so the daemon counts from the start the plugin
+    reports (``pluginStarted``), not from reading the request."""
+    netns = tmp_path / "ns1"
+    netns.write_text("")
+    daemon.vifs.put("ns/pod-a", make_vif())
+    conf = {"cniVersion": "1.0.0", "name": "kuryr", "daemonSocket": str(daemon.socket)}
+    e = env("ADD", str(netns))
+    args = spec.parse_cni_args(e["CNI_ARGS"])
+    body = wire.request_body("ADD", "c1", str(netns), "eth0", args, "", conf)
+    assert time.time() - 3600 < body["pluginStarted"] <= time.time()  # this process's start
+    body["pluginStarted"] = time.time() - 2.0  # a plugin that took 2 s to get here
+    async with daemon.http() as http:
+        answer = await http.post(wire.API_PATH, json=body)
+        assert answer.status_code == 200, answer.text
+        body["pluginStarted"] = time.time() - 10_000  # a wrong clock: ignored
+        body["containerId"] = "c2"
+        assert (await http.post(wire.API_PATH, json=body)).status_code == 200
+        text = (await http.get("/metrics")).text
+    ok = 'kuryr_cni_request_duration_seconds_bucket{command="ADD",le="%s",outcome="ok"} %s'
+    assert ok % ("1.0", "1.0") in text  # the wrong clock's request, counted from receipt
+    assert ok % ("2.5", "2.0") in text  # the 2 s head start counted

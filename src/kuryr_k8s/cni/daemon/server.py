@@ -32,12 +32,26 @@ LISTEN_BACKLOG = 4096
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+MAX_HEAD_START = 120.0
+"""A plugin start further back than this is a wrong clock, not a slow start: ignored."""
+
+
+def plugin_head_start(plugin_started: object, now: float) -> float:
+    """Seconds between the plugin process's start (Unix time it sent) and ``now``, the
+    part of a request the daemon's own clock misses; 0 when absent or implausible."""
+    if not isinstance(plugin_started, int | float) or isinstance(plugin_started, bool):
+        return 0.0
+    head = now - float(plugin_started)
+    return head if 0.0 <= head <= MAX_HEAD_START else 0.0
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.duration = Histogram(
             "kuryr_cni_request_duration_seconds",
-            "Time to answer a CNI request, by command and outcome",
+            "Time to answer a CNI request, from the plugin process's start when it says when "
+            "(pluginStarted), by command and outcome",
             ["command", "outcome"],
             buckets=BUCKETS,
             registry=self.registry,
@@ -84,6 +98,8 @@ class DaemonServer:
         try:
             body = json.loads(await request.read())
             command = str(body.get("command", "?")) if isinstance(body, dict) else "?"
+            if isinstance(body, dict):
+                started -= plugin_head_start(body.get("pluginStarted"), time.time())
             result = await self.service.handle(body)
         except Exception as exc:
             err = to_cni_error(exc)
