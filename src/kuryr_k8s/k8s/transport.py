@@ -45,6 +45,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("Content-Type", "User-Agent", "Accept-Encoding"),
+                trust_env=True,  # HTTPS_PROXY/NO_PROXY, as httpx's own transport honoured
             )
         return self._session
 

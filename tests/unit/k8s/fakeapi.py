@@ -170,6 +170,10 @@ class FakeApi:
             self._generation += 1
             self._changed.notify_all()
 
+    def watching(self) -> int:
+        """How many watch requests have arrived."""
+        return sum(1 for r in self.requests if r.url.params.get("watch") == "true")
+
     async def bookmark(self) -> None:
         async with self._changed:
             self._bookmarks += 1
@@ -297,11 +301,16 @@ class FakeApi:
 
     def _watch(self, p: _Path, q: httpx.QueryParams) -> httpx.Response:
         since = int(q.get("resourceVersion") or self.rv)
-        return httpx.Response(200, content=self._stream(p, q, since))
+        # What the watch has seen is taken now, when the request arrives, not when its
+        # body is first read (over a socket that comes later): a bookmark() made after the
+        # request arrived reaches it.
+        return httpx.Response(
+            200, content=self._stream(p, q, since, self._generation, self._bookmarks)
+        )
 
-    async def _stream(self, p: _Path, q: httpx.QueryParams, since: int) -> AsyncIterator[bytes]:
-        generation = self._generation
-        bookmarks = self._bookmarks
+    async def _stream(
+        self, p: _Path, q: httpx.QueryParams, since: int, generation: int, bookmarks: int
+    ) -> AsyncIterator[bytes]:
         if since < self.compacted:
             status = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
             yield (json.dumps({"type": "ERROR", "object": status}) + "\n").encode()

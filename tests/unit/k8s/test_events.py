@@ -81,6 +81,10 @@ async def test_api_failure_is_swallowed(api: FakeApi, client: KubeClient, clock:
     assert await events(client) == []
 
 
+@pytest.mark.mock_only(
+    "asserts that nothing was sent before flush(); over a socket the sender task runs while "
+    "the test's own list request is in flight"
+)
 async def test_queued_events_return_at_once_and_arrive_in_order(client: KubeClient) -> None:
     pod = await client.create(PODS, {"metadata": {"name": "p", "namespace": "ns"}})
     queued = QueuedEvents(EventRecorder(client, "c"))  # real time: distinct Event names

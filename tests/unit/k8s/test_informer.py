@@ -119,6 +119,9 @@ async def test_bookmark_moves_resource_version(
     informer = make(client, clock)
     async with running(informer):
         await client.create(LEASES, {"metadata": {"name": "other"}})  # another kind
+        async with asyncio.timeout(WAIT):  # over a socket the watch may not be open yet
+            while not api.watching():  # noqa: ASYNC110 (no event for it)
+                await asyncio.sleep(0.01)
         await api.bookmark()
         async with asyncio.timeout(WAIT):
             while informer.resource_version != str(api.rv):  # noqa: ASYNC110 (no event for it)
