@@ -37,6 +37,11 @@ removed, also after an error.
 With ``--during 50``, single pods are also wired one after the other while a burst of 50
 others is (rows ``burst 50+`` and ``1 in 50``: a user's one pod on a busy node).
 
+A burst's pods belong to one workload, as when a Deployment scales up: they carry an
+owner reference to an object made for the burst (a ConfigMap: no controller acts on it,
+and on a real cluster the garbage collector keeps the pods while it exists). Single pods
+are bare pods.
+
 Usage: .venv/bin/python benchmarks/pod_wiring.py [--singles 5] [--bursts 10,50]
        [--during 50] [--modes pool,nopool] [--no-upstream] [--upstream-max-burst 50] [--floor 10]
        [--no-memory]
@@ -68,7 +73,7 @@ from histograms import Histogram, Source, Tolerance, Verdict, compare_count, com
 
 from kuryr_k8s.k8s import PODS, KubeClient, NotFound, load_kubeconfig
 from kuryr_k8s.k8s.leader import LeaderElectionConfig, LeaderElector
-from kuryr_k8s.k8s.resources import KURYRPORTS, NAMESPACES
+from kuryr_k8s.k8s.resources import KURYRPORTS, NAMESPACES, Resource
 from kuryr_k8s.model.kuryrport import NODE_LABEL
 from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX, POOL_TAG_PREFIX
 from kuryr_k8s.sandbox import manager
@@ -224,18 +229,36 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
 # -- pods -------------------------------------------------------------------------------
 
 
-def pod_body(name: str, node: str | None = None) -> dict[str, Any]:
+WORKLOADS = Resource("", "v1", "configmaps", "ConfigMap", namespaced=True)
+"""What a burst's pods are owned by (see the module docstring)."""
+
+
+async def workload(client: KubeClient, ns: str, name: str) -> dict[str, Any]:
+    """A new owner object for one burst; returns the owner reference its pods carry."""
+    body = {"metadata": {"name": f"{name}-{uuid.uuid4().hex[:6]}"}}
+    obj = await client.create(WORKLOADS, body, ns)
+    meta = obj["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
+
+
+def pod_body(
+    name: str, node: str | None = None, owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1000000"]}]
     }
     if node is not None:
         spec["nodeName"] = node
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"app": "kuryr-bench"}},
-        "spec": spec,
-    }
+    meta: dict[str, Any] = {"name": name, "labels": {"app": "kuryr-bench"}}
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
 @dataclass
@@ -271,11 +294,18 @@ class Kubelet:
         await asyncio.gather(*(netns.ensure_netns(r.netns) for r in runs))
         return runs
 
-    async def run(self, client: KubeClient, ns: str, run: PodRun, gate: asyncio.Event) -> None:
+    async def run(
+        self,
+        client: KubeClient,
+        ns: str,
+        run: PodRun,
+        gate: asyncio.Event,
+        owner: dict[str, Any] | None = None,
+    ) -> None:
         net = self.runtime.network()
         await gate.wait()
         run.t0 = time.monotonic()
-        pod = await client.create(PODS, pod_body(run.name, self.node), ns)
+        pod = await client.create(PODS, pod_body(run.name, self.node, owner), ns)
         run.created = time.monotonic()
         for attempt in range(ADD_ATTEMPTS):
             if attempt:
@@ -306,11 +336,15 @@ class Kubelet:
             run.result = result
             return
 
-    async def wire(self, client: KubeClient, ns: str, names: list[str]) -> list[PodRun]:
-        """All pods at once through a common gate; returns them when every ADD is done."""
+    async def wire(
+        self, client: KubeClient, ns: str, names: list[str], *, burst: str | None = None
+    ) -> list[PodRun]:
+        """All pods at once through a common gate; returns them when every ADD is done.
+        ``burst``: the name of the workload that owns them (none: bare pods)."""
         runs = await self.prepare(ns, names)
+        owner = await workload(client, ns, burst) if burst else None
         gate = asyncio.Event()
-        tasks = [asyncio.create_task(self.run(client, ns, r, gate)) for r in runs]
+        tasks = [asyncio.create_task(self.run(client, ns, r, gate, owner)) for r in runs]
         gate.set()
         await asyncio.gather(*tasks)
         return runs
@@ -321,7 +355,7 @@ class Kubelet:
         """A burst, and meanwhile single pods one after the other (each POSTed when the one
         before is wired, the first 0.1 s after the burst's gate) until the burst is all
         wired or ``most`` singles ran. Returns (burst runs, single runs)."""
-        task = asyncio.create_task(self.wire(client, ns, burst))
+        task = asyncio.create_task(self.wire(client, ns, burst, burst=f"{prefix}-burst"))
         singles: list[PodRun] = []
         await asyncio.sleep(0.1)
         while not task.done() and len(singles) < most:
@@ -637,7 +671,9 @@ async def run_impl(
                 load0 = os.getloadavg()[0]
                 names = [f"{label.replace(' ', '')}-{i}-{j}" for j in range(size)]
                 with phase_marker(size):
-                    runs = await impl.kubelet.wire(client, ns, names)
+                    runs = await impl.kubelet.wire(
+                        client, ns, names, burst=names[0] if size > 1 else None
+                    )
                 sc.load.append((load0, os.getloadavg()[0]))
                 sc.add(runs)
                 all_runs += runs

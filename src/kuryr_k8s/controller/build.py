@@ -35,7 +35,7 @@ from kuryr_k8s.controller.namespaces import (
 )
 from kuryr_k8s.controller.nodes import NodeNotNested, NodeResolver, TrunkTarget
 from kuryr_k8s.controller.placement import PodPlacement, StaticPlacement
-from kuryr_k8s.controller.pods import PodReconciler, sighting
+from kuryr_k8s.controller.pods import PodReconciler, sighting, workload_of
 from kuryr_k8s.controller.policies import build_policy_parts
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
 from kuryr_k8s.controller.portstatus import PortStatusWatcher
@@ -395,13 +395,15 @@ async def build(
         first_seen=first_seen,
         placement=placement,
     )
-    kp_engine = Engine(kp_reconciler, engine_settings, metrics=metrics)
+    workload = workload_of(pods.store)  # fair share per workload (engine.py)
+    kp_engine = Engine(kp_reconciler, engine_settings, metrics=metrics, group_of=workload)
     kp_engine_ref.append(kp_engine)
     engines = [
         Engine(
             PodReconciler(client, pods.store, kps.store, on_seen=first_seen.saw),
             engine_settings,
             metrics=metrics,
+            group_of=workload,
         ),
         kp_engine,
     ]

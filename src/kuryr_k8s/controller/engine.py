@@ -16,6 +16,11 @@ Semantics (controller-runtime's, in asyncio)::
 * Backoff is exponential, capped and jittered, per key; a success forgets it.
 * Reconcilers get only the key: they read the current state from informer caches and
   converge (level-triggered), so a lost or merged event is never a lost change.
+* Fair share: keys belong to *groups* (``group_of(key)``, e.g. the workload that owns a
+  pod); queued keys are handed out round-robin over the groups that have any, so a
+  lone pod is next in line after at most one key of each other group, not behind a
+  Deployment's 200 new replicas (API Priority and Fairness does the same per flow in
+  kube-apiserver). Within a group, order is first in, first out.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,9 +86,12 @@ class _NoMetrics:
 class WorkQueue:
     """client-go's workqueue semantics: ``queue`` order, ``dirty`` set, ``processing`` set."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(
+        self, clock: Clock | None = None, group_of: Callable[[str], str] | None = None
+    ) -> None:
         self._clock: Clock = clock or SystemClock()
-        self._queue: deque[str] = deque()
+        self._group_of = group_of or (lambda key: "")
+        self._queue = _FairQueue()
         self._bulk: deque[str] = deque()
         """Keys from a full resync: processed only when no event-driven key waits, so a
         new pod is not queued behind a thousand unchanged ones after a restart."""
@@ -106,7 +114,7 @@ class WorkQueue:
         if key in self._dirty:
             if not background and key in self._bulk_keys:
                 self._bulk_keys.discard(key)  # its stale entry in _bulk is skipped
-                self._queue.append(key)
+                self._queue.append(key, self._group(key))
                 self._wake()
             return
         self._dirty.add(key)
@@ -115,7 +123,7 @@ class WorkQueue:
                 self._bulk.append(key)
                 self._bulk_keys.add(key)
             else:
-                self._queue.append(key)
+                self._queue.append(key, self._group(key))
             self._wake()
 
     def add_after(self, key: str, delay: float) -> None:
@@ -157,8 +165,15 @@ class WorkQueue:
     def done(self, key: str) -> None:
         self._processing.discard(key)
         if key in self._dirty:
-            self._queue.append(key)
+            self._queue.append(key, self._group(key))
             self._wake()
+
+    def _group(self, key: str) -> str:
+        try:
+            return self._group_of(key)
+        except Exception:  # a key is never lost to a grouping bug: it queues unshared
+            LOG.exception("grouping %s failed; queued in the common group", key)
+            return ""
 
     def pending_timers(self) -> list[str]:
         return sorted(k for k, (_, t) in self._timers.items() if not t.done())
@@ -170,6 +185,41 @@ class WorkQueue:
 
     def _wake(self) -> None:
         self._ready.set()
+
+
+class _FairQueue:
+    """FIFO per group, round-robin over the groups that have keys waiting."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, deque[str]] = {}
+        self._turns: deque[str] = deque()
+        """Groups with keys waiting, in the order they get their next turn."""
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def append(self, key: str, group: str) -> None:
+        keys = self._groups.get(group)
+        if keys is None:
+            keys = self._groups[group] = deque()
+            self._turns.append(group)
+        keys.append(key)
+        self._len += 1
+
+    def popleft(self) -> str:
+        group = self._turns.popleft()
+        keys = self._groups[group]
+        key = keys.popleft()
+        if keys:
+            self._turns.append(group)
+        else:
+            del self._groups[group]
+        self._len -= 1
+        return key
 
 
 @dataclass(frozen=True)
@@ -195,13 +245,16 @@ class Engine:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         metrics: EngineMetrics | None = None,
+        group_of: Callable[[str], str] | None = None,
     ) -> None:
+        """``group_of(key)``: the group whose fair share a key is queued in (see the
+        module's docstring); default: one group, plain first in, first out."""
         self.reconciler = reconciler
         self.settings = settings or EngineSettings()
         self._clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._metrics: EngineMetrics = metrics or _NoMetrics()
-        self.queue = WorkQueue(self._clock)
+        self.queue = WorkQueue(self._clock, group_of)
         self.failures: dict[str, int] = {}
         """Consecutive failures per key (drives the backoff)."""
         self.permanent: dict[str, str] = {}

@@ -56,6 +56,24 @@ def sighting(store: Store, on_seen: Callable[[str], None]) -> Callable[[str], No
     return saw
 
 
+def workload_of(store: Store) -> Callable[[str], str]:
+    """The fair-share group of a pod's key (``namespace/name``): the uid of its controlling
+    owner (a ReplicaSet, StatefulSet, Job, ...), else of its first owner, else its
+    namespace. A burst of one workload then shares one turn in the work queues
+    (:mod:`kuryr_k8s.controller.engine`) and a pod of another workload is not queued
+    behind it; bare pods of one namespace share that namespace's turn."""
+
+    def group(key: str) -> str:
+        pod = store.get(key)
+        owners = (pod or {}).get("metadata", {}).get("ownerReferences") or []
+        for ref in sorted(owners, key=lambda r: not r.get("controller")):
+            if ref.get("uid"):
+                return f"owner:{ref['uid']}"
+        return "namespace:" + key.partition("/")[0]
+
+    return group
+
+
 def kuryrport_for(pod: Obj) -> Obj:
     """The KuryrPort a pod should have (upstream's shape)."""
     node = str(pod["spec"]["nodeName"])

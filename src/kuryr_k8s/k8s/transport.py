@@ -14,13 +14,22 @@ This transport hands each request to one ``aiohttp.ClientSession`` (created on f
 in the running loop) and returns the body as a stream, so watches stay streams. Errors
 become the ``httpx`` exceptions the client already handles (all ``httpx.HTTPError``).
 Bodies are passed through undecoded: httpx decodes ``Content-Encoding`` itself.
+
+Proxies from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, as httpx's
+own transport honoured them) are read once, when the transport is built, and decided
+once per server: aiohttp's ``trust_env`` re-reads the environment and tries to parse
+``~/.netrc`` on every request, which was a quarter of the controller's CPU in a burst of
+50 pods (py-spy, 2026-11-29).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import ssl
-from collections.abc import AsyncIterator
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 import httpx
@@ -30,13 +39,61 @@ _HOP_BY_HOP = frozenset({"host", "connection", "content-length", "transfer-encod
 """Request headers aiohttp writes itself."""
 
 
+def bypass_proxy(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` (comma-separated: ``*``, host names with or without a leading
+    dot, which also match their subdomains, ``host:port``, IP addresses and CIDRs) names
+    ``host``."""
+    host = host.lower().strip("[]")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for raw in no_proxy.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if address is not None:
+            with contextlib.suppress(ValueError):
+                if address in ipaddress.ip_network(entry.strip("[]"), strict=False):
+                    return True
+        name, _, entry_port = entry.partition(":")
+        if entry_port and entry_port != str(port):
+            continue
+        name = name.lstrip(".")
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """``httpx.AsyncBaseTransport`` on aiohttp; one connection pool of ``limit``."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, limit: int = 256) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        limit: int = 256,
+        proxies: Mapping[str, str] | None = None,
+    ) -> None:
+        """``proxies``: scheme -> proxy URL plus ``no`` (hosts to reach directly), as
+        :func:`urllib.request.getproxies` returns them; default: from the environment."""
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._proxies = dict(urllib.request.getproxies() if proxies is None else proxies)
+        self._proxy_of: dict[tuple[str, str, int | None], yarl.URL | None] = {}
+
+    def proxy_for(self, url: yarl.URL) -> yarl.URL | None:
+        """The proxy requests to ``url`` go through (None: direct); decided once per server."""
+        key = (url.scheme, url.host or "", url.port)
+        if key not in self._proxy_of:
+            proxy = self._proxies.get(url.scheme)
+            if proxy and bypass_proxy(url.host or "", url.port, self._proxies.get("no", "")):
+                proxy = None
+            self._proxy_of[key] = yarl.URL(proxy) if proxy else None
+        return self._proxy_of[key]
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -45,7 +102,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("Content-Type", "User-Agent", "Accept-Encoding"),
-                trust_env=True,  # HTTPS_PROXY/NO_PROXY, as httpx's own transport honoured
+                trust_env=False,  # the environment's proxies: see proxy_for()
             )
         return self._session
 
@@ -63,10 +120,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if k.decode("latin-1").lower() not in _HOP_BY_HOP
         ]
         body = await request.aread()
+        url = yarl.URL(str(request.url), encoded=True)
         try:
             resp = await self._client().request(
                 request.method,
-                yarl.URL(str(request.url), encoded=True),
+                url,
+                proxy=self.proxy_for(url),
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,

@@ -4,6 +4,7 @@ delayed requeue, permanent errors. Time is a FakeClock: sleeps advance it instan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 from collections import Counter
@@ -221,3 +222,78 @@ async def test_event_keys_go_before_a_resync_and_an_event_promotes_a_resynced_ke
     assert order[:2] == ["new", "old-3"]
     assert sorted(order[2:]) == ["old-0", "old-1", "old-2", "old-4"]
     assert len(q) == 0
+
+
+async def test_a_lone_key_is_next_after_one_key_of_each_busier_group() -> None:
+    """Keys are handed out round-robin over groups: a pod of another workload queued
+    after a burst of 100 goes second, not 101st; within a group order is kept."""
+    group = {f"burst-{i}": "rs-a" for i in range(100)} | {"lone": "bare", "other-0": "rs-b"}
+    q = WorkQueue(FakeClock(), group_of=group.__getitem__)
+    for i in range(100):
+        q.add(f"burst-{i}")
+    first = await q.get()
+    q.add("lone")
+    q.add("other-0")
+    order = [first]
+    while len(q):
+        key = await q.get()
+        order.append(key)
+        q.done(key)
+    assert order[:4] == ["burst-0", "burst-1", "lone", "other-0"]
+    assert [k for k in order if k.startswith("burst")] == [f"burst-{i}" for i in range(100)]
+    assert len(order) == 102
+
+
+async def test_a_key_requeued_while_processing_keeps_its_group_turn() -> None:
+    group = {"a1": "A", "a2": "A", "b1": "B"}
+    q = WorkQueue(FakeClock(), group_of=group.__getitem__)
+    q.add("a1")
+    assert await q.get() == "a1"
+    q.add("a2")
+    q.add("a1")  # changed while processing
+    q.add("b1")
+    q.done("a1")
+    assert [await q.get(), await q.get(), await q.get()] == ["a2", "b1", "a1"]
+
+
+async def test_a_failing_grouping_never_loses_a_key() -> None:
+    def broken(key: str) -> str:
+        raise KeyError(key)
+
+    q = WorkQueue(FakeClock(), group_of=broken)
+    q.add("a")
+    q.add("b")
+    assert [await q.get(), await q.get()] == ["a", "b"]
+
+
+async def test_engine_serves_a_lone_key_before_the_rest_of_a_burst(clock: FakeClock) -> None:
+    """End to end through the engine: one worker, a burst of 20 of one group, then a key
+    of another group; it is reconciled second."""
+    done: list[str] = []
+
+    class Slow:
+        kind = "pod"
+
+        async def reconcile(self, key: str) -> Result:
+            done.append(key)
+            await asyncio.sleep(0)
+            return Result()
+
+    engine = Engine(
+        Slow(),
+        EngineSettings(workers=1),
+        clock=clock,
+        group_of=lambda key: key.split("-")[0],
+    )
+    for i in range(20):
+        engine.enqueue(f"burst-{i}")
+    engine.enqueue("lone-0")
+    task = asyncio.ensure_future(engine.run())
+    try:
+        await asyncio.wait_for(engine.wait_idle(), 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert done[:3] == ["burst-0", "lone-0", "burst-1"]
+    assert len(done) == 21

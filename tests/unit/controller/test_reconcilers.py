@@ -19,8 +19,9 @@ from kuryr_k8s.controller.kuryrports import (
     PodSubnet,
 )
 from kuryr_k8s.controller.metrics import Metrics
-from kuryr_k8s.controller.pods import PodReconciler
+from kuryr_k8s.controller.pods import PodReconciler, workload_of
 from kuryr_k8s.k8s import KURYRPORTS, PODS, Informer, KubeClient, PatchType
+from kuryr_k8s.k8s.informer import Store
 from kuryr_k8s.model import kuryrport as kp_model
 from kuryr_k8s.model.errors import PermanentError
 from kuryr_k8s.model.vif import Vif
@@ -451,3 +452,26 @@ async def test_a_reconcile_on_a_stale_cache_counts_one_allocation(world: World) 
     assert len(world.ports.ports) == 1
     registry = world.metrics.registry
     assert registry.get_sample_value("kuryr_port_allocation_seconds_count") == 1
+
+
+def test_pods_share_a_turn_per_workload_and_bare_pods_per_namespace() -> None:
+    store = Store()
+
+    def pod(name: str, ns: str = "web", owners: list[dict[str, Any]] | None = None) -> None:
+        meta: dict[str, Any] = {"name": name, "namespace": ns}
+        if owners is not None:
+            meta["ownerReferences"] = owners
+        store.put({"metadata": meta})
+
+    rs = {"kind": "ReplicaSet", "name": "web-5d", "uid": "rs-uid", "controller": True}
+    cm = {"kind": "ConfigMap", "name": "cfg", "uid": "cm-uid"}
+    pod("web-5d-a", owners=[rs])
+    pod("web-5d-b", owners=[cm, rs])  # the controlling owner wins, wherever it is listed
+    pod("helper", owners=[cm])
+    pod("debug")
+    pod("debug", ns="ops")
+    group = workload_of(store)
+    assert group("web/web-5d-a") == group("web/web-5d-b") == "owner:rs-uid"
+    assert group("web/helper") == "owner:cm-uid"
+    assert group("web/debug") == "namespace:web" == group("web/not-in-the-cache-yet")
+    assert group("ops/debug") == "namespace:ops"

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from kuryr_k8s.k8s import PODS, ApiUnreachable, KubeClient, KubeSettings
+from kuryr_k8s.k8s.transport import AiohttpTransport, bypass_proxy
 from unit.k8s.fakeapi import FakeApi
 from unit.k8s.loopback import serve
 
@@ -160,3 +161,49 @@ async def test_a_watch_cut_by_the_server_is_unreachable_not_a_silent_end() -> No
             async for event in client.watch(PODS, "default"):
                 got.append(event)
     assert [e.type for e in got] == ["ADDED"]
+
+
+async def test_requests_go_through_the_environment_proxy_unless_no_proxy_names_the_server() -> None:
+    """``kube.invalid`` does not resolve: only the proxy can answer for it."""
+    seen: list[tuple[str, str]] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append((request.host.split(":")[0], request.path))
+        return web.json_response({"kind": "Pod", "metadata": {"name": "p"}})
+
+    async with _raw_server(proxy) as proxy_url:
+        settings = KubeSettings(server="http://kube.invalid:6443")
+        through = AiohttpTransport(proxies={"http": proxy_url, "no": "localhost,.svc"})
+        async with KubeClient.from_settings(settings, transport=through) as client:
+            got = await client.get(PODS, "p")
+        assert got["metadata"]["name"] == "p"
+        assert seen == [("kube.invalid", "/api/v1/namespaces/default/pods/p")]
+
+        direct = AiohttpTransport(proxies={"http": proxy_url, "no": "127.0.0.1,kube.invalid"})
+        async with KubeClient.from_settings(settings, transport=direct, timeout=5) as client:
+            with pytest.raises(ApiUnreachable, match="GET /api/v1/namespaces/default/pods/p"):
+                await client.get(PODS, "p")
+        assert len(seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "no_proxy", "bypass"),
+    [
+        ("api.example.com", 443, "", False),
+        ("api.example.com", 443, "*", True),
+        ("api.example.com", 443, "example.com", True),
+        ("api.example.com", 443, ".example.com", True),
+        ("example.com", 443, ".example.com", True),
+        ("badexample.com", 443, "example.com", False),
+        ("api.example.com", 443, "api.example.com:6443", False),
+        ("api.example.com", 6443, " api.example.com:6443 ,other", True),
+        ("10.0.0.5", 6443, "10.0.0.0/8", True),
+        ("10.0.0.5", 6443, "192.168.0.0/16,10.0.0.5", True),
+        ("10.0.0.5", 6443, "10.0.0.5:6443", True),
+        ("10.1.0.5", 6443, "10.0.0.0/16", False),
+        ("[fd00::1]", 6443, "fd00::/64", True),
+        ("API.Example.COM", 443, "api.example.com", True),
+    ],
+)
+def test_no_proxy_entries(host: str, port: int, no_proxy: str, bypass: bool) -> None:
+    assert bypass_proxy(host, port, no_proxy) is bypass
