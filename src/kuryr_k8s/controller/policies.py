@@ -157,12 +157,9 @@ def _rule_bodies(
 ) -> list[dict[str, Any]]:
     """Neutron rule bodies of one planned rule: one rule naming the address group, or
     (``ag_ids`` None: ``ip_prefix`` mode) one rule per CIDR of the group (none if empty)."""
-    body: dict[str, Any] = {"direction": rule.direction, "ethertype": rule.ethertype}
-    if rule.protocol is not None:
-        body["protocol"] = rule.protocol
-    if rule.port_min is not None:
-        body["port_range_min"] = rule.port_min
-        body["port_range_max"] = rule.port_max
+    body = np_model.rule_body(
+        rule.direction, rule.ethertype, rule.protocol, rule.port_min, rule.port_max
+    )
     if rule.remote_group is None:
         return [body]
     if ag_ids is not None:

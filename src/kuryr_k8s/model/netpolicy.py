@@ -222,6 +222,23 @@ class SgRule:
     remote_group: str | None = None
 
 
+def rule_body(
+    direction: str,
+    ethertype: str,
+    protocol: str | None,
+    port_min: int | None,
+    port_max: int | None,
+) -> dict[str, Any]:
+    """The Neutron ``security_group_rule`` body of a rule, without its remote."""
+    body: dict[str, Any] = {"direction": direction, "ethertype": ethertype}
+    if protocol is not None:
+        body["protocol"] = protocol
+    if port_min is not None:
+        body["port_range_min"] = port_min
+        body["port_range_max"] = port_max
+    return body
+
+
 @dataclass(frozen=True)
 class PolicyPlan:
     ingress: bool

@@ -514,6 +514,17 @@ def test_clusterip_under_policies(scenario: str, address_groups: bool) -> None:
     for obj in slices:
         world.slices.put(obj)  # type: ignore[union-attr]
     side = _enforce(endpoints, policies, world, (), address_groups)
+    check_clusterips(endpoints, policies, side)
+
+
+def check_clusterips(
+    endpoints: list[Endpoint],
+    policies: list[dict[str, Any]],
+    side: Callable[[Endpoint, str, str, str, int], bool],
+) -> None:
+    """Every client → clusterIP → backend outcome as :func:`netpol_truth.via_service`
+    says, denied where the client's egress allows only some backends (the safe side);
+    ``side(endpoint, direction, remote address, protocol, port)``: its SGs allow that."""
     by_name = {e.name: e for e in endpoints}
     wrong, outcomes = [], set()
     for client in endpoints:
