@@ -20,12 +20,18 @@ time (the ``wiring`` sample), the rest ``--workers`` at a time (not timed). Port
 moved to the placement's SGs ``--workers`` at a time, as the KuryrPort reconciler's
 workers would (one ``PUT`` per port).
 
-Usage: ``python benchmarks/network_policy.py [-n 10] [--workers 8]`` (root, sandbox up).
+``--mode identity`` (default) enforces with one SG per pod identity
+(``docs/design/network-policy-identities.md``): a policy changes SG rules, no port moves,
+and probing starts right after the POST; ``--mode policy`` is the per-policy design.
+
+Usage: ``python benchmarks/network_policy.py [-n 10] [--workers 8] [--mode identity]``
+(root, sandbox up).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -81,7 +87,24 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=10, help="selected pods (default 10)")
     ap.add_argument("--workers", type=int, default=8, help="parallel port moves/wirings")
     ap.add_argument("--measured", type=int, default=10, help="pods wired one at a time")
+    ap.add_argument(
+        "--mode",
+        choices=("policy", "identity"),
+        default="identity",
+        help="[network_policy] security_group_mode: an SG per policy (ports move when a "
+        "policy selects them) or per pod identity (policies change rules only); "
+        "default %(default)s",
+    )
+    ap.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=0.3,
+        help="seconds without an answer after which a TCP probe counts as closed; it "
+        "bounds how finely enforcement is timed (default %(default)s; the e2e uses 2)",
+    )
     args = ap.parse_args()
+    os.environ["KURYR_TEST_NP_MODE"] = args.mode
+    os.environ["KURYR_PROBE_TCP_TIMEOUT"] = str(args.probe_timeout)
     pool = ThreadPoolExecutor(args.workers)
     settings = settings_from_env()
     conn = topology.connect(settings)
@@ -133,12 +156,16 @@ def main() -> None:
         env.apply_policy(policy)
         knp_ready = ports_moved = observed = None
         assert env.parts is not None
+        identity = env.mode == "identity"
         while observed is None:
             if knp_ready is None and env.converged() and env.parts.world.knps.keys():
                 knp_ready = time.monotonic() - t0
-            moved = _move_ports(env, pool) if knp_ready is not None else 1
-            if moved == 0 and ports_moved is None:
-                ports_moved = time.monotonic() - t0
+            if identity:  # no port moves in this mode: probe from the start
+                ports_moved = 0.0
+            else:
+                moved = _move_ports(env, pool) if knp_ready is not None else 1
+                if moved == 0 and ports_moved is None:
+                    ports_moved = time.monotonic() - t0
             if ports_moved is not None:
                 started = time.monotonic() - t0
                 closed = not any(_probe_all(env, "outsider", targets))
@@ -146,8 +173,13 @@ def main() -> None:
                     observed = started
             if time.monotonic() - t0 > 300:
                 raise SystemExit("policy not enforced in 300 s")
-            time.sleep(0.3)
+            time.sleep(0.1 if identity else 0.3)
+        while knp_ready is None:
+            if env.converged() and env.parts.world.knps.keys():
+                knp_ready = time.monotonic() - t0
+            time.sleep(0.05)
         per_policy = _calls(env) - before
+        late_moves = _move_ports(env, pool)  # the identity mode claims none are needed
 
         # churn 1: a new allowed client (the peer set of the policy grows)
         before = _calls(env)
@@ -171,7 +203,11 @@ def main() -> None:
         env.wait_enforced([policy])
         per_selected = _calls(env) - before
 
-        print(f"selected pods: {args.n} (+ client, outsider, VM none); peer mode: ip prefixes")
+        peers = "remote groups (identity SGs)" if identity else "ip prefixes"
+        print(
+            f"mode: {args.mode}; selected pods: {args.n} (+ client, outsider, VM none); "
+            f"peers: {peers}; TCP probe timeout {args.probe_timeout} s"
+        )
         print(
             f"wiring without policy: median {statistics.median(wiring):.2f} s, "
             f"max {max(wiring):.2f} s (n={len(wiring)}); the other {args.n - len(wiring)} "
@@ -182,6 +218,7 @@ def main() -> None:
             f"enforced observed by traffic {observed:.2f} s"
         )
         print(f"Neutron calls for the policy: {sum(per_policy.values())} {dict(per_policy)}")
+        print(f"ports whose SGs still had to change after enforcement: {late_moves}")
         print(
             f"new allowed client: wired in {added:.2f} s, reaches a selected pod "
             f"{peer_reach:.2f} s after its creation started; Neutron calls "

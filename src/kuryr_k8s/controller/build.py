@@ -37,6 +37,7 @@ from kuryr_k8s.controller.nodes import NodeNotNested, NodeResolver, TrunkTarget
 from kuryr_k8s.controller.placement import PodPlacement, StaticPlacement
 from kuryr_k8s.controller.pods import PodReconciler, sighting, workload_of
 from kuryr_k8s.controller.policies import build_policy_parts
+from kuryr_k8s.controller.policy_identities import build_identity_parts
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
 from kuryr_k8s.controller.portstatus import PortStatusWatcher
 from kuryr_k8s.controller.service import Controller
@@ -585,7 +586,10 @@ def _placement(
         parts.engines.append(ns.engine)
         parts.caches += ns.caches
     if p.security_groups_driver == "policy":
-        pol = build_policy_parts(
+        build_parts = (
+            build_identity_parts if p.security_group_mode == "identity" else build_policy_parts
+        )
+        pol = build_parts(
             client,
             sec,
             cluster_id=config.defaults.cluster_id,

@@ -49,6 +49,10 @@ LOG = logging.getLogger(__name__)
 NAMESPACE_TAG = "kuryr.namespace:"
 SUBNETS_DRIVERS = ("default", "namespace")
 SG_DRIVERS = ("default", "policy")
+SG_MODES = ("policy", "identity")
+"""``[network_policy] security_group_mode``: an SG per policy (ports move when a policy
+selects them) or an SG per pod identity (policies change rules only):
+``docs/design/network-policy-identities.md``."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class PlacementSettings:
     security_groups_driver: str = "default"
     pod_router: str = ""
     pod_subnet_pool: str = ""
+    security_group_mode: str = "policy"
 
 
 def load_placement(cfg: ConfigFile) -> PlacementSettings:
@@ -72,6 +77,9 @@ def load_placement(cfg: ConfigFile) -> PlacementSettings:
         ),
         pod_router=cfg.get_str(ns, "pod_router"),
         pod_subnet_pool=cfg.get_str(ns, "pod_subnet_pool"),
+        security_group_mode=cfg.get_choice(
+            "network_policy", "security_group_mode", "policy", SG_MODES
+        ),
     )
     if settings.subnets_driver == "namespace":
         for option in ("pod_router", "pod_subnet_pool"):

@@ -53,7 +53,12 @@ from kuryr_k8s.model.errors import ResourceNotReady, TemporaryError
 from kuryr_k8s.model.kuryrnetwork import KNP_FINALIZER, POLICY_LABEL
 from kuryr_k8s.openstack.neutron import QuotaExceeded
 from kuryr_k8s.openstack.ports import CLUSTER_TAG_PREFIX, OWNER_TAG_PREFIX
-from kuryr_k8s.openstack.security import SecurityApi, SecurityGroup, SecurityGroupInUse
+from kuryr_k8s.openstack.security import (
+    Rule,
+    SecurityApi,
+    SecurityGroup,
+    SecurityGroupInUse,
+)
 
 if TYPE_CHECKING:
     from kuryr_k8s.controller.kuryrports import PodNetwork
@@ -172,7 +177,8 @@ def _rule_bodies(
     ]
 
 
-def _body_key(body: Mapping[str, Any]) -> tuple[Any, ...]:
+def body_key(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes a Neutron rule body the same rule (its id aside)."""
     return (
         body.get("direction"),
         body.get("ethertype"),
@@ -185,12 +191,59 @@ def _body_key(body: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def rule_key(rule: Rule) -> tuple[Any, ...]:
+    """:func:`body_key` of a rule read from Neutron."""
+    return body_key(
+        {
+            "direction": rule.direction,
+            "ethertype": rule.ethertype,
+            "protocol": rule.protocol,
+            "port_range_min": rule.port_min,
+            "port_range_max": rule.port_max,
+            "remote_ip_prefix": rule.remote_ip_prefix,
+            "remote_group_id": rule.remote_group_id,
+            "remote_address_group_id": rule.remote_address_group_id,
+        }
+    )
+
+
 @dataclass
 class _Applied:
     uid: str
     plan: np_model.PolicyPlan
     sg_ids: dict[str, str]
     ag_ids: dict[str, str]
+
+
+class SgRetirement:
+    """Deletes SGs only once no port has named them for :data:`SG_RETIRE_GRACE`."""
+
+    def __init__(self, api: SecurityApi, clock: Callable[[], float]) -> None:
+        self.api = api
+        self._clock = clock
+        self._unused_since: dict[str, float] = {}
+
+    def keep(self, sg_id: str) -> None:
+        """The SG is wanted again: its grace starts over when it is unused next."""
+        self._unused_since.pop(sg_id, None)
+
+    async def retire(self, sg_id: str) -> bool:
+        """True once the SG is gone; False while a port uses it or the grace runs (ask
+        again later)."""
+        if await self.api.ports_using(sg_id):
+            self.keep(sg_id)
+            return False
+        since = self._unused_since.setdefault(sg_id, self._clock())
+        if self._clock() - since < SG_RETIRE_GRACE:
+            return False
+        try:
+            await self.api.delete_security_group(sg_id)
+        except SecurityGroupInUse as exc:  # a port took it again since the list
+            LOG.debug("SG %s not deleted yet: %s", sg_id, exc)
+            self.keep(sg_id)
+            return False
+        self.keep(sg_id)
+        return True
 
 
 class ClusterSecurityGroups:
@@ -230,6 +283,80 @@ class ClusterSecurityGroups:
                 await self.api.delete_security_group(sg.id)
 
 
+async def ensure_knp(client: KubeClient, policy: Obj, knp: Obj | None) -> Obj:
+    """The policy's KuryrNetworkPolicy with its finalizer and a spec matching the policy
+    (``knp``: the cached one, None if not seen); created if missing."""
+    spec = policy.get("spec") or {}
+    ingress, egress = np_model.policy_types(policy)
+    want_spec = {
+        "policyUid": objects.uid(policy),
+        "podSelector": spec.get("podSelector") or {},
+        "policyTypes": [t for t, on in (("Ingress", ingress), ("Egress", egress)) if on],
+    }
+    ns, name = objects.namespace(policy), objects.name(policy)
+    if knp is None:
+        body = {
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "finalizers": [KNP_FINALIZER],
+                "labels": {POLICY_LABEL: objects.uid(policy)},
+            },
+            "spec": want_spec,
+        }
+        try:
+            return await client.create(KURYRNETWORKPOLICIES, body, ns)
+        except AlreadyExists:
+            knp = await client.get(KURYRNETWORKPOLICIES, name, ns)
+    knp = await add_finalizer(client, KURYRNETWORKPOLICIES, knp, KNP_FINALIZER)
+    if knp.get("spec") != want_spec:
+        knp = await client.patch(KURYRNETWORKPOLICIES, name, {"spec": want_spec}, ns)
+    return knp
+
+
+async def write_knp_status(
+    client: KubeClient,
+    events: EventRecorder | None,
+    knp: Obj,
+    policy: Obj,
+    status: Mapping[str, Any],
+    ready: str,
+    problems: Collection[str],
+) -> None:
+    """``status`` plus observedGeneration and the Ready/Unsupported conditions, written
+    when it differs; a Warning Event when the policy cannot be fully expressed."""
+    conditions = [
+        {"type": "Ready", "status": "True", "reason": "Enforced", "message": ready},
+        {
+            "type": "Unsupported",
+            "status": "True" if problems else "False",
+            "reason": "NotExpressible" if problems else "AllExpressed",
+            "message": "; ".join(problems) or "every rule is enforced",
+        },
+    ]
+    full = {
+        **status,
+        "observedGeneration": int(objects.meta(policy).get("generation") or 0),
+        "conditions": conditions,
+    }
+    old = knp.get("status") or {}
+    if {k: old.get(k) for k in full} == full:
+        return
+    try:
+        await client.patch(
+            KURYRNETWORKPOLICIES,
+            objects.name(knp),
+            {"status": full},
+            objects.namespace(knp),
+            subresource="status",
+        )
+    except NotFound:
+        raise ResourceNotReady(f"KuryrNetworkPolicy {objects.key(knp)} vanished") from None
+    if problems and events is not None and old.get("conditions") != conditions:
+        msg = "; ".join(problems)
+        await events.emit(policy, "PolicyNotFullyExpressible", msg, type="Warning")
+
+
 class PolicyReconciler:
     """Converges one NetworkPolicy's KuryrNetworkPolicy and Neutron SGs/address groups."""
 
@@ -262,8 +389,7 @@ class PolicyReconciler:
         self.events = events
         self.unsupported = frozenset(unsupported_protocols)
         self._applied: dict[str, _Applied] = {}
-        self._clock = clock
-        self._unused_since: dict[str, float] = {}
+        self._retirement = SgRetirement(api, clock)
 
     async def reconcile(self, key: str) -> Result:
         self.world.check_synced()
@@ -329,32 +455,7 @@ class PolicyReconciler:
     # ---- KuryrNetworkPolicy ----------------------------------------------------------------
 
     async def _ensure_knp(self, policy: Obj, knp: Obj | None) -> Obj:
-        spec = policy.get("spec") or {}
-        ingress, egress = np_model.policy_types(policy)
-        want_spec = {
-            "policyUid": objects.uid(policy),
-            "podSelector": spec.get("podSelector") or {},
-            "policyTypes": [t for t, on in (("Ingress", ingress), ("Egress", egress)) if on],
-        }
-        ns, name = objects.namespace(policy), objects.name(policy)
-        if knp is None:
-            body = {
-                "metadata": {
-                    "name": name,
-                    "namespace": ns,
-                    "finalizers": [KNP_FINALIZER],
-                    "labels": {POLICY_LABEL: objects.uid(policy)},
-                },
-                "spec": want_spec,
-            }
-            try:
-                return await self.client.create(KURYRNETWORKPOLICIES, body, ns)
-            except AlreadyExists:
-                knp = await self.client.get(KURYRNETWORKPOLICIES, name, ns)
-        knp = await add_finalizer(self.client, KURYRNETWORKPOLICIES, knp, KNP_FINALIZER)
-        if knp.get("spec") != want_spec:
-            knp = await self.client.patch(KURYRNETWORKPOLICIES, name, {"spec": want_spec}, ns)
-        return knp
+        return await ensure_knp(self.client, policy, knp)
 
     async def _write_status(
         self,
@@ -364,45 +465,14 @@ class PolicyReconciler:
         sg_ids: Mapping[str, str],
         ag_ids: Mapping[str, str],
     ) -> None:
-        conditions = [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": "Enforced",
-                "message": f"{len(sg_ids)} security group(s), {len(ag_ids)} address group(s)",
-            },
-            {
-                "type": "Unsupported",
-                "status": "True" if plan.problems else "False",
-                "reason": "NotExpressible" if plan.problems else "AllExpressed",
-                "message": "; ".join(plan.problems) or "every rule is enforced",
-            },
-        ]
         status = {
             "securityGroups": dict(sg_ids),
             "addressGroups": dict(ag_ids),
             "fingerprint": plan.fingerprint(),
             "selectedPods": len(plan.pod_variants),
-            "observedGeneration": int(objects.meta(policy).get("generation") or 0),
-            "conditions": conditions,
         }
-        old = knp.get("status") or {}
-        if {k: old.get(k) for k in status} == status:
-            return
-        try:
-            await self.client.patch(
-                KURYRNETWORKPOLICIES,
-                objects.name(knp),
-                {"status": status},
-                objects.namespace(knp),
-                subresource="status",
-            )
-        except NotFound:
-            raise ResourceNotReady(f"KuryrNetworkPolicy {objects.key(knp)} vanished") from None
-        if plan.problems and self.events is not None:
-            msg = "; ".join(plan.problems)
-            if old.get("conditions") != conditions:
-                await self.events.emit(policy, "PolicyNotFullyExpressible", msg, type="Warning")
+        ready = f"{len(sg_ids)} security group(s), {len(ag_ids)} address group(s)"
+        await write_knp_status(self.client, self.events, knp, policy, status, ready, plan.problems)
 
     # ---- Neutron ---------------------------------------------------------------------------
 
@@ -452,22 +522,8 @@ class PolicyReconciler:
             sg = found or await self.api.create_security_group(
                 f"kuryr-np-{uid[:8]}-{variant}", self.project_id, self._sg_tags(uid, variant)
             )
-            want = {_body_key(b): b for r in rules for b in _rule_bodies(r, plan, ag_ids)}
-            have = {
-                _body_key(
-                    {
-                        "direction": r.direction,
-                        "ethertype": r.ethertype,
-                        "protocol": r.protocol,
-                        "port_range_min": r.port_min,
-                        "port_range_max": r.port_max,
-                        "remote_ip_prefix": r.remote_ip_prefix,
-                        "remote_group_id": r.remote_group_id,
-                        "remote_address_group_id": r.remote_address_group_id,
-                    }
-                ): r.id
-                for r in sg.rules
-            }
+            want = {body_key(b): b for r in rules for b in _rule_bodies(r, plan, ag_ids)}
+            have = {rule_key(r): r.id for r in sg.rules}
             await self.api.create_rules(
                 sg.id, self.project_id, [b for k, b in want.items() if k not in have]
             )
@@ -501,22 +557,7 @@ class PolicyReconciler:
         return busy
 
     async def _retire(self, sg_id: str) -> bool:
-        """Delete an SG no port has used for :data:`SG_RETIRE_GRACE` seconds; True once it
-        is gone, False while a port uses it or the grace runs (ask again later)."""
-        if await self.api.ports_using(sg_id):
-            self._unused_since.pop(sg_id, None)
-            return False
-        since = self._unused_since.setdefault(sg_id, self._clock())
-        if self._clock() - since < SG_RETIRE_GRACE:
-            return False
-        try:
-            await self.api.delete_security_group(sg_id)
-        except SecurityGroupInUse as exc:  # a port took it again since the list
-            LOG.debug("SG %s not deleted yet: %s", sg_id, exc)
-            self._unused_since.pop(sg_id, None)
-            return False
-        self._unused_since.pop(sg_id, None)
-        return True
+        return await self._retirement.retire(sg_id)
 
     async def _remove(self, key: str, knp: Obj | None) -> None:
         """The policy is gone: its SGs (once unused), address groups, then the KNP."""
@@ -619,6 +660,17 @@ class PolicyParts:
     async def startup(self) -> None:
         await self.cluster.ensure()
 
+    def converged(self) -> bool:
+        """Every KuryrNetworkPolicy's status is its policy's plan now, and none outlives
+        its policy (tests, benchmarks)."""
+        for policy in self.world.policies.items():
+            knp = self.world.knps.get(objects.key(policy))
+            status = (knp or {}).get("status") or {}
+            plan = self.world.plan(policy, self.reconciler.unsupported)
+            if status.get("fingerprint") != plan.fingerprint():
+                return False
+        return set(self.world.knps.keys()) <= set(self.world.policies.keys())
+
 
 def build_policy_parts(
     client: KubeClient,
@@ -640,22 +692,7 @@ def build_policy_parts(
     change any peer set; the reconciler then costs nothing unless an address group really
     changed). ``services``: watch Services/EndpointSlices so egress policies also allow
     the clusterIPs of the Services they allow (docs/design/network-policy.md)."""
-    nps = Informer(client, NETWORKPOLICIES)
-    knps = Informer(client, KURYRNETWORKPOLICIES)
-    nss = namespaces or Informer(client, NAMESPACES)
-    svcs = [Informer(client, SERVICES), Informer(client, ENDPOINTSLICES)] if services else []
-    caches = [nps, knps] + ([nss] if namespaces is None else []) + svcs
-    informers = [nps, knps, pods, nss, *([kuryrports] if kuryrports is not None else []), *svcs]
-    world = PolicyWorld(
-        nps.store,
-        knps.store,
-        pods.store,
-        nss.store,
-        kuryrports.store if kuryrports is not None else None,
-        synced=lambda: all(i.synced for i in informers),
-        services=svcs[0].store if svcs else None,
-        slices=svcs[1].store if svcs else None,
-    )
+    caches, informers, world = policy_world(client, pods, kuryrports, namespaces, services)
     reconciler = PolicyReconciler(
         client,
         world,
@@ -674,10 +711,39 @@ def build_policy_parts(
     def peers_changed(key: str) -> None:
         engine.enqueue_all(policy_keys_for_any_change(world))
 
+    nps, knps, *others = informers
     nps.add_handler(policy_changed)
     knps.add_handler(policy_changed)
-    for informer in (pods, nss, kuryrports, *svcs):
-        if informer is not None:
-            informer.add_handler(peers_changed)
+    for informer in others:
+        informer.add_handler(peers_changed)
     cluster = ClusterSecurityGroups(api, cluster_id, project_id)
     return PolicyParts(caches, engine, cluster, world, reconciler)
+
+
+def policy_world(
+    client: KubeClient,
+    pods: Informer,
+    kuryrports: Informer | None,
+    namespaces: Informer | None,
+    services: bool,
+) -> tuple[list[Informer], list[Informer], PolicyWorld]:
+    """The informers NetworkPolicy enforcement reads and the world over their stores:
+    (caches to run: the ones made here; every informer read, NetworkPolicies and
+    KuryrNetworkPolicies first; the world)."""
+    nps = Informer(client, NETWORKPOLICIES)
+    knps = Informer(client, KURYRNETWORKPOLICIES)
+    nss = namespaces or Informer(client, NAMESPACES)
+    svcs = [Informer(client, SERVICES), Informer(client, ENDPOINTSLICES)] if services else []
+    caches = [nps, knps] + ([nss] if namespaces is None else []) + svcs
+    informers = [nps, knps, pods, nss, *([kuryrports] if kuryrports is not None else []), *svcs]
+    world = PolicyWorld(
+        nps.store,
+        knps.store,
+        pods.store,
+        nss.store,
+        kuryrports.store if kuryrports is not None else None,
+        synced=lambda: all(i.synced for i in informers),
+        services=svcs[0].store if svcs else None,
+        slices=svcs[1].store if svcs else None,
+    )
+    return caches, informers, world

@@ -75,6 +75,7 @@ KNOWN_OPTIONS: dict[str, frozenset[str]] = {
     "health_server": frozenset({"host", "port"}),
     # Namespace networks (controller/namespaces.py), with [kubernetes] pod_subnets_driver:
     "namespace_subnet": frozenset({"pod_router", "pod_subnet_pool"}),
+    "network_policy": frozenset({"security_group_mode"}),
     "octavia_defaults": frozenset(
         {
             "endpoint_override",

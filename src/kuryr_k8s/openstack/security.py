@@ -163,9 +163,16 @@ class SecurityApi:
         return [_sg(sg) for sg in data["security_groups"]]
 
     async def create_security_group(
-        self, name: str, project_id: str, tags: Sequence[str], description: str = ""
+        self,
+        name: str,
+        project_id: str,
+        tags: Sequence[str],
+        description: str = "",
+        *,
+        keep_default_rules: bool = False,
     ) -> SecurityGroup:
-        """A stateful SG without Neutron's two default egress rules, tagged."""
+        """A stateful SG, tagged; without Neutron's two default egress rules (allow all
+        egress, IPv4 and IPv6) unless ``keep_default_rules``."""
         body = {"security_group": {"name": name, "project_id": project_id}}
         if description:
             body["security_group"]["description"] = description
@@ -174,6 +181,8 @@ class SecurityApi:
         await self._call(
             "set_tags", "PUT", f"/security-groups/{sg.id}/tags", body={"tags": list(tags)}
         )
+        if keep_default_rules:
+            return SecurityGroup(sg.id, sg.name, tuple(tags), sg.rules)
         for rule in sg.rules:
             await self.delete_rule(rule.id)
         return SecurityGroup(sg.id, sg.name, tuple(tags), ())
@@ -193,16 +202,19 @@ class SecurityApi:
 
     async def create_rules(
         self, sg_id: str, project_id: str, rules: Sequence[dict[str, Any]]
-    ) -> None:
-        """One bulk ``POST /security-group-rules`` (all or nothing)."""
+    ) -> tuple[Rule, ...]:
+        """One bulk ``POST /security-group-rules`` (all or nothing); the rules made."""
         if not rules:
-            return
+            return ()
         body = {
             "security_group_rules": [
                 {"security_group_id": sg_id, "project_id": project_id, **r} for r in rules
             ]
         }
-        await self._call("create_security_group_rules", "POST", "/security-group-rules", body=body)
+        data = await self._call(
+            "create_security_group_rules", "POST", "/security-group-rules", body=body
+        )
+        return tuple(_rule(r) for r in (data or {}).get("security_group_rules") or ())
 
     async def delete_rule(self, rule_id: str) -> None:
         await self._call(

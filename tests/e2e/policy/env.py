@@ -29,6 +29,11 @@ from kuryr_k8s.controller.health import HealthState
 from kuryr_k8s.controller.kuryrports import PodNetwork, PodSubnet
 from kuryr_k8s.controller.placement import StaticPlacement
 from kuryr_k8s.controller.policies import PolicyParts, build_policy_parts
+from kuryr_k8s.controller.policy_identities import (
+    SYNC_KEY,
+    IdentityParts,
+    build_identity_parts,
+)
 from kuryr_k8s.controller.service import Controller
 from kuryr_k8s.k8s import EventRecorder, KubeClient, objects
 from kuryr_k8s.k8s.config import load_kubeconfig
@@ -85,7 +90,9 @@ class PolicyEnv:
     ns_labels: dict[str, dict[str, str]] = field(default_factory=dict)
     tag: str = ""
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    parts: PolicyParts | None = None
+    parts: PolicyParts | IdentityParts | None = None
+    mode: str = field(default_factory=lambda: os.environ.get("KURYR_TEST_NP_MODE", "policy"))
+    """``policy`` (an SG per policy) or ``identity`` (an SG per pod identity)."""
     network: PodNetwork | None = None
     placement: Any = None
     neutron: Neutron | None = None
@@ -109,15 +116,27 @@ class PolicyEnv:
         await ensure_crds(self.client, kuryrnetwork.crd_manifests())
         self.neutron = Neutron(SdkTransport(topology.connect(self.sandbox.settings)))
         pods = Informer(self.client, PODS)
-        self.parts = build_policy_parts(
-            self.client,
-            SecurityApi(self.neutron),
-            cluster_id=self.cluster_id,
-            project_id=topo.project_id,
-            pods=pods,
-            events=EventRecorder(self.client, "kuryr-controller"),
-            address_groups=os.environ.get("KURYR_TEST_NP_ADDRESS_GROUPS") == "1",
-        )
+        sec = SecurityApi(self.neutron)
+        events = EventRecorder(self.client, "kuryr-controller")
+        if self.mode == "identity":
+            self.parts = build_identity_parts(
+                self.client,
+                sec,
+                cluster_id=self.cluster_id,
+                project_id=topo.project_id,
+                pods=pods,
+                events=events,
+            )
+        else:
+            self.parts = build_policy_parts(
+                self.client,
+                sec,
+                cluster_id=self.cluster_id,
+                project_id=topo.project_id,
+                pods=pods,
+                events=events,
+                address_groups=os.environ.get("KURYR_TEST_NP_ADDRESS_GROUPS") == "1",
+            )
         self.network = sandbox_pod_network(topo)
         self.placement = self.parts.placement(StaticPlacement(self.network))
         controller = Controller(
@@ -125,7 +144,7 @@ class PolicyEnv:
             engines=[self.parts.engine],
             elector=None,
             health=HealthState(),
-            startup=[self.parts.startup],
+            startup=[self.parts.startup, self._open_sgs],
             caches=[pods, *self.parts.caches],
         )
         self._task = asyncio.ensure_future(controller.run())
@@ -136,6 +155,11 @@ class PolicyEnv:
             if time.monotonic() > deadline:
                 raise AssertionError("the policy controller did not start in 60 s")
             await asyncio.sleep(0.1)
+
+    async def _open_sgs(self) -> None:
+        """The open SGs the VM port uses (the per-policy mode's startup makes them too)."""
+        assert self.parts is not None
+        await self.parts.cluster.ensure()
 
     def stop(self) -> None:
         async def _stop() -> None:
@@ -313,18 +337,10 @@ class PolicyEnv:
 
     def converged(self) -> bool:
         assert self.parts is not None
-        world = self.parts.world
+        parts = self.parts
 
         async def check() -> bool:
-            for policy in world.policies.items():
-                knp = world.knps.get(objects.key(policy))
-                status = (knp or {}).get("status") or {}
-                if (
-                    status.get("fingerprint")
-                    != world.plan(policy, self.parts.reconciler.unsupported).fingerprint()
-                ):
-                    return False
-            return set(world.knps.keys()) <= set(world.policies.keys())
+            return parts.converged()
 
         return self.call(check())
 
@@ -347,6 +363,8 @@ class PolicyEnv:
                 raise AssertionError(f"policies not enforced after {timeout} s")
             assert self.parts is not None
             keys = list(self.parts.world.knps.keys()) + list(self.parts.world.policies.keys())
+            if self.mode == "identity":
+                keys = [SYNC_KEY]
             self.loop.call_soon_threadsafe(self.parts.engine.enqueue_all, keys)
             time.sleep(0.3)
 

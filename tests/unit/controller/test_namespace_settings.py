@@ -42,6 +42,20 @@ def test_namespace_driver_needs_router_and_pool(missing: str) -> None:
         load_placement(cfg)
 
 
+@pytest.mark.parametrize(("text", "mode"), [("", "policy"), ("identity", "identity")])
+def test_policy_security_group_mode(text: str, mode: str) -> None:
+    body = f"[network_policy]\nsecurity_group_mode = {text}\n" if text else ""
+    cfg = ConfigFile.from_text("[kubernetes]\npod_security_groups_driver = policy\n" + body)
+    assert load_placement(cfg).security_group_mode == mode
+    cfg.reject_unknown()
+
+
+def test_an_unknown_security_group_mode_is_named() -> None:
+    cfg = ConfigFile.from_text("[network_policy]\nsecurity_group_mode = per-pod\n")
+    with pytest.raises(ConfigError, match="security_group_mode"):
+        load_placement(cfg)
+
+
 def test_unknown_driver_is_named() -> None:
     cfg = ConfigFile.from_text("[kubernetes]\npod_subnets_driver = per-pod\n")
     with pytest.raises(ConfigError, match="pod_subnets_driver"):
