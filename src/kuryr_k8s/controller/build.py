@@ -36,8 +36,8 @@ from kuryr_k8s.controller.namespaces import (
 from kuryr_k8s.controller.nodes import NodeNotNested, NodeResolver, TrunkTarget
 from kuryr_k8s.controller.placement import PodPlacement, StaticPlacement
 from kuryr_k8s.controller.pods import PodReconciler, sighting, workload_of
-from kuryr_k8s.controller.policies import build_policy_parts
-from kuryr_k8s.controller.policy_identities import build_identity_parts
+from kuryr_k8s.controller.policies import PolicyParts, build_policy_parts
+from kuryr_k8s.controller.policy_identities import IdentityParts, build_identity_parts
 from kuryr_k8s.controller.pool import PoolCollector, PooledPortProvider, make_provider
 from kuryr_k8s.controller.portstatus import PortStatusWatcher
 from kuryr_k8s.controller.service import Controller
@@ -379,7 +379,16 @@ async def build(
 
     statuses = PortStatusWatcher(neutron, port_status_changed)
     placement, placement_parts = _placement(
-        config, client, neutron, network, validated.project_id, pods, kps, events, bare
+        config,
+        client,
+        neutron,
+        network,
+        validated.project_id,
+        pods,
+        kps,
+        events,
+        bare,
+        requeue_port=port_status_changed,
     )
     kp_reconciler = KuryrPortReconciler(
         client,
@@ -556,9 +565,12 @@ def _placement(
     kps: Informer,
     events: EventRecorder,
     bare: PooledPortProvider | PlainPortProvider | None,
+    requeue_port: Callable[[str], None] = lambda key: None,
 ) -> tuple[PodPlacement, PlacementParts]:
     """Where pods go: ``[kubernetes] pod_subnets_driver`` (``default`` | ``namespace``) and
-    ``pod_security_groups_driver`` (``default`` | ``policy``), see ``placement.py``."""
+    ``pod_security_groups_driver`` (``default`` | ``policy``), see ``placement.py``.
+    ``requeue_port(key)``: look at a KuryrPort again (a placement that made it wait is
+    ready)."""
     p = config.placement
     parts = PlacementParts()
     placement: PodPlacement = StaticPlacement(network)
@@ -586,19 +598,30 @@ def _placement(
         parts.engines.append(ns.engine)
         parts.caches += ns.caches
     if p.security_groups_driver == "policy":
-        build_parts = (
-            build_identity_parts if p.security_group_mode == "identity" else build_policy_parts
-        )
-        pol = build_parts(
-            client,
-            sec,
-            cluster_id=config.defaults.cluster_id,
-            project_id=project_id,
-            pods=pods,
-            kuryrports=kps,
-            namespaces=namespaces,
-            events=events,
-        )
+        pol: PolicyParts | IdentityParts
+        if p.security_group_mode == "identity":
+            pol = build_identity_parts(
+                client,
+                sec,
+                cluster_id=config.defaults.cluster_id,
+                project_id=project_id,
+                pods=pods,
+                kuryrports=kps,
+                namespaces=namespaces,
+                events=events,
+                on_ready=requeue_port,
+            )
+        else:
+            pol = build_policy_parts(
+                client,
+                sec,
+                cluster_id=config.defaults.cluster_id,
+                project_id=project_id,
+                pods=pods,
+                kuryrports=kps,
+                namespaces=namespaces,
+                events=events,
+            )
         placement = pol.placement(placement)
         parts.engines.append(pol.engine)
         parts.caches += pol.caches

@@ -124,6 +124,9 @@ class IdentityReconciler:
         self.unsupported = frozenset(unsupported_protocols)
         self.kick: Callable[[], None] = lambda: None
         """Asks for a pass (set by :func:`build_identity_parts` to queue :data:`SYNC_KEY`)."""
+        self.on_ready: Callable[[str], None] = lambda key: None
+        """Called after a pass for each pod key the placement made wait meanwhile."""
+        self.waiting: set[str] = set()
         self.published: dict[str, str] = {}
         """identity key -> SG id, for the identities of the last applied plan."""
         self.applied: ni.IdentityPlan | None = None
@@ -182,6 +185,9 @@ class IdentityReconciler:
         for p in policies:
             by_ns.setdefault(objects.namespace(p) or "", {})[objects.key(p)] = _policy_version(p)
         self._applied_policies = by_ns
+        waiting, self.waiting = self.waiting, set()
+        for pod_key in sorted(waiting):
+            self.on_ready(pod_key)
         await self._sync_knps(plan, policies)
         busy = await self._retire(plan)
         return Result(requeue_after=SG_RETIRE_GRACE if busy else None)
@@ -354,6 +360,7 @@ class IdentityPlacement:
         key = ni.identity_of(pod).key
         sg_id = self.reconciler.published.get(key)
         if sg_id is None or not self.reconciler.applied_for(objects.namespace(pod) or ""):
+            self.reconciler.waiting.add(objects.key(pod))
             self.reconciler.kick()
             raise ResourceNotReady(
                 f"the security group of {objects.key(pod)}'s identity {key} is not ready"
@@ -397,10 +404,13 @@ def build_identity_parts(
     engine_settings: EngineSettings | None = None,
     unsupported_protocols: Collection[str] = (),
     services: bool = True,
+    on_ready: Callable[[str], None] | None = None,
 ) -> IdentityParts:
     """NetworkPolicy enforcement by identity SGs, wired: any change of a NetworkPolicy,
     KuryrNetworkPolicy, pod, namespace, KuryrPort, Service or EndpointSlice queues the one
-    key (merged while queued); the pass converges only what changed."""
+    key (merged while queued); the pass converges only what changed. ``on_ready(key)``:
+    the KuryrPort of a pod the placement made wait can go on (after the pass that
+    published its identity's SG)."""
     caches, informers, world = policy_world(client, pods, kuryrports, namespaces, services)
     reconciler = IdentityReconciler(
         client,
@@ -417,6 +427,8 @@ def build_identity_parts(
         engine.enqueue(SYNC_KEY)
 
     reconciler.kick = lambda: engine.enqueue(SYNC_KEY)
+    if on_ready is not None:
+        reconciler.on_ready = on_ready
     for informer in informers:
         informer.add_handler(changed)
     cluster = ClusterSecurityGroups(api, cluster_id, project_id)

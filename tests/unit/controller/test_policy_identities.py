@@ -251,11 +251,15 @@ async def test_rules_are_created_before_the_old_ones_go(env: Env) -> None:
 async def test_the_placement_waits_for_a_pass_that_saw_the_namespaces_policies(
     env: Env,
 ) -> None:
+    ready: list[str] = []
+    env.rec.on_ready = ready.append
     env.world.pods.put(_pod("web-0", {"app": "web"}))
     with pytest.raises(ResourceNotReady, match="identity"):
         await env.sgs_for("web-0")
     assert env.kicks == 1
+    assert ready == []
     await env.sync()
+    assert ready == ["a/web-0"], "its KuryrPort is looked at again after the pass"
     sg = await env.sgs_for("web-0")
 
     # a deny policy arrives: no pod of the namespace is handed the SG until its rules
