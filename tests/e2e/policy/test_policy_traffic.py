@@ -44,10 +44,12 @@ def policy(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": {"namespace": ns, "name": name}, "spec": spec}
 
 
-@pytest.fixture(scope="module")
-def env(sandbox: Sandbox, kube_api: KubeApi) -> Iterator[PolicyEnv]:
+@pytest.fixture(scope="module", params=["policy", "identity"])
+def env(request: pytest.FixtureRequest, sandbox: Sandbox, kube_api: KubeApi) -> Iterator[PolicyEnv]:
+    """Every case in both ``[network_policy] security_group_mode``s: an SG per policy, and
+    an SG per pod identity (docs/design/network-policy-identities.md)."""
     http = kube_api.client()
-    e = PolicyEnv(sandbox, kube_api.kubeconfig, http)
+    e = PolicyEnv(sandbox, kube_api.kubeconfig, http, mode=request.param)
     try:
         e.start()
         for ns, labels in NAMESPACES.items():
