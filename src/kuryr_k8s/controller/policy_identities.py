@@ -215,6 +215,8 @@ class IdentityReconciler:
         A duplicate (a create retried after a crash) is retired like an unused identity."""
         sg_of: dict[str, str] = {}
         rules: dict[str, dict[tuple[Any, ...], str]] = {}
+        prefix = self._name("")
+        self._strays.update(await self.api.list_untagged_security_groups(self.project_id, prefix))
         for sg in await self.api.list_security_groups([self.cluster_tag, IDENTITY_ROLE]):
             key = next((t[len(IDENTITY_TAG) :] for t in sg.tags if t.startswith(IDENTITY_TAG)), "")
             if not key or key in sg_of:
@@ -225,12 +227,17 @@ class IdentityReconciler:
         self._sg_of.update(sg_of)
         self._rules_of = rules
 
+    def _name(self, key: str) -> str:
+        """``kuryr-id-<cluster id>-<identity key>``: how an SG left untagged by a killed
+        process is still recognised as ours (:meth:`_adopt`)."""
+        return f"kuryr-id-{self.cluster_tag[len(CLUSTER_TAG_PREFIX) :]}-{key}"
+
     async def _create_sg(self, key: str) -> None:
         tags = [self.cluster_tag, IDENTITY_ROLE, IDENTITY_TAG + key]
         # Neutron's default rules (allow all egress) are what an identity no policy
         # isolates for egress has: kept, and the rule diff deletes them where not.
         sg = await self.api.create_security_group(
-            f"kuryr-id-{key}",
+            self._name(key),
             self.project_id,
             tags,
             "kuryr-kubernetes: pods of one identity",

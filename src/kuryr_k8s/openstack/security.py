@@ -15,6 +15,7 @@ looked up by name.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -178,14 +179,35 @@ class SecurityApi:
             body["security_group"]["description"] = description
         data = await self._call("create_security_group", "POST", "/security-groups", body=body)
         sg = _sg(data["security_group"])
-        await self._call(
-            "set_tags", "PUT", f"/security-groups/{sg.id}/tags", body={"tags": list(tags)}
-        )
-        if keep_default_rules:
-            return SecurityGroup(sg.id, sg.name, tuple(tags), sg.rules)
-        for rule in sg.rules:
-            await self.delete_rule(rule.id)
+        try:  # this Neutron takes no tags on create: until tagged, nothing can find the SG
+            await self._call(
+                "set_tags", "PUT", f"/security-groups/{sg.id}/tags", body={"tags": list(tags)}
+            )
+            if keep_default_rules:
+                return SecurityGroup(sg.id, sg.name, tuple(tags), sg.rules)
+            for rule in sg.rules:
+                await self.delete_rule(rule.id)
+        except BaseException:  # failed or cancelled half-way: do not leave it behind
+            with contextlib.suppress(Exception):
+                await self.delete_security_group(sg.id)
+            raise
         return SecurityGroup(sg.id, sg.name, tuple(tags), ())
+
+    async def list_untagged_security_groups(self, project_id: str, name_prefix: str) -> list[str]:
+        """Ids of the project's SGs named ``name_prefix...`` that carry no tag: left by a
+        process killed between creating and tagging them (Neutron Zed takes no tags in
+        the create request)."""
+        data = await self._call(
+            "list_security_groups",
+            "GET",
+            "/security-groups",
+            params={"project_id": project_id, "fields": ["id", "name", "tags"]},
+        )
+        return [
+            sg["id"]
+            for sg in data["security_groups"]
+            if str(sg.get("name") or "").startswith(name_prefix) and not sg.get("tags")
+        ]
 
     async def delete_security_group(self, sg_id: str) -> bool:
         return await self._delete("delete_security_group", f"/security-groups/{sg_id}")

@@ -186,6 +186,19 @@ class PolicyEnv:
         r = self.http.post("/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}})
         assert r.status_code == 201, r.text
 
+    def delete_namespaces(self, timeout: float = 120) -> list[str]:
+        """Delete the namespaces this environment made and wait until they are gone (the
+        next environment on the same API server reuses their names); those still there."""
+        for name in self.ns_labels:
+            r = self.http.delete(f"/api/v1/namespaces/{name}")
+            assert r.status_code in (200, 202, 404), r.text
+        deadline = time.monotonic() + timeout
+        left = list(self.ns_labels)
+        while left and time.monotonic() < deadline:
+            left = [n for n in left if self.http.get(f"/api/v1/namespaces/{n}").status_code != 404]
+            time.sleep(0.2)
+        return left
+
     def label_namespace(self, name: str, labels: dict[str, str]) -> None:
         patch = {k: None for k in self.ns_labels.get(name, {}) if k not in labels} | labels
         self.ns_labels[name] = dict(labels)

@@ -60,8 +60,10 @@ def env(request: pytest.FixtureRequest, sandbox: Sandbox, kube_api: KubeApi) -> 
         yield e
     finally:
         leaks = e.cleanup()
+        left = e.delete_namespaces()  # the other mode's environment reuses their names
         http.close()
         assert not leaks, f"left in Neutron: {leaks}"
+        assert not left, f"namespaces not deleted: {left}"
 
 
 FLOW_LAG = 15.0

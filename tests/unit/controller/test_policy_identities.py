@@ -51,6 +51,7 @@ class SgNeutron:
         self.ports: dict[str, list[str]] = {}
         self.calls: list[tuple[str, str]] = []
         self._ids = itertools.count(1)
+        self.refuse_tags = False
 
     def rules(self, sg_id: str) -> set[tuple[Any, ...]]:
         return {
@@ -84,11 +85,13 @@ class SgNeutron:
             for eth in ("IPv4", "IPv6"):  # Neutron's default egress rules
                 self._rule(sg_id, {"direction": "egress", "ethertype": eth})
             return 201, {"security_group": self.sgs[sg_id]}
+        if method == "PUT" and len(parts) == 3 and parts[2] == "tags" and self.refuse_tags:
+            return 503, {"NeutronError": {"type": "ServiceUnavailable", "message": "busy"}}
         if method == "PUT" and len(parts) == 3 and parts[2] == "tags":
             self.sgs[parts[1]]["tags"] = list(body["tags"])
             return 200, {"tags": body["tags"]}
         if method == "GET" and path == "/security-groups":
-            want = set(str(params.get("tags", "")).split(","))
+            want = set(str(params["tags"]).split(",")) if "tags" in params else set()
             found = [sg for sg in self.sgs.values() if want <= set(sg["tags"])]
             return 200, {"security_groups": found}
         if method == "POST" and path == "/security-group-rules":
@@ -387,3 +390,35 @@ async def test_a_duplicate_identity_sg_found_at_restart_is_retired(env: Env) -> 
     env.clock.t += SG_RETIRE_GRACE + 0.1
     await env.sync()
     assert sg in env.neutron.sgs and "sg-twin" not in env.neutron.sgs
+
+
+async def test_an_sg_is_never_left_untagged(env: Env) -> None:
+    """Neutron Zed takes no tags on create: an SG whose tagging fails is deleted at once,
+    and one left untagged by a killed controller (named after the cluster) is retired by
+    the next one."""
+    env.neutron.refuse_tags = True
+    env.world.pods.put(_pod("web", {"app": "web"}))
+    with pytest.raises(Exception, match="busy"):
+        await env.sync()
+    assert env.neutron.sgs == {}, "the SG whose tagging failed is gone"
+    env.neutron.refuse_tags = False
+    env.neutron.sgs["sg-killed"] = {
+        "id": "sg-killed",
+        "name": f"kuryr-id-{CLUSTER}-0123456789abcdef",
+        "tags": [],
+        "security_group_rules": [],
+    }
+    env.neutron.sgs["sg-foreign"] = {
+        "id": "sg-foreign",
+        "name": "kuryr-id-othercluster-0123456789abcdef",
+        "tags": [],
+        "security_group_rules": [],
+    }
+    env.rec = env.reconciler()
+    env.placement = IdentityPlacement(None, env.world, env.rec)
+    await env.sync()
+    env.clock.t += SG_RETIRE_GRACE + 0.1
+    await env.sync()
+    assert "sg-killed" not in env.neutron.sgs
+    assert "sg-foreign" in env.neutron.sgs, "another cluster's is not ours to delete"
+    assert len(await env.sgs_for("web")) == 1

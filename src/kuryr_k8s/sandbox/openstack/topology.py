@@ -243,6 +243,21 @@ def ensure_default_sg(conn: openstack.connection.Connection, progress: Progress)
     return sg
 
 
+SANDBOX_QUOTAS = {"security_groups": 100, "security_group_rules": 2000}
+"""Neutron's defaults (10 SGs, 100 rules) are too small for NetworkPolicy with one SG per
+pod identity (``[network_policy] security_group_mode = identity``); a real cluster raises
+them the same way (docs/install.md, quotas)."""
+
+
+def ensure_quotas(conn: openstack.connection.Connection, progress: Progress) -> None:
+    """Raise the project's SG quotas to at least :data:`SANDBOX_QUOTAS` (never lower)."""
+    quota = conn.network.get_quota(PROJECT_ID)
+    raise_to = {k: v for k, v in SANDBOX_QUOTAS.items() if 0 <= int(getattr(quota, k) or 0) < v}
+    if raise_to:
+        conn.network.update_quota(quota, **raise_to)
+        progress(f"quotas raised: {raise_to}")
+
+
 def ensure_base_topology(conn: openstack.connection.Connection, progress: Progress) -> Topology:
     nets, subs = {}, {}
     for name, (sub_name, cidr) in NETWORKS.items():
@@ -254,6 +269,7 @@ def ensure_base_topology(conn: openstack.connection.Connection, progress: Progre
     ensure_router_gateway(conn, router, external_net, progress)
     sg = ensure_default_sg(conn, progress)
     pool = ensure_subnet_pool(conn, progress)
+    ensure_quotas(conn, progress)
     return Topology(
         project_id=PROJECT_ID,
         net0_id=nets["net0"].id,
