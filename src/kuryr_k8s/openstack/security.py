@@ -155,6 +155,16 @@ class SecurityApi:
             raise
         return data is not GONE
 
+    async def _tag_or_delete(self, path: str, tags: Sequence[str]) -> None:
+        """Tag a resource just created; if that fails (or is cancelled), delete it: this
+        Neutron takes no tags on create, and untagged it is found by nobody."""
+        try:
+            await self._call("set_tags", "PUT", f"{path}/tags", body={"tags": list(tags)})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._delete("delete_untagged", path)
+            raise
+
     # ---- security groups ----------------------------------------------------------------
 
     async def list_security_groups(self, tags: Iterable[str]) -> list[SecurityGroup]:
@@ -179,10 +189,8 @@ class SecurityApi:
             body["security_group"]["description"] = description
         data = await self._call("create_security_group", "POST", "/security-groups", body=body)
         sg = _sg(data["security_group"])
-        try:  # this Neutron takes no tags on create: until tagged, nothing can find the SG
-            await self._call(
-                "set_tags", "PUT", f"/security-groups/{sg.id}/tags", body={"tags": list(tags)}
-            )
+        await self._tag_or_delete(f"/security-groups/{sg.id}", tags)
+        try:
             if keep_default_rules:
                 return SecurityGroup(sg.id, sg.name, tuple(tags), sg.rules)
             for rule in sg.rules:
@@ -292,7 +300,7 @@ class SecurityApi:
         body = {"network": {"name": name, "project_id": project_id, "admin_state_up": True}}
         data = await self._call("create_network", "POST", "/networks", body=body)
         net = _net(data["network"])
-        await self._call("set_tags", "PUT", f"/networks/{net.id}/tags", body={"tags": list(tags)})
+        await self._tag_or_delete(f"/networks/{net.id}", tags)
         return Network(net.id, net.name, tuple(tags), net.mtu, net.subnet_ids)
 
     async def delete_network(self, net_id: str) -> bool:
@@ -317,7 +325,7 @@ class SecurityApi:
         }
         data = await self._call("create_subnet", "POST", "/subnets", body=body)
         sub = _subnet(data["subnet"])
-        await self._call("set_tags", "PUT", f"/subnets/{sub.id}/tags", body={"tags": list(tags)})
+        await self._tag_or_delete(f"/subnets/{sub.id}", tags)
         return Subnet(sub.id, sub.network_id, sub.cidr, sub.gateway_ip, tuple(tags))
 
     async def delete_subnet(self, subnet_id: str) -> bool:
