@@ -178,14 +178,16 @@ def _rule_bodies(
 
 
 def body_key(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What makes a Neutron rule body the same rule (its id aside)."""
+    """What makes a Neutron rule body the same rule (its id aside); "any address" as a
+    prefix is no prefix, as Neutron's duplicate check has it."""
+    prefix = body.get("remote_ip_prefix")
     return (
         body.get("direction"),
         body.get("ethertype"),
         body.get("protocol"),
         body.get("port_range_min"),
         body.get("port_range_max"),
-        body.get("remote_ip_prefix"),
+        None if prefix in ("0.0.0.0/0", "::/0") else prefix,
         body.get("remote_group_id"),
         body.get("remote_address_group_id"),
     )

@@ -139,6 +139,7 @@ class IdentityReconciler:
         self._done: dict[str, str] = {}
         """identity key -> fingerprint of the rules its SG has in Neutron."""
         self._retirement = SgRetirement(api, clock)
+        self._pass = asyncio.Lock()
         self._strays: set[str] = set()
         """SG ids of duplicate identity SGs, deleted once unused."""
 
@@ -163,6 +164,15 @@ class IdentityReconciler:
         )
 
     async def reconcile(self, key: str) -> Result:
+        if key != SYNC_KEY:
+            # The controller also queues every cached key (pods, KuryrPorts) into every
+            # engine at start and on resync: each stands for "look again", i.e. one pass.
+            self.kick()
+            return Result()
+        async with self._pass:  # one pass at a time, whatever queued it
+            return await self._reconcile()
+
+    async def _reconcile(self) -> Result:
         self.world.check_synced()
         policies = [p for p in self.world.policies.items() if not objects.is_deleting(p)]
         # Planning is pure and can take a while on big clusters: off the event loop.

@@ -91,3 +91,80 @@ def _policy_round_trip(world: World) -> None:
     assert r.status_code in (200, 202), r.text
     wait_for("web's port back to open", lambda: _sgs(world, "web") == open_sgs)
     wait_for("web-2's port back to open", lambda: _sgs(world, "web-2") == open_sgs)
+
+
+IDENTITY_MODE = (
+    "pod_security_groups_driver = policy\n[network_policy]\nsecurity_group_mode = identity"
+)
+
+
+def _ingress_rules(world: World, sg_id: str) -> set[tuple[Any, ...]]:
+    sg = world.sandbox.conn.network.get_security_group(sg_id)
+    return {
+        (r["ethertype"], r.get("protocol"), r.get("remote_group_id"), r.get("remote_ip_prefix"))
+        for r in sg.security_group_rules
+        if r["direction"] == "ingress"
+    }
+
+
+def test_identity_mode_changes_rules_not_ports(world: World) -> None:
+    """``security_group_mode = identity`` through the controller: each pod's port carries
+    its identity's one SG; a policy changes that SG's rules and no port; a replica created
+    under the policy gets the same SG; a relabelled pod moves to another SG."""
+    try:
+        _identity_round_trip(world)
+    finally:
+        for ctl in world.controllers:
+            ctl.stop()
+        for sg_id in _cluster_sg_ids(world).values():
+            for port in world.ports.all():
+                if sg_id in port.security_group_ids:
+                    world.sandbox.conn.network.delete_port(port, ignore_missing=True)
+            world.sandbox.conn.network.delete_security_group(sg_id, ignore_missing=True)
+
+
+def _identity_round_trip(world: World) -> None:
+    ctl = world.start_controller(kubernetes_extra=IDENTITY_MODE)
+    ctl.wait_role("leader")
+    _labelled_pod(world, "web", "web")
+    _labelled_pod(world, "client", "client")
+    wait_for("pods allocated", lambda: converged(world.kube, {"web", "client"}))
+    (web_sg,), (client_sg,) = _sgs(world, "web"), _sgs(world, "client")
+    assert web_sg != client_sg
+    assert web_sg in _cluster_sg_ids(world).values()
+    open_ingress = {("IPv4", None, None, None), ("IPv6", None, None, None)}
+    assert _ingress_rules(world, web_sg) == open_ingress
+
+    policy = {
+        "metadata": {"name": "web-from-client"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "web"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}],
+        },
+    }
+    r = world.kube.c.post(NP_PATH.format(ns=world.kube.ns), policy)
+    assert r.status_code == 201, r.text
+    only_client = {("IPv4", None, client_sg, None), ("IPv6", None, client_sg, None)}
+    wait_for("web's SG to admit only clients", lambda: _ingress_rules(world, web_sg) == only_client)
+    assert _sgs(world, "web") == {web_sg}, "the policy moved no port"
+    assert _ingress_rules(world, client_sg) == open_ingress, "an unselected pod stays open"
+
+    _labelled_pod(world, "web-2", "web")  # a replica created under the policy
+    wait_for("web-2 allocated", lambda: converged(world.kube, {"web", "client", "web-2"}))
+    assert _sgs(world, "web-2") == {web_sg}
+
+    r = world.kube.c.patch(
+        f"/api/v1/namespaces/{world.kube.ns}/pods/web-2",
+        {"metadata": {"labels": {"app": "other"}}},
+        "merge",
+    )
+    assert r.status_code == 200, r.text
+    wait_for("web-2's port to move to its new identity", lambda: _sgs(world, "web-2") != {web_sg})
+    (other_sg,) = _sgs(world, "web-2")
+    assert _ingress_rules(world, other_sg) == open_ingress
+
+    r = world.kube.c.delete(f"{NP_PATH.format(ns=world.kube.ns)}/web-from-client")
+    assert r.status_code in (200, 202), r.text
+    wait_for("web's SG open again", lambda: _ingress_rules(world, web_sg) == open_ingress)
+    assert _sgs(world, "web") == {web_sg}

@@ -10,6 +10,7 @@ namespace's policies, a restart adopts what exists, unused SGs go after the grac
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Mapping
 from typing import Any
@@ -422,3 +423,14 @@ async def test_an_sg_is_never_left_untagged(env: Env) -> None:
     assert "sg-killed" not in env.neutron.sgs
     assert "sg-foreign" in env.neutron.sgs, "another cluster's is not ours to delete"
     assert len(await env.sgs_for("web")) == 1
+
+
+async def test_other_keys_ask_for_one_pass_and_passes_never_overlap(env: Env) -> None:
+    """The controller queues every cached pod/KuryrPort key into every engine: here each
+    only asks for the pass; passes queued at once run one after the other (two at once
+    created an identity's SG twice on the sandbox)."""
+    env.world.pods.put(_pod("web", {"app": "web"}))
+    await env.rec.reconcile("a/web")
+    assert env.kicks == 1 and env.neutron.calls == []
+    await asyncio.gather(*(env.rec.reconcile("cluster/identities") for _ in range(3)))
+    assert env.neutron.writes().count(("POST", "/security-groups")) == 1
