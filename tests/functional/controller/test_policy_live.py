@@ -47,13 +47,22 @@ def test_a_policy_moves_the_selected_ports_to_its_sg_and_back(world: World) -> N
     try:
         _policy_round_trip(world)
     finally:  # the cluster's open SGs outlive policies by design; this cluster is gone
-        for ctl in world.controllers:
-            ctl.stop()
-        for sg_id in _cluster_sg_ids(world).values():
-            for port in world.ports.all():
-                if sg_id in port.security_group_ids:
-                    world.sandbox.conn.network.delete_port(port, ignore_missing=True)
-            world.sandbox.conn.network.delete_security_group(sg_id, ignore_missing=True)
+        _delete_cluster_sgs(world)
+
+
+def _delete_cluster_sgs(world: World) -> None:
+    """Controllers stopped, then every port naming one of the cluster's SGs (pool ports
+    too), then the SGs."""
+    for ctl in world.controllers:
+        ctl.stop()
+    conn = world.sandbox.conn
+    sg_ids = set(_cluster_sg_ids(world).values())
+    for port in conn.network.ports():
+        if sg_ids & set(port.security_group_ids or ()):
+            conn.network.delete_port(port, ignore_missing=True)
+    for sg_id in sg_ids:
+        conn.network.delete_security_group(sg_id, ignore_missing=True)
+    assert not _cluster_sg_ids(world), "the cluster's SGs outlived it"
 
 
 def _policy_round_trip(world: World) -> None:
@@ -114,13 +123,7 @@ def test_identity_mode_changes_rules_not_ports(world: World) -> None:
     try:
         _identity_round_trip(world)
     finally:
-        for ctl in world.controllers:
-            ctl.stop()
-        for sg_id in _cluster_sg_ids(world).values():
-            for port in world.ports.all():
-                if sg_id in port.security_group_ids:
-                    world.sandbox.conn.network.delete_port(port, ignore_missing=True)
-            world.sandbox.conn.network.delete_security_group(sg_id, ignore_missing=True)
+        _delete_cluster_sgs(world)
 
 
 def _identity_round_trip(world: World) -> None:
