@@ -226,7 +226,10 @@ class IdentityReconciler:
         sg_of: dict[str, str] = {}
         rules: dict[str, dict[tuple[Any, ...], str]] = {}
         prefix = self._name("")
-        self._strays.update(await self.api.list_untagged_security_groups(self.project_id, prefix))
+        for sg_id, name in await self.api.list_untagged_security_groups(self.project_id, prefix):
+            rest = name[len(prefix) :]  # exactly a key: "c1-x"'s SGs are not "c1"'s
+            if len(rest) == ni.KEY_LENGTH and all(c in "0123456789abcdef" for c in rest):
+                self._strays.add(sg_id)
         for sg in await self.api.list_security_groups([self.cluster_tag, IDENTITY_ROLE]):
             key = next((t[len(IDENTITY_TAG) :] for t in sg.tags if t.startswith(IDENTITY_TAG)), "")
             if not key or key in sg_of:

@@ -201,10 +201,12 @@ class SecurityApi:
             raise
         return SecurityGroup(sg.id, sg.name, tuple(tags), ())
 
-    async def list_untagged_security_groups(self, project_id: str, name_prefix: str) -> list[str]:
-        """Ids of the project's SGs named ``name_prefix...`` that carry no tag: left by a
-        process killed between creating and tagging them (Neutron Zed takes no tags in
-        the create request)."""
+    async def list_untagged_security_groups(
+        self, project_id: str, name_prefix: str
+    ) -> list[tuple[str, str]]:
+        """(id, name) of the project's SGs named ``name_prefix...`` that carry no tag: left
+        by a process killed between creating and tagging them (Neutron Zed takes no tags
+        in the create request)."""
         data = await self._call(
             "list_security_groups",
             "GET",
@@ -212,7 +214,7 @@ class SecurityApi:
             params={"project_id": project_id, "fields": ["id", "name", "tags"]},
         )
         return [
-            sg["id"]
+            (sg["id"], str(sg.get("name") or ""))
             for sg in data["security_groups"]
             if str(sg.get("name") or "").startswith(name_prefix) and not sg.get("tags")
         ]

@@ -411,7 +411,7 @@ async def test_an_sg_is_never_left_untagged(env: Env) -> None:
     }
     env.neutron.sgs["sg-foreign"] = {
         "id": "sg-foreign",
-        "name": "kuryr-id-othercluster-0123456789abcdef",
+        "name": f"kuryr-id-{CLUSTER}-x-0123456789abcdef",  # cluster "c1-x", not "c1"
         "tags": [],
         "security_group_rules": [],
     }
