@@ -598,30 +598,19 @@ def _placement(
         parts.engines.append(ns.engine)
         parts.caches += ns.caches
     if p.security_groups_driver == "policy":
+        common: dict[str, Any] = {
+            "cluster_id": config.defaults.cluster_id,
+            "project_id": project_id,
+            "pods": pods,
+            "kuryrports": kps,
+            "namespaces": namespaces,
+            "events": events,
+        }
         pol: PolicyParts | IdentityParts
         if p.security_group_mode == "identity":
-            pol = build_identity_parts(
-                client,
-                sec,
-                cluster_id=config.defaults.cluster_id,
-                project_id=project_id,
-                pods=pods,
-                kuryrports=kps,
-                namespaces=namespaces,
-                events=events,
-                on_ready=requeue_port,
-            )
+            pol = build_identity_parts(client, sec, on_ready=requeue_port, **common)
         else:
-            pol = build_policy_parts(
-                client,
-                sec,
-                cluster_id=config.defaults.cluster_id,
-                project_id=project_id,
-                pods=pods,
-                kuryrports=kps,
-                namespaces=namespaces,
-                events=events,
-            )
+            pol = build_policy_parts(client, sec, **common)
         placement = pol.placement(placement)
         parts.engines.append(pol.engine)
         parts.caches += pol.caches

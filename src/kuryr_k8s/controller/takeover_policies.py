@@ -57,7 +57,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kuryr_k8s.controller.policies import SG_RETIRE_GRACE, VARIANT_TAG
+from kuryr_k8s.controller.policies import VARIANT_TAG, SgRetirement
 from kuryr_k8s.controller.takeover_networks import NetworkScope, resource_problem
 from kuryr_k8s.controller.takeover_services import log_takeover
 from kuryr_k8s.k8s import objects
@@ -69,7 +69,7 @@ from kuryr_k8s.model.errors import KuryrError
 from kuryr_k8s.model.kuryrnetwork import KNP_FINALIZER, POLICY_LABEL
 from kuryr_k8s.openstack.neutron import GONE
 from kuryr_k8s.openstack.ports import OWNER_TAG_PREFIX
-from kuryr_k8s.openstack.security import SecurityApi, SecurityGroupInUse
+from kuryr_k8s.openstack.security import SecurityApi
 
 LOG = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ async def retire_upstream_sgs(
     (ports move to our SGs through the KuryrPort reconciler); returns when none is left.
     A background task of the leader (our policy reconciler retires them only on a plan
     change or with the policy)."""
-    unused_since: dict[str, float] = {}
+    retirement = SgRetirement(api, clock)
     while True:
         try:
             sgs = await api.list_security_groups([cluster_tag, VARIANT_TAG + UPSTREAM_VARIANT])
@@ -309,17 +309,8 @@ async def retire_upstream_sgs(
             return
         for sg in sgs:
             try:
-                if await api.ports_using(sg.id):
-                    unused_since.pop(sg.id, None)
-                    continue
-                since = unused_since.setdefault(sg.id, clock())
-                if clock() - since < SG_RETIRE_GRACE:
-                    continue
-                await api.delete_security_group(sg.id)
-                unused_since.pop(sg.id, None)
-                LOG.info("takeover: deleted upstream's SG %s (no port uses it)", sg.id)
-            except SecurityGroupInUse:
-                unused_since.pop(sg.id, None)
+                if await retirement.retire(sg.id):
+                    LOG.info("takeover: deleted upstream's SG %s (no port uses it)", sg.id)
             except KuryrError as exc:
                 LOG.warning("upstream SG retirement: SG %s: %s; retrying", sg.id, exc)
         await sleep(every)
