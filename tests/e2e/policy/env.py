@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -59,6 +60,11 @@ adopts unowned ``compute:kuryr`` ports on the pod network as upstream's free poo
 (seen 2026-11-28: it took this suite's ports, and their SGs, into its pools)."""
 
 
+class VswitchdRestarted(UserWarning):
+    """ovs-vswitchd died and its ``--monitor`` parent started it again during a case (OVS
+    3.1's userspace conntrack assertion, docs/design/network-policy.md)."""
+
+
 def sandbox_pod_network(topo: topology.Topology) -> PodNetwork:
     """The sandbox's default pod network (net1, default SG) as a placement describes it."""
     return PodNetwork(
@@ -98,6 +104,7 @@ class PolicyEnv:
     neutron: Neutron | None = None
     _task: Any = None
     _thread: Any = None
+    _vswitchd_last: str = ""
 
     # ---- the controller thread --------------------------------------------------------
 
@@ -113,8 +120,26 @@ class PolicyEnv:
         ctl = str(self.sandbox.ctx.paths.run / "ovs-vswitchd.ctl")
         subprocess.run(["ovs-appctl", "-t", ctl, "dpctl/flush-conntrack"], check=False)
 
+    def _vswitchd_pid(self) -> str:
+        pidfile = self.sandbox.ctx.paths.pidfile("ovs-vswitchd")
+        pid = pidfile.read_text().strip() if pidfile.exists() else ""
+        return pid if pid and Path("/proc", pid).exists() else "none (not running)"
+
+    def vswitchd_restarts(self) -> str:
+        """Since the last call: "" if ovs-vswitchd kept running, else what its log says
+        about the crash (its monitor restarts it; the probes meanwhile may fail)."""
+        pid = self._vswitchd_pid()
+        if pid == self._vswitchd_last:
+            return ""
+        before, self._vswitchd_last = self._vswitchd_last, pid
+        log = self.sandbox.ctx.paths.logfile("ovs-vswitchd")
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        emer = [x for x in lines if "|EMER|" in x or "(monitor)|ERR|" in x][-2:]
+        return f"ovs-vswitchd restarted (pid {before} -> {pid}); its log: " + " / ".join(emer)
+
     def start(self) -> None:
         self.flush_conntrack()
+        self._vswitchd_last = self._vswitchd_pid()
         self.tag = f"kuryr-test-{self.cluster_id}"
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -443,6 +468,74 @@ class PolicyEnv:
                     results[(name, dst, proto, port)] = ok
         return results
 
+    def _vswitchd(self, *args: str) -> str:
+        """The answer of ``ovs-appctl`` to ovs-vswitchd (its error, if it refused)."""
+        ctl = str(self.sandbox.ctx.paths.run / "ovs-vswitchd.ctl")
+        done = run(["ovs-appctl", "-t", ctl, *args], check=False)
+        return done.stdout if done.returncode == 0 else done.stdout + done.stderr
+
+    def pipeline_allows(self, src: str, dst: str, proto: str, port: int) -> bool | None:
+        """What br-int's OpenFlow tables (the pipeline OVN compiled from the SG rules) do
+        with a new connection's first packet, by ``ofproto/trace``; unlike a probe, this
+        does not go through the datapath's flow cache. None: not traceable (not TCP/UDP,
+        or the two ports are on different networks)."""
+        if proto not in ("TCP", "UDP"):
+            return None
+        net = self.sandbox.conn.network
+        a, b = net.get_port(self.members[src].port.id), net.get_port(self.members[dst].port.id)
+        if a.network_id != b.network_id:
+            return None
+        find = ("--bare", "--columns=name", "find", "Interface")
+        names = [self.sandbox.ctx.vsctl(*find, f"external_ids:iface-id={p.id}").strip()
+                 for p in (a, b)]  # fmt: skip
+        fields = (
+            f"in_port={names[0]},{proto.lower()},dl_src={a.mac_address},dl_dst={b.mac_address},"
+            f"nw_src={self.members[src].endpoint.ip},nw_dst={self.members[dst].endpoint.ip},"
+            f"nw_ttl=64,tp_src=40000,tp_dst={port}" + (",tcp_flags=syn" if proto == "TCP" else "")
+        )
+        new = ["--ct-next", "trk,new"] * 4  # one per conntrack pass (source's, destination's)
+        out = self._vswitchd("ofproto/trace", "br-int", fields, *new)
+        actions = [x for x in out.splitlines() if x.startswith("Datapath actions:")]
+        shown = self._vswitchd("dpctl/show").splitlines()
+        dp_port = next((x.split(":")[0].split()[-1] for x in shown
+                        if x.strip().endswith(f": {names[1]}")), None)  # fmt: skip
+        dump = os.environ.get("KURYR_TEST_DUMP_DIR")
+        if dump:
+            Path(dump).mkdir(parents=True, exist_ok=True)
+            with Path(dump, "trace.txt").open("a") as f:
+                f.write(f"### {src} -> {dst} {proto}/{port} (dp port {dp_port})\n{out}\n")
+        if not actions or dp_port is None:
+            return None
+        # the trace prints datapath port numbers: the last pass outputs to the destination
+        return any(re.search(rf"(^|[:,\s]){dp_port}$", x) for x in actions)
+
+    def pipeline_drops(self, wrong: list[str]) -> list[str]:
+        """The rows observed open but wanted closed that the OpenFlow pipeline itself
+        drops: only a flow cached in the datapath can have let them through."""
+        out = []
+        for row in wrong:
+            head, _, verdict = row.partition(": ")
+            if verdict != "observed open, want closed":
+                continue
+            pair, _, probe = head.rpartition(" ")
+            s, _, d = pair.partition(" -> ")
+            proto, _, port = probe.partition("/")
+            if self.pipeline_allows(s, d, proto, int(port)) is False:
+                out.append(row)
+        return out
+
+    def datapath_flows(self, src: str, dst: str, port: int) -> list[str]:
+        """The datapath's cached flows from one pod to another's ``port`` (exact matches)."""
+        a, b = self.members[src].endpoint.ip, self.members[dst].endpoint.ip
+        flows = self._vswitchd("dpctl/dump-flows", "-m").splitlines()
+        to_port = re.compile(rf"(tcp|udp|sctp)\(src=[^,]*,dst={port}(/0x[0-9a-f]+)?\)")
+        return [f for f in flows if f"src={a}," in f and f"dst={b}," in f and to_port.search(f)]
+
+    def revalidate_datapath(self, purge: bool) -> None:
+        """Wait for the revalidators' next full pass over the cached datapath flows or,
+        with ``purge``, delete every cached flow (the next packets are translated anew)."""
+        self._vswitchd("revalidator/purge" if purge else "revalidator/wait")
+
     def explain(self, src: str, dst: str) -> str:
         """What Neutron, OVN and conntrack hold for one pair (for a failure message)."""
         net = self.sandbox.conn.network
@@ -492,6 +585,18 @@ class PolicyEnv:
         named = [f for f in flows.splitlines() if f"nw_src={a.endpoint.ip}," in f
                  or f"nw_src={a.endpoint.ip} " in f or f"reg2={a.endpoint.ip}" in f]  # fmt: skip
         lines += [f"  of: {' '.join(f.split()[5:])}" for f in named[:20]]
+        dump = os.environ.get("KURYR_TEST_DUMP_DIR")
+        if dump:
+            Path(dump).mkdir(parents=True, exist_ok=True)
+            Path(dump, "flows.txt").write_text(flows)
+            Path(dump, "ct.txt").write_text(ct)
+            sb = run(["ovn-sbctl", f"--db=unix:{ctx.paths.sb_sock}", "lflow-list"], check=False)
+            Path(dump, "lflows.txt").write_text(sb.stdout)
+            nb = run(["ovn-nbctl", f"--db=unix:{ctx.paths.nb_sock}", "show"], check=False)
+            Path(dump, "nb.txt").write_text(nb.stdout)
+            dp = run(["ovs-appctl", "-t", str(ctx.paths.run / "ovs-vswitchd.ctl"),
+                      "dpctl/dump-flows", "-m"], check=False)  # fmt: skip
+            Path(dump, "dpflows.txt").write_text(dp.stdout)
         lines.append(f"  ({len(named)} br-int flows match nw_src={a.endpoint.ip} exactly)")
         return "\n".join(lines)
 

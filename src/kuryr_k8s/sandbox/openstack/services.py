@@ -97,15 +97,50 @@ class OvsVswitchd(Component):
         delete_leftover_taps()
 
     def launch(self) -> None:
+        """With ``--monitor``, as Debian's ``ovs-ctl`` starts it: a parent process starts
+        the daemon again when it crashes (OVS 3.1's userspace conntrack can hit an
+        assertion, docs/design/network-policy.md), so the datapath is back in seconds
+        instead of staying down until the next ``sandbox up``."""
         run(
             [
                 "ovs-vswitchd",
                 f"unix:{self.ctx.paths.ovs_db_sock}",
                 f"--unixctl={self.ctx.paths.run / 'ovs-vswitchd.ctl'}",
+                "--monitor",
                 *_detach_opts(self),
             ],
             env=self.ctx.ovs_env(),
         )
+
+    def monitor_pids(self) -> list[int]:
+        """Our daemon's ``--monitor`` parent(s). OVS renames them (``comm`` "monitor",
+        command line "ovs-vswitchd: monitoring pid N"), so they are recognised by this
+        sandbox's ``OVS_RUNDIR`` in their environment, never another sandbox's or the
+        host's ovs-vswitchd."""
+        ours = f"OVS_RUNDIR={self.ctx.paths.run}".encode()
+        found = []
+        for comm in Path("/proc").glob("[0-9]*/comm"):
+            try:
+                if comm.read_text().strip() != "monitor":
+                    continue
+                argv = (comm.parent / "cmdline").read_bytes()
+                environ = (comm.parent / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            pid = int(comm.parent.name)
+            if argv.startswith(b"ovs-vswitchd: monitoring") and ours in environ and is_alive(pid):
+                found.append(pid)
+        return found
+
+    def extra_pids(self) -> list[int]:
+        return self.monitor_pids()
+
+    def stop(self) -> bool:
+        """The monitor first, so that it cannot start the daemon again meanwhile."""
+        monitors = self.monitor_pids()
+        for pid in monitors:
+            terminate(pid)
+        return super().stop() or bool(monitors)
 
     def after_start(self) -> None:
         """Bridges and chassis settings must exist before ovn-controller starts (pitfall 14)."""
