@@ -45,6 +45,7 @@ from kuryr_k8s.model.errors import ResourceNotReady
 from kuryr_k8s.openstack.neutron import Neutron, SdkTransport
 from kuryr_k8s.openstack.security import SecurityApi
 from kuryr_k8s.sandbox.openstack import hostplug, topology
+from kuryr_k8s.sandbox.openstack.services import OvsVswitchd
 from kuryr_k8s.sandbox.process import run
 from netpol_truth import Endpoint
 
@@ -63,6 +64,24 @@ adopts unowned ``compute:kuryr`` ports on the pod network as upstream's free poo
 class VswitchdRestarted(UserWarning):
     """ovs-vswitchd died and its ``--monitor`` parent started it again during a case (OVS
     3.1's userspace conntrack assertion, docs/design/network-policy.md)."""
+
+
+def dump(name: str, text: str, *, append: bool = False) -> None:
+    """Keep ``text`` as ``name`` in ``$KURYR_TEST_DUMP_DIR`` when it is set (for diagnosis)."""
+    where = os.environ.get("KURYR_TEST_DUMP_DIR")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        with Path(where, name).open("a" if append else "w") as f:
+            f.write(text)
+
+
+def row_parts(row: str) -> tuple[str, str, str, int, str]:
+    """``"src -> dst PROTO/port: verdict"`` (a row of :func:`diff`) as its parts."""
+    head, _, verdict = row.partition(": ")
+    pair, _, probe = head.rpartition(" ")
+    src, _, dst = pair.partition(" -> ")
+    proto, _, port = probe.partition("/")
+    return src, dst, proto, int(port), verdict
 
 
 def sandbox_pod_network(topo: topology.Topology) -> PodNetwork:
@@ -117,13 +136,17 @@ class PolicyEnv:
         ovs-vswitchd dies when new probes meet stale entries of earlier NAT'd (load
         balancer) connections: seen after the Services suite (docs/design/services.md,
         network-policy.md). Nothing of these suites needs an entry older than the suite."""
+        self._vswitchd("dpctl/flush-conntrack")
+
+    def _vswitchd(self, *args: str) -> str:
+        """The answer of ``ovs-appctl`` to ovs-vswitchd (its error, if it refused)."""
         ctl = str(self.sandbox.ctx.paths.run / "ovs-vswitchd.ctl")
-        subprocess.run(["ovs-appctl", "-t", ctl, "dpctl/flush-conntrack"], check=False)
+        done = run(["ovs-appctl", "-t", ctl, *args], check=False)
+        return done.stdout if done.returncode == 0 else done.stdout + done.stderr
 
     def _vswitchd_pid(self) -> str:
-        pidfile = self.sandbox.ctx.paths.pidfile("ovs-vswitchd")
-        pid = pidfile.read_text().strip() if pidfile.exists() else ""
-        return pid if pid and Path("/proc", pid).exists() else "none (not running)"
+        pid = OvsVswitchd(self.sandbox.ctx).pid()
+        return str(pid) if pid is not None else "none (not running)"
 
     def vswitchd_restarts(self) -> str:
         """Since the last call: "" if ovs-vswitchd kept running, else what its log says
@@ -468,12 +491,6 @@ class PolicyEnv:
                     results[(name, dst, proto, port)] = ok
         return results
 
-    def _vswitchd(self, *args: str) -> str:
-        """The answer of ``ovs-appctl`` to ovs-vswitchd (its error, if it refused)."""
-        ctl = str(self.sandbox.ctx.paths.run / "ovs-vswitchd.ctl")
-        done = run(["ovs-appctl", "-t", ctl, *args], check=False)
-        return done.stdout if done.returncode == 0 else done.stdout + done.stderr
-
     def pipeline_allows(self, src: str, dst: str, proto: str, port: int) -> bool | None:
         """What br-int's OpenFlow tables (the pipeline OVN compiled from the SG rules) do
         with a new connection's first packet, by ``ofproto/trace``; unlike a probe, this
@@ -499,28 +516,22 @@ class PolicyEnv:
         shown = self._vswitchd("dpctl/show").splitlines()
         dp_port = next((x.split(":")[0].split()[-1] for x in shown
                         if x.strip().endswith(f": {names[1]}")), None)  # fmt: skip
-        dump = os.environ.get("KURYR_TEST_DUMP_DIR")
-        if dump:
-            Path(dump).mkdir(parents=True, exist_ok=True)
-            with Path(dump, "trace.txt").open("a") as f:
-                f.write(f"### {src} -> {dst} {proto}/{port} (dp port {dp_port})\n{out}\n")
+        dump("trace.txt", f"### {src} -> {dst} {proto}/{port} (dp port {dp_port})\n{out}\n",
+             append=True)  # fmt: skip
         if not actions or dp_port is None:
             return None
         # the trace prints datapath port numbers: the last pass outputs to the destination
         return any(re.search(rf"(^|[:,\s]){dp_port}$", x) for x in actions)
 
-    def pipeline_drops(self, wrong: list[str]) -> list[str]:
-        """The rows observed open but wanted closed that the OpenFlow pipeline itself
-        drops: only a flow cached in the datapath can have let them through."""
+    def pipeline_agrees(self, wrong: list[str]) -> list[str]:
+        """The differing rows where the OpenFlow pipeline itself does what the model wants
+        (drops what was seen open, forwards what was seen closed): only state held in the
+        datapath (cached flows, connection tracking) can have made the probe differ."""
         out = []
         for row in wrong:
-            head, _, verdict = row.partition(": ")
-            if verdict != "observed open, want closed":
-                continue
-            pair, _, probe = head.rpartition(" ")
-            s, _, d = pair.partition(" -> ")
-            proto, _, port = probe.partition("/")
-            if self.pipeline_allows(s, d, proto, int(port)) is False:
+            src, dst, proto, port, verdict = row_parts(row)
+            want_open = verdict.endswith("want open")
+            if self.pipeline_allows(src, dst, proto, port) is want_open:
                 out.append(row)
         return out
 
@@ -567,10 +578,7 @@ class PolicyEnv:
                                check=False).stdout.splitlines()  # fmt: skip
                     lines += [f"    acl {pg[:11]}: {' '.join(x.split())}" for x in acls
                               if "to-lport" in x][:25]  # fmt: skip
-        ct = run(
-            ["ovs-appctl", "-t", str(ctx.paths.run / "ovs-vswitchd.ctl"), "dpctl/dump-conntrack"],
-            check=False,
-        ).stdout
+        ct = self._vswitchd("dpctl/dump-conntrack")
         ips = (a.endpoint.ip, b.endpoint.ip)
         pair = [c for c in ct.splitlines() if all(f"={ip}," in c for ip in ips)]
         # the source's own ct zone first: a probe that never entered it skipped its ACLs
@@ -585,18 +593,14 @@ class PolicyEnv:
         named = [f for f in flows.splitlines() if f"nw_src={a.endpoint.ip}," in f
                  or f"nw_src={a.endpoint.ip} " in f or f"reg2={a.endpoint.ip}" in f]  # fmt: skip
         lines += [f"  of: {' '.join(f.split()[5:])}" for f in named[:20]]
-        dump = os.environ.get("KURYR_TEST_DUMP_DIR")
-        if dump:
-            Path(dump).mkdir(parents=True, exist_ok=True)
-            Path(dump, "flows.txt").write_text(flows)
-            Path(dump, "ct.txt").write_text(ct)
+        if os.environ.get("KURYR_TEST_DUMP_DIR"):
+            dump("flows.txt", flows)
+            dump("ct.txt", ct)
             sb = run(["ovn-sbctl", f"--db=unix:{ctx.paths.sb_sock}", "lflow-list"], check=False)
-            Path(dump, "lflows.txt").write_text(sb.stdout)
+            dump("lflows.txt", sb.stdout)
             nb = run(["ovn-nbctl", f"--db=unix:{ctx.paths.nb_sock}", "show"], check=False)
-            Path(dump, "nb.txt").write_text(nb.stdout)
-            dp = run(["ovs-appctl", "-t", str(ctx.paths.run / "ovs-vswitchd.ctl"),
-                      "dpctl/dump-flows", "-m"], check=False)  # fmt: skip
-            Path(dump, "dpflows.txt").write_text(dp.stdout)
+            dump("nb.txt", nb.stdout)
+            dump("dpflows.txt", self._vswitchd("dpctl/dump-flows", "-m"))
         lines.append(f"  ({len(named)} br-int flows match nw_src={a.endpoint.ip} exactly)")
         return "\n".join(lines)
 

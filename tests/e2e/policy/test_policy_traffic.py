@@ -19,12 +19,11 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from e2e.policy.env import PolicyEnv, VswitchdRestarted, diff
+from e2e.policy.env import PolicyEnv, VswitchdRestarted, diff, dump, row_parts
 from fixtures.kubeapi import KubeApi
 from fixtures.sandbox import Sandbox
 from netpol_truth import Endpoint
@@ -90,10 +89,11 @@ def _reprobe(
 
 class DatapathCacheLag(UserWarning):
     """A difference only the datapath's state made: br-int's OpenFlow pipeline (what OVN
-    compiled from Neutron's rules) already drops a new connection, yet the probe got
-    through, more than FLOW_LAG after the change; the report says which step removed it
-    (the revalidators' pass, a purge of the cached flows, a conntrack flush). Seen on OVS
-    3.1.0's userspace datapath in the case after one that allowed the same pair
+    compiled from Neutron's rules) already does what the model wants with a new
+    connection (drops it, or forwards it), yet the probe saw the opposite more than
+    FLOW_LAG after the change; the report says which step removed it (the revalidators'
+    pass, a purge of the cached flows, a conntrack flush). Seen on OVS 3.1.0's userspace
+    datapath in the case after one with the opposite verdict for the same pair
     (docs/design/network-policy.md, "Known data-plane issues")."""
 
 
@@ -112,17 +112,15 @@ def datapath_cache_report(
     removes them: the revalidators' next pass, a purge of the cached flows, or a flush of
     the connection tracker. Returns the report and the differences left after that (all
     of them when the pipeline itself is wrong for any)."""
-    cached = env.pipeline_drops(wrong)
+    cached = env.pipeline_agrees(wrong)
     if not cached:
         return "", wrong
-    lines = [f"{len(cached)} of {len(wrong)} differences are dropped by the OpenFlow pipeline "
-             "(ofproto/trace); a cached datapath flow let them through:"]  # fmt: skip
+    lines = [f"{len(cached)} of {len(wrong)} differences: the OpenFlow pipeline does what the "
+             "model wants (ofproto/trace), the datapath did not:"]  # fmt: skip
     for row in cached[:3]:
-        head = row.partition(": ")[0]  # "src -> dst PROTO/port"
-        pair, _, probe = head.rpartition(" ")
-        src, _, dst = pair.partition(" -> ")
-        lines.append(f"  {head}, its cached datapath flows:")
-        lines += [f"    {f}" for f in env.datapath_flows(src, dst, int(probe.partition("/")[2]))]
+        src, dst, proto, port, _ = row_parts(row)
+        lines.append(f"  {src} -> {dst} {proto}/{port}, its cached datapath flows:")
+        lines += [f"    {f}" for f in env.datapath_flows(src, dst, port)]
     after = wrong
     steps: list[tuple[str, Callable[[], None]]] = [
         ("revalidator/wait", lambda: env.revalidate_datapath(purge=False)),
@@ -137,10 +135,7 @@ def datapath_cache_report(
             break
     report = "\n".join(lines) + "\n"
     print(report)
-    dump = os.environ.get("KURYR_TEST_DUMP_DIR")
-    if dump:
-        Path(dump).mkdir(parents=True, exist_ok=True)
-        Path(dump, "datapath-cache.txt").write_text(report)
+    dump("datapath-cache.txt", report)
     return report, after if len(cached) == len(wrong) else wrong
 
 
@@ -163,7 +158,7 @@ def check(env: PolicyEnv, policies: list[dict[str, Any]], what: str) -> None:
     if wrong:
         cache, left = datapath_cache_report(env, policies, observed, wrong)
         if cache and not left:
-            # the product and OVN are right; only OVS's flow cache lagged: say so loudly
+            # the product and OVN are right; only the datapath's state lagged: say so loudly
             report_warning(DatapathCacheLag, f"{what}: {len(wrong)} stale:\n{cache}")
         wrong = left
     note = f", flows agreed {lag:.1f} s later" if lag > 1 else ""
